@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export KERAS_BACKEND := tensorflow
 
-.PHONY: demo test test-slow lint bench clean-venv
+.PHONY: demo test test-slow lint defaults clean-venv
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,3 +35,6 @@ lint: $(STAMP)
 
 clean-venv:
 	rm -rf $(VENV)
+
+defaults: $(STAMP)
+	$(BIN)/python -c "from tfuq.config import render_defaults; open('configs/defaults.ini', 'w').write(render_defaults())"

@@ -1,0 +1,226 @@
+"""The ``tfuq`` command line: thin wrappers that parse, then call the library.
+
+TensorFlow, Keras and the data stack are imported inside commands, so
+``tfuq --help`` answers quickly. A user error (bad config, missing file, bad
+data) is one line on stderr and exit code 2; ``--debug`` shows the traceback.
+A command whose implementation has not landed yet exits 2 and says so.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+
+from tfuq import __version__
+from tfuq.errors import NotAvailableError, UserError
+
+__all__ = ["cli", "main"]
+
+_CONFIG = click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
+_SET = click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="SECTION.key=value",
+    help="Override a config value (repeatable), e.g. --set TRAINING.max_iter=50.",
+)
+#: Commands still to land: name -> the tracker issue that brings them.
+_PENDING = {
+    "train": "#5 (training)",
+    "infer": "#6 (inference)",
+    "calibrate": "#6 (calibration)",
+    "evaluate": "#6 (evaluation)",
+    "validate-uq": "#6 (uncertainty validation)",
+    "export": "#7 (deployment)",
+    "import-keras": "#7 (Keras model import)",
+    "bench": "#4/#5 (networks and training benchmarks)",
+}
+
+
+def _load(config: Path, overrides: Sequence[str]) -> Any:
+    from tfuq.config import load_config
+
+    return load_config(config, overrides)
+
+
+def _not_available(command: str) -> None:
+    raise NotAvailableError(f"tfuq {command}: not available yet; it lands with issue {_PENDING[command]}")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--debug", is_flag=True, help="Show full tracebacks for errors.")
+@click.version_option(__version__, prog_name="tfuq")
+def cli(debug: bool) -> None:
+    """Uncertainty-aware medical image translation (Keras 3 / TensorFlow / TFP).
+
+    Typical use: tfuq train app.ini; tfuq calibrate app.ini; tfuq infer app.ini;
+    tfuq evaluate app.ini. `tfuq phantom OUT` writes paired phantom data with
+    known noise; `make demo` runs the whole MR->CT job on it.
+    """
+
+
+@cli.command()
+@_CONFIG
+@_SET
+def train(config: Path, overrides: tuple[str, ...]) -> None:
+    """Train the model described by CONFIG (resumes from the last checkpoint)."""
+    _load(config, overrides)
+    _not_available("train")
+
+
+@cli.command()
+@_CONFIG
+@_SET
+@click.option("--serving-url", default=None, help="Query a TF Serving REST endpoint instead.")
+def infer(config: Path, overrides: tuple[str, ...], serving_url: str | None) -> None:
+    """Write mean and uncertainty maps for CONFIG's inference subjects."""
+    _load(config, overrides)
+    _not_available("infer")
+
+
+@cli.command()
+@_CONFIG
+@_SET
+def calibrate(config: Path, overrides: tuple[str, ...]) -> None:
+    """Fit the recalibration of the predictive distribution on the calibration split."""
+    _load(config, overrides)
+    _not_available("calibrate")
+
+
+@cli.command()
+@_CONFIG
+@_SET
+def evaluate(config: Path, overrides: tuple[str, ...]) -> None:
+    """Compute image and uncertainty metrics, plots and the HTML report."""
+    _load(config, overrides)
+    _not_available("evaluate")
+
+
+@cli.command("validate-uq")
+@_CONFIG
+@_SET
+def validate_uq(config: Path, overrides: tuple[str, ...]) -> None:
+    """Run the papers' uncertainty-validation experiments (noise, size, anomaly)."""
+    _load(config, overrides)
+    _not_available("validate-uq")
+
+
+@cli.command()
+@_CONFIG
+@_SET
+@click.option("--version", "version", type=click.IntRange(min=1), default=None, help="Model version.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing version.")
+def export(config: Path, overrides: tuple[str, ...], version: int | None, overwrite: bool) -> None:
+    """Export a TF Serving SavedModel with in-graph MC uncertainty."""
+    _load(config, overrides)
+    _not_available("export")
+
+
+@cli.command("import-keras")
+@click.argument("source", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("destination", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--head", type=click.Choice(["normal", "generalized_normal", "laplace"]), default="normal")
+@click.option("--dropout", type=click.Choice(["mc", "concrete", "none"]), default="mc")
+def import_keras(source: Path, destination: Path, head: str, dropout: str) -> None:
+    """Turn a deterministic Keras image-to-image model into an uncertainty-aware one."""
+    _not_available("import-keras")
+
+
+@cli.command()
+@click.argument("what", type=click.Choice(["network", "training", "inference"]))
+@click.argument("config", type=click.Path(dir_okay=False, path_type=Path), required=False)
+def bench(what: str, config: Path | None) -> None:
+    """Benchmark WHAT against this machine's measured matmul peak."""
+    _not_available("bench")
+
+
+@cli.command()
+@_CONFIG
+@_SET
+def info(config: Path, overrides: tuple[str, ...]) -> None:
+    """Print the resolved configuration, the subjects found and the model summary."""
+    from tfuq.workflow import describe
+
+    click.echo(describe(_load(config, overrides)))
+
+
+@cli.command()
+@click.argument("outdir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--kind", type=click.Choice(["wholebody", "brain"]), default="wholebody", show_default=True)
+@click.option("--subjects", "num_subjects", type=click.IntRange(min=1), default=4, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--shape", type=click.IntRange(min=8), nargs=3, default=None, help="Volume shape X Y Z.")
+@click.option("--voxel-size", type=click.FloatRange(min=0, min_open=True), nargs=3, default=None)
+@click.option("--anomaly", type=click.Choice(["cube", "lesion"]), default=None, help="Insert an anomaly.")
+@click.option("--anomaly-size", type=click.IntRange(min=1), default=None, help="Anomaly side in voxels.")
+@click.option("--overwrite", is_flag=True, help="Replace existing phantom files.")
+def phantom(
+    outdir: Path,
+    kind: str,
+    num_subjects: int,
+    seed: int,
+    shape: tuple[int, int, int] | None,
+    voxel_size: tuple[float, float, float] | None,
+    anomaly: str | None,
+    anomaly_size: int | None,
+    overwrite: bool,
+) -> None:
+    """Write paired phantom volumes with their true noise std to OUTDIR."""
+    from tfuq.data.phantom import write_phantom
+
+    kwargs: dict[str, Any] = {"kind": kind, "num_subjects": num_subjects, "seed": seed}
+    if shape:
+        kwargs["shape"] = tuple(shape)
+    if voxel_size:
+        kwargs["voxel_size"] = tuple(voxel_size)
+    if anomaly:
+        kwargs["anomaly"] = anomaly
+    if anomaly_size:
+        kwargs["anomaly_size"] = anomaly_size
+    try:
+        paths = write_phantom(outdir, overwrite=overwrite, **kwargs)
+    except ValueError as err:
+        raise UserError(f"tfuq phantom: {err}") from err
+    click.echo(f"wrote {len(paths)} files for {num_subjects} {kind} subjects to {outdir}")
+
+
+@cli.command()
+@_CONFIG
+@_SET
+def demo(config: Path, overrides: tuple[str, ...]) -> None:
+    """Run CONFIG's whole job on the built-in phantom (what `make demo` runs)."""
+    from tfuq.workflow import run_demo
+
+    run_demo(_load(config, overrides), echo=click.echo)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console entry point: maps user errors to one line and exit code 2."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    try:
+        cli.main(args=args, prog_name="tfuq", standalone_mode=False)
+    except click.exceptions.Exit as stop:
+        sys.exit(stop.exit_code)
+    except click.Abort:
+        click.echo("tfuq: aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as err:
+        err.show()
+        sys.exit(2)
+    except UserError as err:
+        if debug:
+            traceback.print_exc()
+        message = " ".join(str(err).split("\n"))
+        click.echo(f"tfuq: error: {message}", err=True)
+        sys.exit(2)
+    sys.exit(0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

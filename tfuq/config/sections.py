@@ -1,0 +1,376 @@
+"""The INI sections as frozen dataclasses, one per section (NiftyNet's shape).
+
+Reserved sections are :data:`SECTIONS`; ``[REGRESSION]`` or ``[GAN]`` names the
+application; every other section is an input source (e.g. ``[MR]``, ``[CT]``)
+with NiftyNet's input keys. Key names and meanings follow NiftyNet's
+config_spec where NiftyNet has the key; tfuq's own keys say so in their help.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from tfuq.config.fields import setting
+
+__all__ = [
+    "APPLICATIONS",
+    "PHASES",
+    "SECTIONS",
+    "CalibrationSection",
+    "EvaluationSection",
+    "ExportSection",
+    "GanSection",
+    "InferenceSection",
+    "InputSource",
+    "NetworkSection",
+    "PhantomSection",
+    "RegressionSection",
+    "SystemSection",
+    "TrainingSection",
+    "UncertaintySection",
+]
+
+PHASES = ("Training", "Validation", "Inference")
+NETWORKS = ("unet", "highres3dnet", "multires", "pix2pix", "upgan")
+
+
+@dataclasses.dataclass(frozen=True)
+class SystemSection:
+    """``[SYSTEM]``: where things go, devices, precision and seeds."""
+
+    model_dir: str = setting(
+        "", "model/log folder; relative to the INI folder; empty = the INI folder", path="ini"
+    )
+    dataset_split_file: str = setting(
+        "dataset_split.csv", "subject,phase CSV made on first use; relative to model_dir", path="model_dir"
+    )
+    num_threads: int = setting(2, "threads for data loading", min=1)
+    num_gpus: int = setting(1, "GPUs to train on (ignored when none is visible)", min=0)
+    cuda_devices: str = setting("", "sets CUDA_VISIBLE_DEVICES when not empty, e.g. 0,1")
+    strategy: str = setting(
+        "auto", "tfuq: tf.distribute strategy", choices=("auto", "one_device", "mirrored", "multi_worker")
+    )
+    mixed_precision: str = setting(
+        "float32", "tfuq: Keras dtype policy", choices=("float32", "mixed_float16", "mixed_bfloat16")
+    )
+    seed: int = setting(0, "tfuq: seed for splits, sampling, dropout and initialisation", min=0)
+
+
+@dataclasses.dataclass(frozen=True)
+class NetworkSection:
+    """``[NETWORK]``: the model and how windows are batched."""
+
+    name: str = setting("unet", "one of unet, highres3dnet, multires, pix2pix, upgan, or keras:path.keras")
+    activation_function: str = setting(
+        "relu", "activation of hidden layers", choices=("relu", "leaky_relu", "prelu", "elu", "selu", "gelu")
+    )
+    batch_size: int = setting(2, "windows per training step (global batch)", min=1)
+    smaller_final_batch_mode: str = setting(
+        "pad", "final smaller batch at inference", choices=("pad", "drop", "dynamic")
+    )
+    decay: float = setting(0.0, "weight regularisation strength", min=0.0)
+    reg_type: str = setting("L2", "weight regularisation type", choices=("L1", "L2"))
+    volume_padding_size: tuple[int, ...] = setting(
+        (0, 0, 0), "voxels padded on each side of a volume before sampling", min=0, length=(1, 3)
+    )
+    volume_padding_mode: str = setting(
+        "minimum", "numpy.pad mode", choices=("minimum", "constant", "edge", "reflect", "symmetric")
+    )
+    window_sampling: str = setting(
+        "uniform", "training window sampler", choices=("uniform", "weighted", "balanced", "resize")
+    )
+    queue_length: int = setting(5, "windows buffered for shuffling", min=1)
+    keep_prob: float = setting(
+        1.0,
+        "NiftyNet keep probability; tfuq uses [UNCERTAINTY] dropout_rate",
+        min=0.0,
+        max=1.0,
+        min_exclusive=True,
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingSection:
+    """``[TRAINING]``: optimiser, iterations, checkpoints, validation, augmentation."""
+
+    optimiser: str = setting(
+        "adam", "optimiser", choices=("adam", "adamw", "sgd", "momentum", "nesterov", "rmsprop", "adagrad")
+    )
+    lr: float = setting(1e-3, "learning rate", min=0.0, min_exclusive=True)
+    beta_1: float = setting(0.9, "tfuq: Adam/AdamW beta_1", min=0.0, max=1.0, max_exclusive=True)
+    beta_2: float = setting(0.999, "tfuq: Adam/AdamW beta_2", min=0.0, max=1.0, max_exclusive=True)
+    weight_decay: float = setting(0.0, "tfuq: decoupled weight decay (adamw)", min=0.0)
+    lr_schedule: str = setting(
+        "constant", "tfuq: learning-rate schedule", choices=("constant", "cosine", "step")
+    )
+    grad_clip_norm: float = setting(0.0, "tfuq: clip gradients to this global norm; 0 = off", min=0.0)
+    loss_type: str = setting(
+        "nll", "nll of [UNCERTAINTY] family, or an l1/l2 baseline", choices=("nll", "l1", "l2")
+    )
+    sample_per_volume: int = setting(1, "windows drawn from each volume per pass", min=1)
+    starting_iter: int = setting(
+        -1, "-1 = resume from the latest checkpoint if any; 0 = from scratch", min=-1
+    )
+    max_iter: int = setting(10000, "total training iterations", min=0)
+    save_every_n: int = setting(500, "checkpoint every n iterations; 0 = only at the end", min=0)
+    max_checkpoints: int = setting(5, "recent checkpoints kept", min=1)
+    tensorboard_every_n: int = setting(20, "TensorBoard summaries every n iterations; 0 = off", min=0)
+    validation_every_n: int = setting(-1, "validate every n iterations; <= 0 = off", min=-1)
+    validation_max_iter: int = setting(1, "validation batches per validation", min=1)
+    exclude_fraction_for_validation: float = setting(
+        0.0, "fraction of subjects for validation", min=0.0, max=1.0, max_exclusive=True
+    )
+    exclude_fraction_for_inference: float = setting(
+        0.0, "fraction of subjects for inference (test)", min=0.0, max=1.0, max_exclusive=True
+    )
+    rotation_angle: tuple[float, ...] = setting(
+        (), "random rotation range in degrees, e.g. -10, 10", length=2
+    )
+    scaling_percentage: tuple[float, ...] = setting(
+        (), "random scaling range in percent, e.g. -10, 10", length=2
+    )
+    random_flipping_axes: tuple[int, ...] = setting(
+        (), "axes that may be flipped, e.g. 0, 1; empty or -1 = none", min=-1, max=2
+    )
+    bias_field_range: tuple[float, ...] = setting(
+        (), "random bias field coefficient range, e.g. -0.5, 0.5", length=2
+    )
+    bf_order: int = setting(3, "polynomial order of the random bias field", min=1)
+    intensity_shift: float = setting(
+        0.0, "tfuq: random intensity shift range (normalised units); 0 = off", min=0.0
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class InferenceSection:
+    """``[INFERENCE]``: sliding-window prediction and outputs."""
+
+    spatial_window_size: tuple[int, ...] = setting(
+        (), "inference window; empty = the input section's", min=1, length=(2, 3)
+    )
+    border: tuple[int, ...] = setting(
+        (0, 0, 0), "voxels cropped from each side of an output window", min=0, length=(1, 3)
+    )
+    inference_iter: int = setting(-1, "checkpoint iteration to use; -1 = latest", min=-1)
+    save_seg_dir: str = setting("inference", "output folder; relative to model_dir", path="model_dir")
+    output_postfix: str = setting("", "appended to output file stems")
+    output_interp_order: int = setting(1, "interpolation order when resampling outputs back", min=0, max=5)
+    dataset_to_infer: str = setting(
+        "", "phase to infer; empty = Inference (all subjects without a split)", choices=("", *PHASES, "all")
+    )
+    window_overlap: float = setting(
+        0.5, "tfuq: fractional overlap of inference windows", min=0.0, max=1.0, max_exclusive=True
+    )
+    blending: str = setting(
+        "gaussian", "tfuq: how overlapping windows are blended", choices=("constant", "gaussian", "hann")
+    )
+    batch_size: int = setting(4, "tfuq: windows per inference batch", min=1)
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluationSection:
+    """``[EVALUATION]``: metrics, tables and plots."""
+
+    save_csv_dir: str = setting(
+        "evaluation", "metrics, plots and report folder; relative to model_dir", path="model_dir"
+    )
+    evaluations: tuple[str, ...] = setting(
+        (
+            "mae",
+            "mse",
+            "rmse",
+            "psnr",
+            "ssim",
+            "nll",
+            "calibration",
+            "coverage",
+            "sharpness",
+            "ause",
+            "spearman",
+        ),
+        "metrics to compute",
+        choices=(
+            "mae",
+            "mse",
+            "rmse",
+            "psnr",
+            "ssim",
+            "nrmse",
+            "nll",
+            "calibration",
+            "coverage",
+            "sharpness",
+            "ause",
+            "spearman",
+        ),
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class UncertaintySection:
+    """``[UNCERTAINTY]`` (tfuq): predictive family, dropout and MC sampling."""
+
+    family: str = setting(
+        "normal",
+        "per-voxel predictive distribution",
+        choices=("normal", "generalized_normal", "laplace", "none"),
+    )
+    dropout: str = setting("mc", "epistemic dropout", choices=("mc", "concrete", "none"))
+    dropout_rate: float = setting(
+        0.2,
+        "MC dropout drop probability (Reinhold 0.2; Klaser keep 0.5 = 0.5)",
+        min=0.0,
+        max=1.0,
+        max_exclusive=True,
+    )
+    mc_samples: int = setting(20, "stochastic passes at inference (Klaser 20, Reinhold 50)", min=1)
+    concrete_temperature: float = setting(
+        0.1, "concrete relaxation temperature (Zhao 0.1)", min=0.0, min_exclusive=True
+    )
+    weight_regularizer: float = setting(1e-6, "concrete dropout weight regulariser (Zhao 1e-6)", min=0.0)
+    dropout_regularizer: float = setting(1e-5, "concrete dropout regulariser (Zhao 1e-5)", min=0.0)
+    concrete_init_range: tuple[float, ...] = setting(
+        (0.1, 0.1),
+        "initial drop probability range",
+        min=0.0,
+        max=1.0,
+        length=2,
+        min_exclusive=True,
+        max_exclusive=True,
+    )
+    flag_threshold: float = setting(
+        0.0,
+        "flag a subject when its mean total std in the mask exceeds this (target units); 0 = off",
+        min=0.0,
+    )
+    ensemble: tuple[str, ...] = setting(
+        (), "other model_dirs whose models join this one as a deep ensemble", path="ini"
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class CalibrationSection:
+    """``[CALIBRATION]`` (tfuq): post-hoc recalibration of the predictive distribution."""
+
+    method: str = setting(
+        "isotonic", "recalibration applied by infer/export", choices=("isotonic", "sigma_scaling", "none")
+    )
+    dataset: str = setting(
+        "Validation", "phase the recalibration is fitted on (Zhao used Training)", choices=PHASES
+    )
+    num_bins: int = setting(100, "expected-proportion grid of calibration curves", min=2)
+    sigma_objective: str = setting("nll", "what sigma scaling minimises", choices=("nll", "calibration"))
+    max_voxels: int = setting(1000000, "PIT values kept for fitting (random subset)", min=100)
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportSection:
+    """``[EXPORT]`` (tfuq): TF Serving SavedModel."""
+
+    export_dir: str = setting("export", "TF Serving base folder; relative to model_dir", path="model_dir")
+    model_name: str = setting("", "served model name; empty = the INI file's stem")
+    mc_samples: int = setting(0, "MC passes inside the SavedModel; 0 = [UNCERTAINTY] mc_samples", min=0)
+
+
+@dataclasses.dataclass(frozen=True)
+class PhantomSection:
+    """``[PHANTOM]`` (tfuq): the built-in paired phantom behind ``path_to_search = phantom:``."""
+
+    kind: str = setting("wholebody", "phantom anatomy", choices=("wholebody", "brain"))
+    num_subjects: int = setting(8, "subjects generated", min=1)
+    seed: int = setting(0, "anatomy and noise seed", min=0)
+    shape: tuple[int, ...] = setting((), "volume shape; empty = the phantom's default", min=8, length=3)
+    voxel_size: tuple[float, ...] = setting(
+        (), "voxel size in mm; empty = the phantom's default", min=0.0, length=3, min_exclusive=True
+    )
+    cache_dir: str = setting(
+        "phantom", "where it is generated on first use; relative to model_dir", path="model_dir"
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class RegressionSection:
+    """``[REGRESSION]``: which input sections are images, target, mask."""
+
+    image: tuple[str, ...] = setting((), "input source sections fed to the network, e.g. MR")
+    output: str = setting("", "input source section of the target, e.g. CT")
+    weight: str = setting("", "optional section with a sampling weight map")
+    sampler: str = setting("", "optional section used by weighted/balanced window sampling")
+    mask: str = setting("", "tfuq: optional section with the body/brain mask for losses and metrics")
+    noise_std: str = setting("", "tfuq: optional section with the true noise std (phantom) for UQ validation")
+    loss_border: int = setting(0, "voxels ignored at each window side in the loss", min=0)
+    error_map: bool = setting(False, "also write |error| maps at inference when the target is known")
+
+
+@dataclasses.dataclass(frozen=True)
+class GanSection:
+    """``[GAN]``: conditional GAN translation (pix2pix, Bayesian cGAN, UP-GAN)."""
+
+    conditioning: tuple[str, ...] = setting(
+        (), "input source sections the generator is conditioned on, e.g. T1"
+    )
+    image: str = setting("", "input source section of the real (target) images, e.g. T2")
+    mask: str = setting("", "tfuq: optional mask section for losses and metrics")
+    noise_std: str = setting("", "tfuq: optional true noise std section (phantom)")
+    loss_border: int = setting(0, "tfuq: voxels ignored at each window side in the loss", min=0)
+    adversarial_loss: str = setting("lsgan", "tfuq: adversarial loss", choices=("lsgan", "bce"))
+    lambda_adv: float = setting(1.0, "tfuq: adversarial loss weight", min=0.0)
+    lambda_l1: float = setting(100.0, "tfuq: L1 weight (pix2pix/Zhao 100)", min=0.0)
+    lambda_nll: float = setting(1.0, "tfuq: likelihood weight (UP-GAN lambda1 = 1)", min=0.0)
+    lambda_kl: float = setting(100.0, "tfuq: concrete-dropout KL weight (Zhao 100)", min=0.0)
+    discriminator_lr: float = setting(2e-4, "tfuq: discriminator learning rate", min=0.0, min_exclusive=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class InputSource:
+    """An input source section (NiftyNet's input data specification)."""
+
+    name: str = dataclasses.field(default="")
+    csv_file: str = setting("", "subject,path CSV; used instead of searching when it exists", path="ini")
+    path_to_search: tuple[str, ...] = setting(
+        (), "folders searched for .nii/.nii.gz, or phantom: for the built-in phantom", path="ini"
+    )
+    filename_contains: tuple[str, ...] = setting(
+        (), "keywords a file name must all contain; removed to form the subject id"
+    )
+    filename_not_contains: tuple[str, ...] = setting((), "keywords excluding a file")
+    filename_removefromid: str = setting("", "regex removed from file names to form the subject id")
+    interp_order: int = setting(3, "interpolation order when resampling", min=0, max=5)
+    pixdim: tuple[float, ...] = setting(
+        (), "resample to these voxel sizes in mm; empty = keep", min=0.0, min_exclusive=True, length=3
+    )
+    axcodes: tuple[str, ...] = setting(
+        (), "orientation codes; empty = RAS", choices=("L", "R", "A", "P", "S", "I"), length=3
+    )
+    spatial_window_size: tuple[int, ...] = setting(
+        (), "training window, e.g. 64, 64, 64 or 128, 128, 1", min=1, length=(2, 3)
+    )
+    loader: str = setting("", "image loader; empty = nibabel", choices=("", "nibabel"))
+    intensity_normalisation: str = setting(
+        "none", "tfuq: invertible normalisation", choices=("none", "minmax", "percentile", "zscore", "window")
+    )
+    cutoff: tuple[float, ...] = setting(
+        (0.01, 0.99), "percentile normalisation cut-offs (fractions)", min=0.0, max=1.0, length=2
+    )
+    intensity_window: tuple[float, ...] = setting(
+        (-1024.0, 3071.0), "window normalisation range, e.g. CT HU", length=2
+    )
+    normalise_foreground_only: bool = setting(
+        False, "fit normalisation inside the foreground (mask section or > minimum)"
+    )
+
+
+#: Reserved section name -> dataclass, in the order they are rendered.
+SECTIONS: dict[str, type] = {
+    "SYSTEM": SystemSection,
+    "NETWORK": NetworkSection,
+    "TRAINING": TrainingSection,
+    "INFERENCE": InferenceSection,
+    "EVALUATION": EvaluationSection,
+    "UNCERTAINTY": UncertaintySection,
+    "CALIBRATION": CalibrationSection,
+    "EXPORT": ExportSection,
+    "PHANTOM": PhantomSection,
+}
+#: Application section name -> dataclass; a config has exactly one.
+APPLICATIONS: dict[str, type] = {"REGRESSION": RegressionSection, "GAN": GanSection}
