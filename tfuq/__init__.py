@@ -46,7 +46,7 @@ def _configured_keras_backend() -> str:
     if "keras" in sys.modules and hasattr(sys.modules["keras"], "backend"):
         try:
             return str(sys.modules["keras"].backend.backend())
-        except Exception:  # noqa: BLE001 - half-imported keras: fall back to files
+        except Exception:  # a half-imported keras: fall back to the files
             pass
     env = os.environ.get("KERAS_BACKEND")
     if env:
