@@ -1,0 +1,70 @@
+"""tfuq.cli: lazy imports, exit codes, one-line errors, pending commands."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tfuq.cli import main
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEMO = str(REPO_ROOT / "configs" / "demo_mr2ct.ini")
+
+
+def run_main(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as stop:
+        main(args)
+    out, err = capsys.readouterr()
+    return int(stop.value.code or 0), out, err
+
+
+def test_help_does_not_import_tensorflow() -> None:
+    heavy = ("tensorflow", "keras", "tensorflow_probability", "nibabel", "scipy")
+    code = (
+        "import sys, tfuq.cli; tfuq.cli.cli.main(['--help'], standalone_mode=False); "
+        f"print(sorted(m for m in {heavy!r} if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "[]"
+    assert "Commands:" in out and "validate-uq" in out
+
+
+def test_other_keras_backend_is_refused() -> None:
+    env = {**os.environ, "KERAS_BACKEND": "jax"}
+    proc = subprocess.run([sys.executable, "-c", "import tfuq"], capture_output=True, text=True, env=env)
+    assert proc.returncode != 0
+    assert "tfuq needs the Keras TensorFlow backend, but Keras is set to 'jax'" in proc.stderr
+
+
+@pytest.mark.parametrize("command", ["train", "infer", "calibrate", "evaluate", "validate-uq", "export"])
+def test_pending_commands_exit_2_and_say_so(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run_main([command, DEMO], capsys)
+    assert code == 2 and out == ""
+    assert err.startswith(f"tfuq: error: tfuq {command}: not available yet; it lands with issue #")
+    assert err.count("\n") == 1
+
+
+def test_config_error_is_one_line_and_debug_shows_traceback(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run_main(["train", DEMO, "--set", "TRAINING.lrr=1"], capsys)
+    assert code == 2
+    assert err == f"tfuq: error: {DEMO}: [TRAINING] unknown key 'lrr' (did you mean 'lr'?)\n"
+    code, _, err = run_main(["--debug", "train", DEMO, "--set", "TRAINING.lrr=1"], capsys)
+    assert code == 2 and "Traceback (most recent call last)" in err
+
+
+def test_missing_config_and_usage_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run_main(["infer", str(tmp_path / "nope.ini")], capsys)
+    assert code == 2 and "nope.ini: no such config file" in err
+    code, _, err = run_main(["train"], capsys)
+    assert code == 2 and "Missing argument 'CONFIG'" in err
+    code, _, err = run_main(["nonsense"], capsys)
+    assert code == 2 and "No such command 'nonsense'" in err
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_main(["--version"], capsys)
+    assert code == 0 and out.startswith("tfuq, version ")
