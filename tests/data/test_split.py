@@ -1,0 +1,158 @@
+from __future__ import annotations
+
+import logging
+from collections import Counter
+
+import pytest
+
+from tfuq.data.split import (
+    INFERENCE,
+    PHASES,
+    TRAINING,
+    VALIDATION,
+    load_or_create_split,
+    make_split,
+    read_split,
+    subjects_in_phase,
+    write_split,
+)
+from tfuq.errors import UserError
+
+IDS = [f"sub{i:03d}" for i in range(40)]
+
+
+def _split(ids, v=0.2, i=0.1, seed=0):
+    return make_split(ids, validation_fraction=v, inference_fraction=i, seed=seed)
+
+
+def test_phase_names_are_niftynet_spelling():
+    assert PHASES == ("Training", "Validation", "Inference")
+    assert (TRAINING, VALIDATION, INFERENCE) == PHASES
+
+
+def test_deterministic_and_independent_of_order():
+    a = _split(IDS, seed=3)
+    b = _split(list(reversed(IDS)), seed=3)
+    assert a == b
+    assert list(a) == sorted(IDS)
+    assert _split(IDS, seed=4) != a
+
+
+@pytest.mark.parametrize(
+    ("n", "v", "i", "expected"),
+    [
+        (40, 0.2, 0.1, (28, 8, 4)),
+        (10, 0.25, 0.0, (7, 3, 0)),  # 2.5 rounds up
+        (10, 0.0, 0.0, (10, 0, 0)),
+        (4, 0.5, 0.25, (1, 2, 1)),
+        (3, 0.1, 0.1, (1, 1, 1)),  # positive fractions get one subject each
+        (2, 0.1, 0.1, (1, 0, 1)),  # training keeps one; validation gives way first
+        (2, 0.0, 0.5, (1, 0, 1)),
+        (1, 0.3, 0.3, (1, 0, 0)),
+        (0, 0.3, 0.3, (0, 0, 0)),
+    ],
+)
+def test_counts(n, v, i, expected):
+    split = _split(IDS[:n], v=v, i=i)
+    counts = Counter(split.values())
+    assert (counts[TRAINING], counts[VALIDATION], counts[INFERENCE]) == expected
+    assert sorted(split) == sorted(IDS[:n])
+
+
+def test_adding_a_subject_moves_at_most_two_others():
+    for seed in range(10):
+        before = _split(IDS, seed=seed)
+        after = _split([*IDS, "late_subject"], seed=seed)
+        moved = [s for s in IDS if before[s] != after[s]]
+        assert len(moved) <= 2
+
+
+@pytest.mark.parametrize(
+    ("v", "i", "match"),
+    [
+        (-0.1, 0.1, "validation_fraction"),
+        (0.1, 1.0, "inference_fraction"),
+        (0.6, 0.4, "< 1"),
+        ("0.1", 0.1, "validation"),
+    ],
+)
+def test_bad_fractions(v, i, match):
+    with pytest.raises(ValueError, match=match):
+        _split(IDS, v=v, i=i)
+
+
+def test_duplicate_ids():
+    with pytest.raises(ValueError, match="sub001"):
+        _split(["sub001", "sub002", "sub001"])
+
+
+def test_create_then_read_unchanged(tmp_path, caplog):
+    path = tmp_path / "split.csv"
+    first = load_or_create_split(path, IDS, validation_fraction=0.2, inference_fraction=0.1, seed=1)
+    assert first == _split(IDS, seed=1)
+    text = path.read_text()
+    assert text.splitlines()[0] == f"sub000,{first['sub000']}"
+    assert len(text.splitlines()) == len(IDS)
+    assert [p.name for p in tmp_path.iterdir()] == ["split.csv"]
+    # Different fractions and seed: the file wins.
+    again = load_or_create_split(path, IDS, validation_fraction=0.5, inference_fraction=0.0, seed=99)
+    assert again == first
+    # A new subject is left out with a warning; the others keep their phase.
+    with caplog.at_level(logging.WARNING, logger="tfuq.data.split"):
+        grown = load_or_create_split(
+            path, [*IDS, "sub999"], validation_fraction=0.2, inference_fraction=0.1, seed=1
+        )
+    assert grown == first
+    assert "sub999" in caplog.text
+    assert path.read_text() == text
+    # Subjects that disappeared are simply not returned.
+    fewer = load_or_create_split(path, IDS[:5], validation_fraction=0.2, inference_fraction=0.1, seed=1)
+    assert fewer == {s: first[s] for s in IDS[:5]}
+
+
+def test_read_niftynet_lowercase_and_blank_lines(tmp_path):
+    path = tmp_path / "split.csv"
+    path.write_text("subject_001,training\n\nsubject_002, inference\nsubject_003,VALIDATION\n")
+    assert read_split(path) == {"subject_001": TRAINING, "subject_002": INFERENCE, "subject_003": VALIDATION}
+
+
+@pytest.mark.parametrize(
+    ("content", "match"),
+    [
+        ("a,Training\nb,Testing\n", r"split\.csv:2: unknown phase 'Testing'; expected one of Training"),
+        ("a,Training\nb\n", r"split\.csv:2: expected 'subject_id,Phase'"),
+        ("a,Training,x\n", r"split\.csv:1: expected"),
+        ("a,Training\n\na,Inference\n", r"split\.csv:3: subject 'a' already listed on line 1"),
+    ],
+)
+def test_read_errors(tmp_path, content, match):
+    path = tmp_path / "split.csv"
+    path.write_text(content)
+    with pytest.raises(UserError, match=match) as info:
+        load_or_create_split(path, ["a", "b"], validation_fraction=0.0, inference_fraction=0.0, seed=0)
+    assert "\n" not in str(info.value)
+
+
+def test_read_missing_file(tmp_path):
+    with pytest.raises(UserError, match="not found"):
+        read_split(tmp_path / "none.csv")
+
+
+def test_write_split_checks(tmp_path):
+    path = tmp_path / "s.csv"
+    write_split(path, {"b": INFERENCE, "a": TRAINING})
+    assert path.read_text() == "a,Training\nb,Inference\n"
+    with pytest.raises(UserError, match="already exists"):
+        write_split(path, {"a": TRAINING})
+    with pytest.raises(ValueError, match="Testing"):
+        write_split(tmp_path / "t.csv", {"a": "Testing"})
+    with pytest.raises(ValueError, match="commas"):
+        write_split(tmp_path / "t.csv", {"a,b": TRAINING})
+
+
+def test_subjects_in_phase():
+    split = {"c": TRAINING, "a": TRAINING, "b": INFERENCE}
+    assert subjects_in_phase(split, TRAINING) == ["a", "c"]
+    assert subjects_in_phase(split, VALIDATION) == []
+    with pytest.raises(ValueError, match="training"):
+        subjects_in_phase(split, "training")
