@@ -29,16 +29,10 @@ _SET = click.option(
     metavar="SECTION.key=value",
     help="Override a config value (repeatable), e.g. --set TRAINING.max_iter=50.",
 )
-#: Commands still to land: name -> the tracker issue that brings them.
+#: Commands outside the job's stages that are still to land: name -> issue.
 _PENDING = {
-    "train": "#5 (training)",
-    "infer": "#6 (inference)",
-    "calibrate": "#6 (calibration)",
-    "evaluate": "#6 (evaluation)",
-    "validate-uq": "#6 (uncertainty validation)",
-    "export": "#7 (deployment)",
     "import-keras": "#7 (Keras model import)",
-    "bench": "#4/#5 (networks and training benchmarks)",
+    "bench": "#4/#5 (network and training benchmarks)",
 }
 
 
@@ -46,6 +40,12 @@ def _load(config: Path, overrides: Sequence[str]) -> Any:
     from tfuq.config import load_config
 
     return load_config(config, overrides)
+
+
+def _run(stage: str, config: Path, overrides: Sequence[str]) -> None:
+    from tfuq.workflow import run_stage
+
+    run_stage(stage, _load(config, overrides))
 
 
 def _not_available(command: str) -> None:
@@ -69,8 +69,7 @@ def cli(debug: bool) -> None:
 @_SET
 def train(config: Path, overrides: tuple[str, ...]) -> None:
     """Train the model described by CONFIG (resumes from the last checkpoint)."""
-    _load(config, overrides)
-    _not_available("train")
+    _run("train", config, overrides)
 
 
 @cli.command()
@@ -79,8 +78,7 @@ def train(config: Path, overrides: tuple[str, ...]) -> None:
 @click.option("--serving-url", default=None, help="Query a TF Serving REST endpoint instead.")
 def infer(config: Path, overrides: tuple[str, ...], serving_url: str | None) -> None:
     """Write mean and uncertainty maps for CONFIG's inference subjects."""
-    _load(config, overrides)
-    _not_available("infer")
+    _run("infer", config, overrides)
 
 
 @cli.command()
@@ -88,8 +86,7 @@ def infer(config: Path, overrides: tuple[str, ...], serving_url: str | None) -> 
 @_SET
 def calibrate(config: Path, overrides: tuple[str, ...]) -> None:
     """Fit the recalibration of the predictive distribution on the calibration split."""
-    _load(config, overrides)
-    _not_available("calibrate")
+    _run("calibrate", config, overrides)
 
 
 @cli.command()
@@ -97,8 +94,7 @@ def calibrate(config: Path, overrides: tuple[str, ...]) -> None:
 @_SET
 def evaluate(config: Path, overrides: tuple[str, ...]) -> None:
     """Compute image and uncertainty metrics, plots and the HTML report."""
-    _load(config, overrides)
-    _not_available("evaluate")
+    _run("evaluate", config, overrides)
 
 
 @cli.command("validate-uq")
@@ -106,8 +102,7 @@ def evaluate(config: Path, overrides: tuple[str, ...]) -> None:
 @_SET
 def validate_uq(config: Path, overrides: tuple[str, ...]) -> None:
     """Run the papers' uncertainty-validation experiments (noise, size, anomaly)."""
-    _load(config, overrides)
-    _not_available("validate-uq")
+    _run("validate-uq", config, overrides)
 
 
 @cli.command()
@@ -117,8 +112,7 @@ def validate_uq(config: Path, overrides: tuple[str, ...]) -> None:
 @click.option("--overwrite", is_flag=True, help="Replace an existing version.")
 def export(config: Path, overrides: tuple[str, ...], version: int | None, overwrite: bool) -> None:
     """Export a TF Serving SavedModel with in-graph MC uncertainty."""
-    _load(config, overrides)
-    _not_available("export")
+    _run("export", config, overrides)
 
 
 @cli.command("import-keras")
@@ -144,9 +138,11 @@ def bench(what: str, config: Path | None) -> None:
 @_SET
 def info(config: Path, overrides: tuple[str, ...]) -> None:
     """Print the resolved configuration, the subjects found and the model summary."""
-    from tfuq.workflow import describe
+    from tfuq.workflow import describe, model_summary
 
-    click.echo(describe(_load(config, overrides)))
+    cfg = _load(config, overrides)
+    click.echo(describe(cfg))
+    click.echo(model_summary(cfg))
 
 
 @cli.command()

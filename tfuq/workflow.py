@@ -1,0 +1,212 @@
+"""A job's stages in order, and what ``tfuq info`` / ``tfuq demo`` show of them.
+
+A stage is a library function ``fn(config) -> None`` in a ``job`` module of
+its package (``tfuq.training.job.train``, ...). A stage whose function does not exist yet is
+*missing*: ``tfuq demo`` runs the stages that exist, in order, and names the
+missing ones with the issue that brings them, rather than pretending.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import importlib.util
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from tfuq.config import Config
+from tfuq.errors import NotAvailableError
+
+__all__ = [
+    "STAGES",
+    "DataSummary",
+    "Stage",
+    "describe",
+    "find_stage",
+    "model_summary",
+    "prepare_data",
+    "run_demo",
+]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    """One step of the job: CLI name, the function that runs it, its issue."""
+
+    name: str
+    module: str
+    function: str
+    issue: str
+
+
+#: The job, in the order ``tfuq demo`` runs it.
+STAGES: tuple[Stage, ...] = (
+    Stage("train", "tfuq.training.job", "train", "#5"),
+    Stage("calibrate", "tfuq.calibration.job", "calibrate", "#6"),
+    Stage("infer", "tfuq.inference.job", "infer", "#6"),
+    Stage("evaluate", "tfuq.evaluation.job", "evaluate", "#6"),
+    Stage("validate-uq", "tfuq.evaluation.validate_uq", "validate_uq", "#6"),
+    Stage("export", "tfuq.export.job", "export", "#7"),
+)
+
+
+def find_stage(stage: Stage) -> Callable[[Config], object] | None:
+    """The stage's function, or None while its module or function has not landed.
+
+    A module that exists but fails to import is a bug and raises.
+    """
+    try:
+        spec = importlib.util.find_spec(stage.module)
+    except ModuleNotFoundError:
+        spec = None
+    if spec is None:
+        return None
+    fn = getattr(importlib.import_module(stage.module), stage.function, None)
+    return fn if callable(fn) else None
+
+
+def run_stage(name: str, config: Config) -> object:
+    """Run the stage called ``name`` (its CLI name) on ``config``.
+
+    Raises:
+        NotAvailableError: the stage has not landed yet (names its issue).
+    """
+    stage = next(s for s in STAGES if s.name == name)
+    fn = find_stage(stage)
+    if fn is None:
+        raise NotAvailableError(f"tfuq {name}: not available yet; it lands with issue {stage.issue}")
+    return fn(config)
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSummary:
+    """What the data stage found: subjects per phase and one loaded subject."""
+
+    split_file: Path
+    phases: dict[str, list[str]]
+    example: str
+    shapes: dict[str, tuple[int, ...]]
+    spacing: tuple[float, float, float]
+    value_ranges: dict[str, tuple[float, float]]
+
+
+def prepare_data(config: Config, *, write_split: bool = True) -> DataSummary:
+    """Resolve sources (phantom on first use), match subjects, split, load one subject.
+
+    Args:
+        config: The loaded configuration.
+        write_split: Create ``[SYSTEM] dataset_split_file`` when absent
+            (otherwise the split is only computed).
+
+    Returns:
+        DataSummary: subjects per phase and the first subject's geometry.
+
+    Raises:
+        UserError: any data problem, in one line.
+    """
+    from tfuq.config import PHASES
+    from tfuq.data.loading import load_subject
+    from tfuq.data.sources import resolve_sources
+    from tfuq.data.split import load_or_create_split, make_split
+    from tfuq.data.subjects import find_subjects
+
+    sources = resolve_sources(config)
+    subjects = find_subjects(sources)
+    ids = [s.id for s in subjects]
+    fractions = {
+        "validation_fraction": config.training.exclude_fraction_for_validation,
+        "inference_fraction": config.training.exclude_fraction_for_inference,
+        "seed": config.system.seed,
+    }
+    split_file = Path(config.system.dataset_split_file)
+    if write_split or split_file.exists():
+        split = load_or_create_split(split_file, ids, **fractions)
+    else:
+        split = make_split(ids, **fractions)
+    phases = {phase: sorted(i for i, p in split.items() if p == phase) for phase in PHASES}
+    first = next(s for s in subjects if s.id in split)
+    volumes = load_subject(config, first, sources)
+    target = volumes[config.target_section]
+    return DataSummary(
+        split_file=split_file,
+        phases=phases,
+        example=first.id,
+        shapes={name: v.array.shape for name, v in volumes.items()},
+        spacing=target.spacing,
+        value_ranges={name: (float(v.array.min()), float(v.array.max())) for name, v in volumes.items()},
+    )
+
+
+def _data_lines(summary: DataSummary) -> list[str]:
+    lines = [f"split: {summary.split_file}"]
+    for phase, ids in summary.phases.items():
+        lines.append(f"  {phase}: {len(ids)} subject(s) {', '.join(ids[:6])}{' ...' if len(ids) > 6 else ''}")
+    spacing = " x ".join(f"{s:.3g}" for s in summary.spacing)
+    lines.append(f"example subject {summary.example} (spacing {spacing} mm):")
+    for name, shape in summary.shapes.items():
+        lo, hi = summary.value_ranges[name]
+        lines.append(f"  [{name}] shape {shape}, values {lo:.4g} .. {hi:.4g}")
+    return lines
+
+
+def describe(config: Config) -> str:
+    """Text of ``tfuq info``: resolved settings, subjects, split and one subject's geometry."""
+    from tfuq.config import field_specs, format_value
+
+    header = [
+        f"config: {config.path}",
+        f"application: {config.application}: {', '.join(config.input_sections)} -> {config.target_section}",
+        f"network: {config.network.name}",
+        f"uncertainty: family={config.uncertainty.family} dropout={config.uncertainty.dropout} "
+        f"rate={config.uncertainty.dropout_rate:g} mc_samples={config.uncertainty.mc_samples}",
+        f"model_dir: {config.model_dir}",
+    ]
+    changed = []
+    for name in ("SYSTEM", "NETWORK", "TRAINING", "INFERENCE", "UNCERTAINTY", "CALIBRATION"):
+        section = config.section(name)
+        for key, spec in field_specs(type(section)).items():
+            value = getattr(section, key)
+            if value != spec.default and spec.path is None:
+                changed.append(f"  [{name}] {key} = {format_value(value)}")
+    lines = header + (["settings that differ from the defaults:", *changed] if changed else [])
+    lines += _data_lines(prepare_data(config, write_split=False))
+    return "\n".join(lines)
+
+
+def model_summary(config: Config) -> str:
+    """The model's Keras summary ending in ``parameters: <integer>``.
+
+    Raises:
+        NotAvailableError: while the networks (issue #4) have not landed.
+    """
+    summarize = find_stage(Stage("info", "tfuq.networks.summary", "summarize", "#4"))
+    if summarize is None:
+        raise NotAvailableError("tfuq info: the model summary is not available yet; it lands with issue #4")
+    return str(summarize(config))
+
+
+def run_demo(config: Config, echo: Callable[[str], None] = print) -> None:
+    """Run the data stage, then every stage that exists, naming the missing ones.
+
+    Raises:
+        UserError: a stage failed on the user's data or config.
+    """
+    echo(f"== data: {config.path.name}")
+    for line in _data_lines(prepare_data(config)):
+        echo(line)
+    missing = []
+    for stage in STAGES:
+        fn = find_stage(stage)
+        if fn is None:
+            missing.append(stage)
+            echo(f"== {stage.name}: not available yet (lands with issue {stage.issue})")
+            continue
+        echo(f"== {stage.name}")
+        fn(config)
+    if missing:
+        echo("demo: ran the data stage; missing stages: " + ", ".join(s.name for s in missing))
+    else:
+        echo("demo: all stages ran")
