@@ -36,10 +36,15 @@ _PENDING = {
 }
 
 
-def _load(config: Path, overrides: Sequence[str]) -> Any:
+def _load(config: Path, overrides: Sequence[str], *, log_to_model_dir: bool = True) -> Any:
+    """Load the config and start logging to the console and ``<model_dir>/logs/``."""
     from tfuq.config import load_config
+    from tfuq.log import setup_logging
 
-    return load_config(config, overrides)
+    cfg = load_config(config, overrides)
+    command = click.get_current_context().info_name or "tfuq"
+    setup_logging(command, cfg.model_dir if log_to_model_dir else None)
+    return cfg
 
 
 def _run(stage: str, config: Path, overrides: Sequence[str]) -> None:
@@ -140,7 +145,7 @@ def info(config: Path, overrides: tuple[str, ...]) -> None:
     """Print the resolved configuration, the subjects found and the model summary."""
     from tfuq.workflow import describe, model_summary
 
-    cfg = _load(config, overrides)
+    cfg = _load(config, overrides, log_to_model_dir=False)
     click.echo(describe(cfg))
     click.echo(model_summary(cfg))
 
