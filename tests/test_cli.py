@@ -41,8 +41,10 @@ def test_other_keras_backend_is_refused() -> None:
 
 
 @pytest.mark.parametrize("command", ["train", "infer", "calibrate", "evaluate", "validate-uq", "export"])
-def test_pending_commands_exit_2_and_say_so(command: str, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, err = run_main([command, DEMO], capsys)
+def test_pending_commands_exit_2_and_say_so(
+    command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run_main([command, DEMO, "--set", f"SYSTEM.model_dir={tmp_path}"], capsys)
     assert code == 2 and out == ""
     assert err.startswith(f"tfuq: error: tfuq {command}: not available yet; it lands with issue #")
     assert err.count("\n") == 1
