@@ -1,1 +1,33 @@
-"""tfuq.layers."""
+"""Layers: distribution heads, concrete dropout, MC dropout and the MC-sampling switch."""
+
+from tfuq.layers.concrete_dropout import (
+    ConcreteDropout,
+    ConcreteSpatialDropout2D,
+    ConcreteSpatialDropout3D,
+    concrete_dropout_mask,
+    concrete_dropout_regularizer,
+)
+from tfuq.layers.distribution_head import DistributionHead
+from tfuq.layers.mc_dropout import MCDropout, MCSpatialDropout2D, MCSpatialDropout3D
+from tfuq.layers.mc_sampling import (
+    MC_ATTRIBUTE,
+    mc_sampling,
+    set_mc_sampling,
+    stochastic_layers,
+)
+
+__all__ = [
+    "MC_ATTRIBUTE",
+    "ConcreteDropout",
+    "ConcreteSpatialDropout2D",
+    "ConcreteSpatialDropout3D",
+    "DistributionHead",
+    "MCDropout",
+    "MCSpatialDropout2D",
+    "MCSpatialDropout3D",
+    "concrete_dropout_mask",
+    "concrete_dropout_regularizer",
+    "mc_sampling",
+    "set_mc_sampling",
+    "stochastic_layers",
+]
