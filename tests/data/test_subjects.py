@@ -85,6 +85,7 @@ def test_subjects_common_to_all_sections_with_warning(tree, caplog):
     assert "'sub04'" in messages
     with pytest.raises(TypeError):
         subjects[0].files["MR"] = Path("x")  # type: ignore[index]
+    assert len({subjects[0], subjects[1], Subject("sub01", dict(subjects[0].files))}) == 2
 
 
 def test_removefromid_regex_and_multiple_folders(tmp_path):

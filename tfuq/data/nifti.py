@@ -42,6 +42,8 @@ _READ_ERRORS = (ImageFileError, OSError, EOFError, zlib.error, ValueError, TypeE
 class Volume:
     """An image on a voxel grid, with what is needed to write results back.
 
+    Volumes compare by identity (arrays are not compared element-wise).
+
     Attributes:
         array: Voxel values, shape ``(X, Y, Z)`` or ``(X, Y, Z, C)``, in the
             orientation given by ``affine`` (RAS+ unless other axis codes
@@ -56,6 +58,10 @@ class Volume:
             channel axes).
         to_original: ``(3, 2)`` nibabel orientation transform taking ``array``
             back to the on-disk axis order and directions.
+
+    Example:
+        >>> vol = load_volume("sub01_t1.nii.gz")  # doctest: +SKIP
+        >>> save_volume(vol.array * 2, vol, "sub01_t1x2.nii.gz")  # doctest: +SKIP
     """
 
     array: np.ndarray
@@ -123,6 +129,10 @@ class Volume:
 
         Returns:
             A new :class:`Volume`.
+
+        Raises:
+            ValueError: ``array`` is not 3D/4D or ``affine`` is not an
+                invertible 4x4 matrix.
         """
         values = np.asarray(array)
         new_affine = _check_affine(affine)
@@ -136,9 +146,7 @@ class Volume:
         spatial = orientations.apply_orientation(np.broadcast_to(0, values.shape[:3]), to_original)
         original_shape = (*(int(n) for n in spatial.shape), *self.original_shape[3:])
         header = _header_for_grid(self.header, original_affine, original_shape)
-        return Volume(
-            values, new_affine, self.path, header, original_affine, original_shape, to_original
-        )
+        return Volume(values, new_affine, self.path, header, original_affine, original_shape, to_original)
 
 
 def volume_from_array(
@@ -339,9 +347,7 @@ def _check_axcodes(axcodes: Sequence[str] | None) -> tuple[str, str, str]:
 def _check_affine(affine: npt.ArrayLike) -> Affine:
     matrix = np.asarray(affine, dtype=np.float64)
     if matrix.shape != (4, 4) or not np.all(np.isfinite(matrix)):
-        raise ValueError(
-            f"Expected a finite 4x4 affine. Received: affine with shape {matrix.shape}"
-        )
+        raise ValueError(f"Expected a finite 4x4 affine. Received: affine with shape {matrix.shape}")
     if abs(np.linalg.det(matrix[:3, :3])) < 1e-12:
         raise ValueError(f"Expected an invertible affine. Received: affine=\n{matrix}")
     return matrix
@@ -364,8 +370,7 @@ def _spatial_layout(stored: tuple[int, ...], file: Path) -> tuple[int, ...]:
     if len(stored) == 5 and stored[3] == 1:
         return stored[:3] if stored[4] == 1 else (*stored[:3], stored[4])
     raise UserError(
-        f"{file}: expected a 3D volume (optionally with a trailing channel axis); "
-        f"found shape {stored}."
+        f"{file}: expected a 3D volume (optionally with a trailing channel axis); found shape {stored}."
     )
 
 

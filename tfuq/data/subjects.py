@@ -95,6 +95,9 @@ class Subject:
     def __post_init__(self) -> None:
         object.__setattr__(self, "files", types.MappingProxyType({k: Path(v) for k, v in self.files.items()}))
 
+    def __hash__(self) -> int:
+        return hash((self.id, tuple(self.files.items())))
+
 
 def find_subjects(sources: Mapping[str, InputSourceLike]) -> list[Subject]:
     """List the subjects that have a file in every input section.
