@@ -28,6 +28,7 @@ from tfuq.inference.information import (
     expected_entropy,
     mixture_entropy,
     moment_matched_entropy,
+    mutual_information,
 )
 from tfuq.inference.propagation import propagate, region_mean
 from tfuq.inference.streaming import (
@@ -68,6 +69,7 @@ __all__ = [
     "merge_states",
     "mixture_entropy",
     "moment_matched_entropy",
+    "mutual_information",
     "propagate",
     "region_mean",
     "update_state",
