@@ -30,7 +30,11 @@ __all__ = [
     "UncertaintySection",
 ]
 
-PHASES = ("Training", "Validation", "Inference")
+#: Dataset phases (NiftyNet names), the single definition used everywhere.
+TRAINING = "Training"
+VALIDATION = "Validation"
+INFERENCE = "Inference"
+PHASES = (TRAINING, VALIDATION, INFERENCE)
 NETWORKS = ("unet", "highres3dnet", "multires", "pix2pix", "upgan")
 
 

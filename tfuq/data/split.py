@@ -27,6 +27,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from tfuq.atomic import write_text
+from tfuq.config.sections import INFERENCE, PHASES, TRAINING, VALIDATION
 from tfuq.errors import UserError
 from tfuq.typing import PathLike
 
@@ -45,10 +46,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: Phase names, as written in split files (NiftyNet's spelling).
-TRAINING = "Training"
-VALIDATION = "Validation"
-INFERENCE = "Inference"
-PHASES = (TRAINING, VALIDATION, INFERENCE)
 _BY_LOWER = {phase.lower(): phase for phase in PHASES}
 
 
