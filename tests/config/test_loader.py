@@ -142,6 +142,7 @@ ERRORS = [
         r"\[MR\] spatial_window_size: expected 2/3 comma-separated values",
     ),
     (MINIMAL, ["MR.axcodes=L, P, Q"], r"\[MR\] axcodes: expected comma-separated values, each one of L, R"),
+    (MINIMAL, ["MR.axcodes=L, R, S"], r"\[MR\] axcodes: expected one code from each of L/R, A/P, S/I"),
     (MINIMAL, ["NETWORK.name=unett"], r"\[NETWORK\] name: expected one of unet.*\(did you mean 'unet'\?\)"),
     (MINIMAL, ["NETWORK.name=keras:"], r"\[NETWORK\] name: expected keras:path/to/model.keras"),
     (MINIMAL, ["REGRESSION.output=PET"], r"\[REGRESSION\] output: no input section \[PET\] in the file"),

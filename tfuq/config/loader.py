@@ -300,6 +300,12 @@ def load_config(path: PathLike, overrides: Iterable[str] = ()) -> Config:
     for name, source in sources.items():
         if not source.path_to_search and not source.csv_file:
             raise ConfigError(f"{path}: [{name}] path_to_search: expected a folder, phantom:, or a csv_file")
+        pairs = [{"L", "R"}, {"A", "P"}, {"S", "I"}]
+        if source.axcodes and any(len(pair & set(source.axcodes)) != 1 for pair in pairs):
+            raise ConfigError(
+                f"{path}: [{name}] axcodes: expected one code from each of L/R, A/P, S/I, "
+                f"got {', '.join(source.axcodes)!r}"
+            )
         for entry in source.path_to_search:
             if entry.startswith(PHANTOM_PREFIX) and entry != PHANTOM_PREFIX:
                 raise ConfigError(
