@@ -91,6 +91,7 @@ class DataSummary:
     shapes: dict[str, tuple[int, ...]]
     spacing: tuple[float, float, float]
     value_ranges: dict[str, tuple[float, float]]
+    normalisation: dict[str, dict[str, object]]
 
 
 def prepare_data(config: Config, *, write_split: bool = True) -> DataSummary:
@@ -108,7 +109,7 @@ def prepare_data(config: Config, *, write_split: bool = True) -> DataSummary:
         UserError: any data problem, in one line.
     """
     from tfuq.config import PHASES
-    from tfuq.data.loading import load_subject
+    from tfuq.data.loading import fit_section_normalisation, load_subject
     from tfuq.data.sources import resolve_sources
     from tfuq.data.split import load_or_create_split, make_split
     from tfuq.data.subjects import find_subjects
@@ -130,6 +131,12 @@ def prepare_data(config: Config, *, write_split: bool = True) -> DataSummary:
     first = next(s for s in subjects if s.id in split)
     volumes = load_subject(config, first, sources)
     target = volumes[config.target_section]
+    mask_name = getattr(config.app, "mask", "")
+    mask = volumes[mask_name].array if mask_name in volumes else None
+    norms = {
+        name: fit_section_normalisation(sources[name], volumes[name], mask).to_dict()
+        for name in (*config.input_sections, config.target_section)
+    }
     return DataSummary(
         split_file=split_file,
         phases=phases,
@@ -137,6 +144,7 @@ def prepare_data(config: Config, *, write_split: bool = True) -> DataSummary:
         shapes={name: v.array.shape for name, v in volumes.items()},
         spacing=target.spacing,
         value_ranges={name: (float(v.array.min()), float(v.array.max())) for name, v in volumes.items()},
+        normalisation=norms,
     )
 
 
@@ -148,7 +156,11 @@ def _data_lines(summary: DataSummary) -> list[str]:
     lines.append(f"example subject {summary.example} (spacing {spacing} mm):")
     for name, shape in summary.shapes.items():
         lo, hi = summary.value_ranges[name]
-        lines.append(f"  [{name}] shape {shape}, values {lo:.4g} .. {hi:.4g}")
+        norm = summary.normalisation.get(name)
+        how = ""
+        if norm is not None:
+            how = f"; normalised by {norm['method']} (offset {norm['offset']:.4g}, scale {norm['scale']:.4g})"
+        lines.append(f"  [{name}] shape {shape}, values {lo:.4g} .. {hi:.4g}{how}")
     return lines
 
 

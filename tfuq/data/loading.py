@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import numpy as np
+
 from tfuq.config import Config, InputSource
 from tfuq.data.geometry import align_pair
 from tfuq.data.nifti import Volume, load_volume
+from tfuq.data.normalisation import NormalisationParams, fit_normalisation
 from tfuq.data.subjects import Subject
+from tfuq.errors import UserError
 
-__all__ = ["load_subject"]
+__all__ = ["fit_section_normalisation", "load_subject"]
 
 
 def load_subject(
@@ -42,3 +46,31 @@ def load_subject(
     pixdim = sources[target].pixdim or None
     orders = {name: sources[name].interp_order for name in volumes}
     return align_pair(volumes, target=target, pixdim=pixdim, order_by_name=orders)
+
+
+def fit_section_normalisation(
+    source: InputSource, volume: Volume, mask: np.ndarray | None = None
+) -> NormalisationParams:
+    """Fit the section's ``intensity_normalisation`` to one of its volumes.
+
+    With ``normalise_foreground_only`` the statistics come from ``mask`` (e.g.
+    the body mask section) or, without one, from voxels above the volume's
+    minimum.
+
+    Raises:
+        UserError: the image cannot be normalised (e.g. it is constant); the
+            message names the file and section.
+    """
+    foreground = None
+    if source.normalise_foreground_only:
+        foreground = mask > 0 if mask is not None else volume.array > volume.array.min()
+    try:
+        return fit_normalisation(
+            volume.array,
+            source.intensity_normalisation,
+            mask=foreground,
+            cutoff=source.cutoff,
+            window=source.intensity_window,
+        )
+    except ValueError as err:
+        raise UserError(f"{volume.name}: [{source.name}] intensity_normalisation: {err}") from err
