@@ -48,8 +48,10 @@ class DistributionHead(keras.layers.Layer):
             padding). Default 1.
         init_scale: Initial scale (sigma, b or alpha) when the features are
             0, > SCALE_EPS. Default 0.5.
-        kernel_initializer: Keras initializer of the kernel. Default
-            ``"glorot_uniform"``.
+        kernel_initializer: Keras initializer of the kernel. Default None:
+            ``VarianceScaling(0.1, "fan_in", "truncated_normal")``, small
+            enough that on unit-variance features the initial scales stay
+            within a factor ~2-3 of ``init_scale`` and beta near 2.
         **kwargs: Base layer arguments (``name``, ``dtype``; dtype defaults
             to ``"float32"``).
 
@@ -77,7 +79,7 @@ class DistributionHead(keras.layers.Layer):
         rank: int = 3,
         kernel_size: int = 1,
         init_scale: float = 0.5,
-        kernel_initializer: Any = "glorot_uniform",
+        kernel_initializer: Any = None,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("dtype", "float32")
@@ -97,6 +99,10 @@ class DistributionHead(keras.layers.Layer):
         self.rank = rank
         self.kernel_size = kernel_size
         self.init_scale = float(init_scale)
+        if kernel_initializer is None:
+            kernel_initializer = keras.initializers.VarianceScaling(
+                scale=0.1, mode="fan_in", distribution="truncated_normal"
+            )
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.conv = _CONV_LAYERS[rank](
             filters=params_size(family),
