@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import tensorflow as tf
 
-__all__ = ["as_finite_array", "check_probability"]
+__all__ = ["as_finite_array", "as_tensor", "check_probability"]
 
 
 def as_finite_array(values: Any, name: str, *, flatten: bool = True) -> np.ndarray:
@@ -49,3 +50,15 @@ def check_probability(value: float, name: str, *, open_interval: bool = True) ->
         bounds = "(0, 1)" if open_interval else "[0, 1]"
         raise ValueError(f"{name} must lie in {bounds}. Received: {name}={value!r}")
     return number
+
+
+def as_tensor(values: Any, dtype: tf.DType) -> tf.Tensor:
+    """Convert to a tensor of ``dtype`` without a float32 detour.
+
+    ``tf.convert_to_tensor(0.1)`` makes a float32 tensor, and casting it to
+    float64 keeps the float32 rounding; Python numbers and lists are therefore
+    converted through NumPy in the target dtype.
+    """
+    if isinstance(values, (tf.Tensor, tf.Variable)):
+        return tf.cast(values, dtype)
+    return tf.constant(np.asarray(values, dtype=dtype.as_numpy_dtype), dtype=dtype)

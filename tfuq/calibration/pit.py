@@ -25,6 +25,7 @@ from typing import Any
 
 import tensorflow as tf
 
+from tfuq.calibration.checks import as_tensor
 from tfuq.distributions import family as fam
 
 __all__ = ["check_prediction", "mixture_pit_values", "pit_values", "predictive_cdf"]
@@ -50,7 +51,7 @@ def check_prediction(
     params = tf.convert_to_tensor(params)
     if not params.dtype.is_floating:
         params = tf.cast(params, tf.float32)
-    y = tf.cast(tf.convert_to_tensor(y), params.dtype)
+    y = as_tensor(y, params.dtype)
     size = fam.params_size(family)
     lead = 1 if mixture else 0
     expected = params.shape[lead:-1]

@@ -20,7 +20,7 @@ from typing import Any
 
 import tensorflow as tf
 
-from tfuq.calibration.checks import check_probability
+from tfuq.calibration.checks import as_tensor, check_probability
 from tfuq.distributions import family as fam
 
 __all__ = ["CENTRAL_COVERAGES", "central_interval", "central_intervals", "predictive_quantile"]
@@ -69,7 +69,7 @@ def predictive_quantile(
             f"A {family!r} head has {size} parameter channels. "
             f"Received: params with shape {tuple(params.shape)}"
         )
-    p = tf.cast(tf.convert_to_tensor(p), params.dtype)
+    p = as_tensor(p, params.dtype)
     if not mixture:
         return _member_quantile(family, params, p)
     if num_iter < 1:
