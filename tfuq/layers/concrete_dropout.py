@@ -229,9 +229,16 @@ class _ConcreteDropoutBase(keras.layers.Wrapper):
         return self.layer.compute_output_shape(input_shape)
 
     def get_config(self) -> dict[str, Any]:
-        """Return every constructor argument (the wrapped layer serialised)."""
+        """Return every constructor argument (the wrapped layer serialised).
+
+        The wrapped layer is stored without its ``build_config`` so that, on
+        loading, it is built inside this wrapper's build (same weight paths
+        as the original, ``<wrapper>/<layer>/kernel``).
+        """
+        config = super().get_config()
+        config["layer"] = {k: v for k, v in config["layer"].items() if k != "build_config"}
         return {
-            **super().get_config(),
+            **config,
             "weight_regularizer": self.weight_regularizer,
             "dropout_regularizer": self.dropout_regularizer,
             "init_min": self.init_min,
