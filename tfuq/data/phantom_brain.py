@@ -61,7 +61,9 @@ def brain_anatomy(grid: Grid, rng: np.random.Generator) -> Anatomy:
     labels = np.zeros(grid.shape, dtype=np.uint8)
 
     scalp, skull = rng.uniform(5.0, 8.0), rng.uniform(6.0, 9.0)
-    head = Ellipsoid((0.0, 0.0, -15.0), (76.0, 96.0, 95.0), None, random_smooth_field(rng, wavelengths=(100, 200)), 0.02)
+    head = Ellipsoid(
+        (0.0, 0.0, -15.0), (76.0, 96.0, 95.0), None, random_smooth_field(rng, wavelengths=(100, 200)), 0.02
+    )
     paint(labels, local, head, FAT)
     paint(labels, local, head.shrunk(3.0), MUSCLE)
     paint(labels, local, head.shrunk(scalp), CORTICAL_BONE)
@@ -78,7 +80,13 @@ def brain_anatomy(grid: Grid, rng: np.random.Generator) -> Anatomy:
     paint(labels, local, cerebellum, GREY_MATTER, only=_BRAIN)
     core = Ellipsoid(cerebellum.center, tuple(0.5 * np.asarray(cerebellum.radii)))
     paint(labels, local, core, WHITE_MATTER, only=_BRAIN)
-    paint(labels, local, EllipticCylinder((0.0, -20.0), (13.0, 12.0), (-200.0, -25.0)), WHITE_MATTER, only=_BRAIN)
+    paint(
+        labels,
+        local,
+        EllipticCylinder((0.0, -20.0), (13.0, 12.0), (-200.0, -25.0)),
+        WHITE_MATTER,
+        only=_BRAIN,
+    )
 
     nuclei = rng.uniform(0.85, 1.15)
     ventricles = rng.uniform(0.7, 1.4)

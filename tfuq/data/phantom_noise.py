@@ -154,7 +154,9 @@ def _components(image: np.ndarray, jitter: bool) -> tuple[np.ndarray, np.ndarray
     return image[None].astype(np.float64), np.ones(1)
 
 
-def _mixture(values: np.ndarray, weights: np.ndarray, sigma: np.ndarray, kind: str) -> tuple[np.ndarray, np.ndarray]:
+def _mixture(
+    values: np.ndarray, weights: np.ndarray, sigma: np.ndarray, kind: str
+) -> tuple[np.ndarray, np.ndarray]:
     """Mean and variance of the mixture over axis 0 of ``values``."""
     w = weights.reshape((-1,) + (1,) * (values.ndim - 1))
     if kind == "gaussian":
@@ -190,7 +192,8 @@ def _check(model: NoiseModel) -> None:
         if part.masks.shape != (probabilities.size, *region_shape):
             raise ValueError(
                 f"moving part {index}: masks must have shape (M, *region). "
-                f"Received: masks.shape={part.masks.shape}, region shape={region_shape}, M={probabilities.size}"
+                f"Received: masks.shape={part.masks.shape}, region shape={region_shape}, "
+                f"M={probabilities.size}"
             )
         if np.any(probabilities < 0) or not np.isclose(probabilities.sum(), 1.0):
             raise ValueError(
@@ -203,7 +206,9 @@ def _check(model: NoiseModel) -> None:
             high_cut = range(max(union.shape[axis] - margin, 0), union.shape[axis])
             high = stop < model.base.shape[axis] and union.take(high_cut, axis=axis).any()
             if low or high:
-                raise ValueError(f"moving part {index}: its masks reach the face of its region on axis {axis}.")
+                raise ValueError(
+                    f"moving part {index}: its masks reach the face of its region on axis {axis}."
+                )
         block = owner[part.region]
         affected = _affected(part, model.jitter)
         if np.any(block & affected):
@@ -236,7 +241,9 @@ def exact_moments(model: NoiseModel) -> tuple[np.ndarray, np.ndarray]:
             v, w = _components(np.where(mask, part.value, local), model.jitter)
             values.append(v)
             weights.append(probability * w)
-        m, var = _mixture(np.concatenate(values), np.concatenate(weights), model.sigma[part.region], model.kind)
+        m, var = _mixture(
+            np.concatenate(values), np.concatenate(weights), model.sigma[part.region], model.kind
+        )
         affected = _affected(part, model.jitter)
         mean[part.region][affected] = m[affected]
         variance[part.region][affected] = var[affected]

@@ -158,7 +158,9 @@ def ellipsoid_radius(
     """Normalised radius ``|R^T (p - c) / r|``: < 1 inside the ellipsoid, 1 on it.
 
     Args:
-        x, y, z: Broadcastable coordinates (mm).
+        x: Broadcastable x coordinates (mm).
+        y: Broadcastable y coordinates (mm).
+        z: Broadcastable z coordinates (mm).
         center: Centre ``c`` (mm).
         radii: Semi-axes ``r`` (mm), > 0, along the rotated axes.
         rotation: 3x3 rotation whose columns are the ellipsoid's axes
@@ -265,7 +267,6 @@ class EllipticCylinder:
         cy = self.center[1] + (self.y_of_z(z) if self.y_of_z is not None else 0.0)
         radial = ((x - self.center[0]) / self.radii[0]) ** 2 + ((y - cy) / self.radii[1]) ** 2
         return (radial <= 1.0) & (z >= self.z_range[0]) & (z <= self.z_range[1])
-
 
     def shrunk(self, thickness: float) -> EllipticCylinder:
         """Same cylinder with both radii reduced by ``thickness`` mm (z range kept)."""

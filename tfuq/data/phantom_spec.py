@@ -114,7 +114,9 @@ class PhantomSpec:
         voxel = _triple("voxel_size", voxel, float, *_VOXEL_RANGE)
         seed = _as_int("seed", self.seed, 0, 2**63 - 1)
         if self.anomaly is not None and self.anomaly not in ANOMALIES:
-            raise PhantomOptionError(f"anomaly must be None or one of {ANOMALIES}. Received: anomaly={self.anomaly!r}")
+            raise PhantomOptionError(
+                f"anomaly must be None or one of {ANOMALIES}. Received: anomaly={self.anomaly!r}"
+            )
         size = self.anomaly_size
         if size is None and self.anomaly is not None:
             size = max(2, round(min(shape) / 6))
@@ -124,7 +126,8 @@ class PhantomSpec:
         modalities = MODALITIES[self.kind]
         if isinstance(inputs, str) or not all(m in modalities for m in inputs) or len(inputs) == 0:
             raise PhantomOptionError(
-                f"inputs must be a non-empty tuple of {modalities} for kind={self.kind!r}. Received: inputs={inputs!r}"
+                f"inputs must be a non-empty tuple of {modalities} for kind={self.kind!r}. "
+                f"Received: inputs={inputs!r}"
             )
         for name, value in (("shape", shape), ("voxel_size", voxel), ("seed", seed), ("anomaly_size", size)):
             object.__setattr__(self, name, value)

@@ -108,9 +108,7 @@ def _rng(spec: PhantomSpec, index: int, *stream: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([spec.seed, index, *stream]))
 
 
-def cube_slices(
-    center: Sequence[int], side: int, shape: Sequence[int]
-) -> tuple[slice, slice, slice]:
+def cube_slices(center: Sequence[int], side: int, shape: Sequence[int]) -> tuple[slice, slice, slice]:
     """Index box of a cube of ``side`` voxels starting at ``center - side // 2``, clipped to ``shape``."""
     starts = [int(c) - side // 2 for c in center]
     return tuple(slice(max(s, 0), min(s + side, n)) for s, n in zip(starts, shape))  # type: ignore[return-value]
@@ -145,7 +143,9 @@ def insert_zero_cube(array: np.ndarray, center: Sequence[int], side: int) -> np.
     if isinstance(side, bool) or not isinstance(side, (int, np.integer)) or side < 1:
         raise ValueError(f"side must be an integer >= 1. Received: side={side!r}")
     if len(center) != 3 or not all(0 <= int(c) < n for c, n in zip(center, array.shape)):
-        raise ValueError(f"center must be 3 indices inside shape {array.shape[:3]}. Received: center={tuple(center)}")
+        raise ValueError(
+            f"center must be 3 indices inside shape {array.shape[:3]}. Received: center={tuple(center)}"
+        )
     out = array.copy()
     out[cube_slices(center, side, array.shape[:3])] = 0
     return out
@@ -178,8 +178,15 @@ def _noise_models(kind: str, anatomy: Anatomy) -> dict[str, NoiseModel]:
     if kind == "wholebody":
         without_gas = np.where(labels == GAS, BOWEL, labels)
         return {
-            "mr": NoiseModel(render_mr(labels, texture, bias, "mr"), np.full(labels.shape, WHOLEBODY_MR_SIGMA), "rician", jitter=False),
-            "ct": NoiseModel(render_ct(without_gas, texture), ct_sigma, "gaussian", moving_parts=anatomy.moving_parts),
+            "mr": NoiseModel(
+                render_mr(labels, texture, bias, "mr"),
+                np.full(labels.shape, WHOLEBODY_MR_SIGMA),
+                "rician",
+                jitter=False,
+            ),
+            "ct": NoiseModel(
+                render_ct(without_gas, texture), ct_sigma, "gaussian", moving_parts=anatomy.moving_parts
+            ),
         }
     return {
         "t1": NoiseModel(render_mr(labels, texture, bias, "t1"), tissue_values("t1_noise")[labels], "rician"),
@@ -259,7 +266,9 @@ def sample_subject(model: SubjectModel, *, noise_seed: int | None = None) -> Pha
         root = np.random.SeedSequence([model.spec.seed, model.index, _NOISE])
     else:
         if isinstance(noise_seed, bool) or not isinstance(noise_seed, (int, np.integer)) or noise_seed < 0:
-            raise PhantomOptionError(f"noise_seed must be None or an integer >= 0. Received: noise_seed={noise_seed!r}")
+            raise PhantomOptionError(
+                f"noise_seed must be None or an integer >= 0. Received: noise_seed={noise_seed!r}"
+            )
         root = np.random.SeedSequence([model.spec.seed, model.index, _NOISE_SEEDED, int(noise_seed)])
     images = {}
     for (name, noise), child in zip(model.noise_models.items(), root.spawn(len(model.noise_models))):

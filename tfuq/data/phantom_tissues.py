@@ -160,7 +160,9 @@ def tissue_values(column: str) -> np.ndarray:
     """
     names = {f for f in Tissue.__dataclass_fields__ if f != "name"}
     if column not in names:
-        raise ValueError(f"Unknown tissue column. Expected one of {sorted(names)}. Received: column={column!r}")
+        raise ValueError(
+            f"Unknown tissue column. Expected one of {sorted(names)}. Received: column={column!r}"
+        )
     values = np.zeros(max(TISSUES) + 1)
     for label, tissue in TISSUES.items():
         values[label] = getattr(tissue, column)

@@ -17,6 +17,7 @@ pockets of the reference (MR) geometry.
 from __future__ import annotations
 
 import numpy as np
+from scipy import ndimage
 
 from tfuq.data.phantom_noise import JITTER_OFFSETS, JITTER_PROBABILITIES, MovingPart
 from tfuq.data.phantom_shapes import (
@@ -55,6 +56,7 @@ __all__ = ["GAS_POSITION_PROBABILITIES", "wholebody_anatomy"]
 #: Probabilities of the CT position of a gas pocket relative to the MR: in
 #: place, or one voxel along +-x, +-y, +-z (array axes, as the jitter).
 GAS_POSITION_PROBABILITIES = JITTER_PROBABILITIES
+_CROSS = ndimage.generate_binary_structure(3, 1)
 _SOFT = (FAT, MUSCLE, BOWEL, LIVER, SPLEEN, KIDNEY, HEART, BLADDER)
 
 
@@ -75,7 +77,9 @@ def _body(labels: np.ndarray, grid: Grid, rng: np.random.Generator) -> None:
         0.03,
     )
     legs = [
-        Loft((side * 88.0, 5.0), (-520.0, -300.0, -190.0), (62.0, 72.0, 78.0), (66.0, 76.0, 80.0), field, 0.03)
+        Loft(
+            (side * 88.0, 5.0), (-520.0, -300.0, -190.0), (62.0, 72.0, 78.0), (66.0, 76.0, 80.0), field, 0.03
+        )
         for side in (-1.0, 1.0)
     ]
     torso_fat, leg_fat = rng.uniform(12.0, 28.0), rng.uniform(8.0, 20.0)
@@ -114,7 +118,9 @@ def _organs(labels: np.ndarray, grid: Grid, rng: np.random.Generator) -> Ellipso
     paint(labels, grid, bladder, BLADDER, only=(FAT, MUSCLE))
     liver = bumpy((62.0, 12.0, 45.0), (88.0, 72.0, 72.0), 0.1, rotation_matrix((0, rng.uniform(-10, 10), 0)))
     paint(labels, grid, liver, LIVER, only=(FAT, MUSCLE, BOWEL))
-    paint(labels, grid, bumpy((-82.0, -35.0, 70.0), (32.0, 45.0, 50.0), 0.1), SPLEEN, only=(FAT, MUSCLE, BOWEL))
+    paint(
+        labels, grid, bumpy((-82.0, -35.0, 70.0), (32.0, 45.0, 50.0), 0.1), SPLEEN, only=(FAT, MUSCLE, BOWEL)
+    )
     for side in (-1.0, 1.0):
         tilt = rotation_matrix((0.0, side * rng.uniform(5.0, 20.0), side * rng.uniform(-15.0, 15.0)))
         kidney = Ellipsoid(jitter((side * 62.0, -50.0, -5.0), 8.0), size((28.0, 24.0, 52.0)), tilt)
@@ -125,7 +131,9 @@ def _organs(labels: np.ndarray, grid: Grid, rng: np.random.Generator) -> Ellipso
         radii = (62.0 if side > 0 else 55.0, 80.0, 130.0)
         lung = bumpy((side * 72.0, -8.0, 205.0), radii, 0.06)
         paint(labels, grid, lung, LUNG, only=(FAT, MUSCLE, LIVER, SPLEEN))
-    heart = Ellipsoid(jitter((-22.0, 30.0, 140.0), 8.0), size((52.0, 45.0, 58.0)), rotation_matrix((0, 20, -30)))
+    heart = Ellipsoid(
+        jitter((-22.0, 30.0, 140.0), 8.0), size((52.0, 45.0, 58.0)), rotation_matrix((0, 20, -30))
+    )
     paint(labels, grid, heart, HEART, only=(FAT, LUNG, MUSCLE, LIVER))
     return bowel
 
@@ -144,9 +152,13 @@ def _spine(labels: np.ndarray, grid: Grid, rng: np.random.Generator) -> None:
         rx = 22.0 + 6.0 * float(np.clip((200.0 - bottom) / 350.0, 0.0, 1.0))
         top = bottom + height
         body = EllipticCylinder((0.0, -78.0), (rx, 0.8 * rx), (bottom, top), curve, amplitude)
-        core = EllipticCylinder((0.0, -78.0), (rx - 6.0, 0.8 * rx - 6.0), (bottom + 4.0, top - 4.0), curve, amplitude)
+        core = EllipticCylinder(
+            (0.0, -78.0), (rx - 6.0, 0.8 * rx - 6.0), (bottom + 4.0, top - 4.0), curve, amplitude
+        )
         _paint_bone(labels, grid, body, core)
-        disc_shape = EllipticCylinder((0.0, -78.0), (rx - 1.0, 0.8 * rx - 1.0), (top, top + disc), curve, amplitude)
+        disc_shape = EllipticCylinder(
+            (0.0, -78.0), (rx - 1.0, 0.8 * rx - 1.0), (top, top + disc), curve, amplitude
+        )
         paint(labels, grid, disc_shape, DISC, only=_SOFT)
         arch = EllipticCylinder((0.0, -112.0), (21.0, 19.0), (bottom + 2.0, top - 2.0), curve, amplitude)
         paint(labels, grid, arch, CORTICAL_BONE, only=_SOFT)
@@ -163,7 +175,9 @@ def _pelvis_and_femurs(labels: np.ndarray, grid: Grid, rng: np.random.Generator)
     _paint_bone(labels, grid, sacrum, sacrum.shrunk(7.0))
     flare = rng.uniform(25.0, 40.0)
     for side in (-1.0, 1.0):
-        wing = Ellipsoid((side * 98.0, -45.0, -115.0), (16.0, 62.0, 55.0), rotation_matrix((0, -side * 15, side * flare)))
+        wing = Ellipsoid(
+            (side * 98.0, -45.0, -115.0), (16.0, 62.0, 55.0), rotation_matrix((0, -side * 15, side * flare))
+        )
         _paint_bone(labels, grid, wing, wing.shrunk(6.0))
     outer = EllipticCylinder((0.0, -15.0), (118.0, 82.0), (-245.0, -195.0))
     inner = EllipticCylinder((0.0, -15.0), (96.0, 62.0), (-245.0, -195.0))
@@ -189,7 +203,7 @@ def _gas(
     (signed), so the positions are exactly the jitter offsets in voxels.
     """
     shifts = np.asarray(JITTER_OFFSETS, dtype=float) * voxel_shift
-    regions: list[tuple[slice, slice, slice]] = []
+    taken = np.zeros(labels.shape, dtype=bool)
     parts: list[MovingPart] = []
     wanted = int(rng.integers(3, 7))
     for _ in range(40):
@@ -202,22 +216,21 @@ def _gas(
         lower, upper = pocket.bounds()
         reach = np.abs(shifts).max(axis=0)
         region = grid.box(lower - reach, upper + reach, margin=2)
-        if region is None or any(_overlap(region, other) for other in regions):
+        if region is None:
             continue
         x, y, z = grid.open(region)
         bowel_here = labels[region] == BOWEL
         masks = np.stack([pocket.moved(s).inside(x, y, z) & bowel_here for s in shifts])
-        if not masks[0].any():
+        # Voxels a pocket can affect (its positions and their face neighbours)
+        # must not meet another pocket's, so that each voxel sees one pocket.
+        affected = ndimage.binary_dilation(masks.any(axis=0), _CROSS)
+        if not masks[0].any() or np.any(taken[region] & affected):
             continue
-        regions.append(region)
+        taken[region] |= affected
         parts.append(MovingPart(region, masks, np.asarray(GAS_POSITION_PROBABILITIES), TISSUES[GAS].ct))
     for part in parts:
         labels[part.region][part.masks[0]] = GAS
     return tuple(parts)
-
-
-def _overlap(a: tuple[slice, ...], b: tuple[slice, ...]) -> bool:
-    return all(sa.start < sb.stop and sb.start < sa.stop for sa, sb in zip(a, b))
 
 
 def wholebody_anatomy(grid: Grid, rng: np.random.Generator) -> Anatomy:
