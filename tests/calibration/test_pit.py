@@ -85,3 +85,14 @@ def test_shape_errors():
         pit_values("normal", np.zeros((3, 2)), np.zeros(3), mask=np.ones(4, bool))
     with pytest.raises(ValueError, match="no MC sample"):
         pit_values("normal", np.zeros((0, 3, 2)), np.zeros(3), mixture=True)
+
+
+def test_normal_with_true_sigma_is_calibrated_and_halved_sigma_is_not():
+    rng = np.random.default_rng(4)
+    n = 200_000
+    loc, sigma = rng.normal(size=n) * 100.0, np.exp(rng.normal(size=n))
+    y = loc + sigma * rng.normal(size=n)
+    calibrated = pit_values("normal", np.stack([loc, _raw_scale(sigma)], -1), y)
+    overconfident = pit_values("normal", np.stack([loc, _raw_scale(0.5 * sigma)], -1), y)
+    assert rms_calibration_error(calibrated) < 0.01
+    assert rms_calibration_error(overconfident) > 0.1
