@@ -1,1 +1,8 @@
-"""tfuq.networks."""
+"""Networks: U-Net, HighRes3DNet, MultiRes, pix2pix, UP-GAN, and building them from a config."""
+
+from tfuq.networks.blocks import ChannelPad
+from tfuq.networks.dropout import DropoutSpec
+from tfuq.networks.highres3dnet import HighRes3DNet
+from tfuq.networks.multires import MultiRes
+
+__all__ = ["ChannelPad", "DropoutSpec", "HighRes3DNet", "MultiRes"]
