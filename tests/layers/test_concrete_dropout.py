@@ -213,3 +213,26 @@ def test_learned_dropout_rate_falls_as_the_training_set_grows():
     small, large = _learned_p(10, seed=0), _learned_p(1000, seed=0)
     assert np.mean(small) > 3 * np.mean(large), (small, large)
     assert small[1] > large[1] and small[2] > large[2], (small, large)
+
+
+def test_mixed_precision_keeps_p_in_float32():
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        inputs = keras.Input((4, 4, 3))
+        cd = ConcreteSpatialDropout2D(
+            keras.layers.Conv2D(4, 1), weight_regularizer=0.0, init_min=0.13, init_max=0.13
+        )
+        model = keras.Model(inputs, cd(inputs))
+        x = np.ones((2, 4, 4, 3), "float32")
+        assert keras.backend.standardize_dtype(model(x, training=True).dtype) == "bfloat16"
+        assert cd.p_logit.dtype == "float32" and cd.losses[0].dtype == "float32"
+        assert cd.dropout_rate == pytest.approx(0.13, rel=1e-6)
+        # Inside call p_logit is read in float32, not rounded to bfloat16 (~3 digits)
+        # (weight term off: the wrapped kernel is read in the compute dtype there).
+        assert float(cd.losses[0]) == pytest.approx(float(cd.regularization()), rel=1e-6)
+        model.compile(optimizer="adam", loss="mse")
+        loss = model.fit(x, np.zeros((2, 4, 4, 4), "float32"), epochs=1, verbose=0)
+        assert np.isfinite(loss.history["loss"][0])
+    finally:
+        keras.config.set_dtype_policy(previous)

@@ -8,8 +8,10 @@ import pytest
 import tensorflow as tf
 
 from tfuq.layers import (
+    ConcreteDropout,
     ConcreteSpatialDropout2D,
     DistributionHead,
+    MCDropout,
     MCSpatialDropout2D,
     mc_sampling,
     set_mc_sampling,
@@ -106,3 +108,29 @@ def test_a_function_traced_before_the_switch_keeps_its_behaviour():
 def test_enabled_must_be_bool():
     with pytest.raises(ValueError, match="bool"):
         set_mc_sampling(_model(), 1)
+
+
+class _Block(keras.layers.Layer):
+    """A custom layer that owns its stochastic sub-layers as attributes."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.parts = [keras.layers.Dense(4), MCDropout(0.5, seed=0, name="inner_mcd")]
+
+    def call(self, x):
+        for part in self.parts:
+            x = part(x)
+        return x
+
+
+def test_sequential_and_custom_blocks_are_covered():
+    model = keras.Sequential(
+        [keras.Input((3,)), _Block(), ConcreteDropout(keras.layers.Dense(2), name="outer_cd")]
+    )
+    x = np.ones((4, 3), "float32")
+    model(x)
+    assert sorted(layer.name for layer in stochastic_layers(model)) == ["inner_mcd", "outer_cd"]
+    first = model.predict(x, verbose=0)
+    with mc_sampling(model):
+        assert not np.array_equal(model.predict(x, verbose=0), model.predict(x, verbose=0))
+    np.testing.assert_array_equal(model.predict(x, verbose=0), first)

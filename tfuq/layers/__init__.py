@@ -11,7 +11,9 @@ from tfuq.layers.distribution_head import DistributionHead
 from tfuq.layers.mc_dropout import MCDropout, MCSpatialDropout2D, MCSpatialDropout3D
 from tfuq.layers.mc_sampling import (
     MC_ATTRIBUTE,
+    iter_layers,
     mc_sampling,
+    reset_compiled_functions,
     set_mc_sampling,
     stochastic_layers,
 )
@@ -27,7 +29,9 @@ __all__ = [
     "MCSpatialDropout3D",
     "concrete_dropout_mask",
     "concrete_dropout_regularizer",
+    "iter_layers",
     "mc_sampling",
+    "reset_compiled_functions",
     "set_mc_sampling",
     "stochastic_layers",
 ]

@@ -176,7 +176,9 @@ class _ConcreteDropoutBase(keras.layers.Wrapper):
             initializer=keras.initializers.RandomUniform(
                 _logit(self.init_min), _logit(self.init_max), seed=self.seed
             ),
+            dtype="float32",
             trainable=True,
+            autocast=False,  # p stays float32 under mixed precision
         )
 
     @property
@@ -190,7 +192,12 @@ class _ConcreteDropoutBase(keras.layers.Wrapper):
         return float(ops.convert_to_numpy(self.p))
 
     def regularization(self) -> Any:
-        """This layer's concrete-dropout regulariser for the current weights (float32)."""
+        """This layer's concrete-dropout regulariser for the current weights (float32).
+
+        ``p_logit`` is always read in float32. Called inside ``call`` under a
+        mixed-precision policy, Keras autocasts the wrapped kernel to the
+        compute dtype, so ``sum(W^2)`` then uses the rounded kernel.
+        """
         return concrete_dropout_regularizer(
             ops.cast(self.layer.kernel, "float32"),
             ops.cast(self.p_logit, "float32"),
