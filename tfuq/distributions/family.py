@@ -125,11 +125,13 @@ def constrain(family: str, params: Any) -> dict[str, tf.Tensor]:
         )
     out: dict[str, tf.Tensor] = {"loc": params[..., 0]}
     if "scale" in names:
-        out["scale"] = tf.nn.softplus(params[..., 1]) + tf.cast(SCALE_EPS, params.dtype)
+        out["scale"] = tf.nn.softplus(params[..., 1]) + tf.constant(SCALE_EPS, params.dtype)
     if "power" in names:
-        lo = tf.cast(BETA_MIN, params.dtype)
-        hi = tf.cast(BETA_MAX, params.dtype)
-        out["power"] = lo + (hi - lo) * tf.sigmoid(params[..., 2] + tf.cast(BETA_SHIFT, params.dtype))
+        # tf.constant, not tf.cast: a Python float cast to float64 would pass through float32.
+        lo = tf.constant(BETA_MIN, params.dtype)
+        hi = tf.constant(BETA_MAX, params.dtype)
+        shift = tf.constant(BETA_SHIFT, params.dtype)
+        out["power"] = lo + (hi - lo) * tf.sigmoid(params[..., 2] + shift)
     return out
 
 
