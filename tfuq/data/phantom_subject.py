@@ -257,7 +257,8 @@ def sample_subject(model: SubjectModel, *, noise_seed: int | None = None) -> Pha
             random part: the anatomy, ``clean`` and ``noise_std`` stay the same.
 
     Returns:
-        The :class:`PhantomSubject`; modalities draw from independent streams.
+        The :class:`PhantomSubject`, owning its arrays (copies of the
+        model's); modalities draw from independent random streams.
 
     Raises:
         PhantomOptionError: (a ``ValueError``) a bad noise_seed.
@@ -276,4 +277,14 @@ def sample_subject(model: SubjectModel, *, noise_seed: int | None = None) -> Pha
         if model.cube is not None and name in model.spec.inputs:
             image[model.cube] = 0.0
         images[name] = image
-    return replace(model.template, images=MappingProxyType(images))
+    template = model.template
+    return replace(
+        template,
+        images=MappingProxyType(images),
+        clean=MappingProxyType({k: v.copy() for k, v in template.clean.items()}),
+        noise_std=MappingProxyType({k: v.copy() for k, v in template.noise_std.items()}),
+        labels=template.labels.copy(),
+        mask=template.mask.copy(),
+        affine=template.affine.copy(),
+        anomaly_mask=None if template.anomaly_mask is None else template.anomaly_mask.copy(),
+    )

@@ -1,7 +1,7 @@
 """Whole-body phantom anatomy: shoulders to mid-thigh, with moving bowel gas.
 
 Shapes are placed in a subject frame (mm, NIfTI RAS+ axes: +x toward the
-subject's right, +y anterior, +z superior; origin near the lower thorax),
+subject's right, +y anterior, +z superior; origin at the kidneys' level),
 which is the world frame stretched per axis by the subject's size and moved
 by the subject's position. Everything random is drawn from one generator in
 a fixed order, so ``(grid, rng state)`` fixes the subject.
