@@ -4,5 +4,6 @@ from tfuq.networks.blocks import ChannelPad
 from tfuq.networks.dropout import DropoutSpec
 from tfuq.networks.highres3dnet import HighRes3DNet
 from tfuq.networks.multires import MultiRes
+from tfuq.networks.unet import UNet
 
-__all__ = ["ChannelPad", "DropoutSpec", "HighRes3DNet", "MultiRes"]
+__all__ = ["ChannelPad", "DropoutSpec", "HighRes3DNet", "MultiRes", "UNet"]
