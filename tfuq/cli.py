@@ -183,10 +183,7 @@ def phantom(
         kwargs["anomaly"] = anomaly
     if anomaly_size:
         kwargs["anomaly_size"] = anomaly_size
-    try:
-        paths = write_phantom(outdir, overwrite=overwrite, **kwargs)
-    except ValueError as err:
-        raise UserError(f"tfuq phantom: {err}") from err
+    paths = write_phantom(outdir, overwrite=overwrite, **kwargs)
     click.echo(f"wrote {len(paths)} files for {num_subjects} {kind} subjects to {outdir}")
 
 

@@ -257,7 +257,7 @@ def write_phantom(
         if existing:
             raise UserError(
                 f"{existing[0]}: already exists ({len(existing)} of the phantom's files do); "
-                "refusing to overwrite them (pass overwrite=True)."
+                "refusing to overwrite them (pass --overwrite, or overwrite=True in Python)."
             )
     written: list[Path] = []
     for index, identifier in enumerate(ids):
