@@ -4,6 +4,7 @@ from tfuq.networks.blocks import ChannelPad
 from tfuq.networks.dropout import DropoutSpec
 from tfuq.networks.highres3dnet import HighRes3DNet
 from tfuq.networks.multires import MultiRes
+from tfuq.networks.pix2pix import PatchDiscriminator, Pix2PixGenerator
 from tfuq.networks.unet import UNet
 
-__all__ = ["ChannelPad", "DropoutSpec", "HighRes3DNet", "MultiRes", "UNet"]
+__all__ = ["ChannelPad", "DropoutSpec", "HighRes3DNet", "MultiRes", "PatchDiscriminator", "Pix2PixGenerator", "UNet"]
