@@ -7,4 +7,12 @@ from tfuq.networks.multires import MultiRes
 from tfuq.networks.pix2pix import PatchDiscriminator, Pix2PixGenerator
 from tfuq.networks.unet import UNet
 
-__all__ = ["ChannelPad", "DropoutSpec", "HighRes3DNet", "MultiRes", "PatchDiscriminator", "Pix2PixGenerator", "UNet"]
+__all__ = [
+    "ChannelPad",
+    "DropoutSpec",
+    "HighRes3DNet",
+    "MultiRes",
+    "PatchDiscriminator",
+    "Pix2PixGenerator",
+    "UNet",
+]
