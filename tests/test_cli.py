@@ -82,7 +82,9 @@ def test_phantom_command_writes_and_refuses_overwrite(
     before = {p.name: p.stat().st_mtime_ns for p in out_dir.iterdir()}
     assert "phantom001_noise_std.nii.gz" in before
     code, _, err = run_main(args, capsys)
-    assert code == 2 and "already exists" in err and "--overwrite" in err and err.count("\n") == 1
+    error_lines = [line for line in err.splitlines() if line.startswith("tfuq: error:")]
+    assert code == 2 and len(error_lines) == 1
+    assert "already exists" in error_lines[0] and "--overwrite" in error_lines[0]
     assert {p.name: p.stat().st_mtime_ns for p in out_dir.iterdir()} == before
     code, _, err = run_main(["phantom", str(tmp_path / "x"), "--kind", "liver"], capsys)
     assert code == 2 and "Invalid value for '--kind'" in err

@@ -183,7 +183,8 @@ def phantom(
         kwargs["anomaly"] = anomaly
     if anomaly_size:
         kwargs["anomaly_size"] = anomaly_size
-    paths = write_phantom(outdir, overwrite=overwrite, **kwargs)
+    with click.progressbar(length=num_subjects, label=f"{kind} phantom", file=sys.stderr) as bar:
+        paths = write_phantom(outdir, overwrite=overwrite, progress=bar.update, **kwargs)
     click.echo(f"wrote {len(paths)} files for {num_subjects} {kind} subjects to {outdir}")
 
 

@@ -43,6 +43,7 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -203,6 +204,7 @@ def write_phantom(
     anomaly: str | None = None,
     anomaly_size: int | None = None,
     overwrite: bool = False,
+    progress: Callable[[int], None] | None = None,
 ) -> list[Path]:
     """Write a phantom data set: NIfTI files per subject plus ``phantom.json``.
 
@@ -222,6 +224,8 @@ def write_phantom(
         anomaly: None, ``"cube"`` or ``"lesion"`` (see :class:`PhantomSpec`).
         anomaly_size: Cube side / lesion diameter in voxels; None for the default.
         overwrite: Replace existing files; default False refuses them.
+        progress: Called with 1 after each subject is written (e.g. a
+            progress bar's ``update``).
 
     Returns:
         The paths written, subject by subject in :func:`phantom_files` order,
@@ -267,5 +271,7 @@ def write_phantom(
             path = folder / name
             _write_nifti(path, volumes[role], subject.affine, overwrite=overwrite)
             written.append(path)
+        if progress is not None:
+            progress(1)
     written.append(write_json(folder / "phantom.json", _description(spec, ids), overwrite=overwrite))
     return written

@@ -13,6 +13,7 @@ import dataclasses
 import logging
 import os
 import shutil
+import sys
 from pathlib import Path
 
 from tfuq.config import PHANTOM_PREFIX, Config, InputSource
@@ -64,7 +65,12 @@ def ensure_phantom(config: Config) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     logger.info("Generating the %s phantom (%d subjects) in %s", spec.kind, spec.num_subjects, folder)
     try:
-        write_phantom(tmp, **kwargs)
+        import click
+
+        with click.progressbar(
+            length=spec.num_subjects, label=f"{spec.kind} phantom", file=sys.stderr
+        ) as bar:
+            write_phantom(tmp, progress=bar.update, **kwargs)
         os.replace(tmp, folder)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
