@@ -6,8 +6,10 @@ from tfuq.networks.highres3dnet import HighRes3DNet
 from tfuq.networks.multires import MultiRes
 from tfuq.networks.pix2pix import PatchDiscriminator, Pix2PixGenerator
 from tfuq.networks.unet import UNet
+from tfuq.networks.upgan import UPGAN, UncertaintyAttention, uncertainty_attention
 
 __all__ = [
+    "UPGAN",
     "ChannelPad",
     "DropoutSpec",
     "HighRes3DNet",
@@ -15,4 +17,6 @@ __all__ = [
     "PatchDiscriminator",
     "Pix2PixGenerator",
     "UNet",
+    "UncertaintyAttention",
+    "uncertainty_attention",
 ]
