@@ -147,3 +147,21 @@ def test_float32_extremes_are_finite():
         params = raw[:, : params_size(family)]
         assert np.all(np.isfinite(variance(family, params).numpy()))
         assert np.all(np.isfinite(make_distribution(family, params).log_prob(0.5).numpy()))
+
+
+@pytest.mark.parametrize("family", ["normal", "laplace", "generalized_normal", "point"])
+def test_unconstrain_inverts_constrain(family: str) -> None:
+    from tfuq.distributions import constrain, unconstrain
+
+    rng = np.random.default_rng(1)
+    loc = rng.normal(size=(4, 5))
+    scale = np.exp(rng.normal(size=(4, 5)) * 3)  # 0.0001 .. 10^4
+    power = rng.uniform(0.2, 9.5, size=(4, 5))
+    kwargs = {"point": {}, "generalized_normal": {"scale": scale, "power": power}}.get(
+        family, {"scale": scale}
+    )
+    raw = unconstrain(family, loc, **kwargs)
+    back = constrain(family, raw)
+    np.testing.assert_allclose(back["loc"], loc, rtol=1e-12)
+    for key, value in kwargs.items():
+        np.testing.assert_allclose(back[key], value, rtol=1e-9)

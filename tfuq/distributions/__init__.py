@@ -11,6 +11,7 @@ from tfuq.distributions.family import (
     mean,
     params_size,
     stddev,
+    unconstrain,
     variance,
 )
 
@@ -25,5 +26,6 @@ __all__ = [
     "mean",
     "params_size",
     "stddev",
+    "unconstrain",
     "variance",
 ]

@@ -52,6 +52,7 @@ __all__ = [
     "mean",
     "params_size",
     "stddev",
+    "unconstrain",
     "variance",
 ]
 
@@ -77,8 +78,7 @@ def check_family(family: str) -> str:
     """Return ``family`` if known, else raise ``ValueError`` naming the valid ones."""
     if family not in FAMILIES:
         raise ValueError(
-            f"Unknown distribution family. Expected one of {sorted(FAMILIES)}. "
-            f"Received: family={family!r}"
+            f"Unknown distribution family. Expected one of {sorted(FAMILIES)}. Received: family={family!r}"
         )
     return family
 
@@ -135,6 +135,43 @@ def constrain(family: str, params: Any) -> dict[str, tf.Tensor]:
     return out
 
 
+def unconstrain(family: str, loc: Any, scale: Any = None, power: Any = None) -> tf.Tensor:
+    """Inverse of :func:`constrain`: head channels that give these parameters.
+
+    Args:
+        family: One of :data:`FAMILIES`.
+        loc: Location, any shape.
+        scale: Scale (alpha for the generalized normal), > SCALE_EPS; needed
+            by every family but ``"point"``.
+        power: Shape beta in (BETA_MIN, BETA_MAX); generalized normal only.
+
+    Returns:
+        Tensor ``(*loc.shape, params_size(family))`` of unconstrained channels.
+
+    Example:
+        >>> raw = unconstrain("normal", [0.0, 1.0], [0.5, 2.0])
+        >>> constrain("normal", raw)["scale"]  # [0.5, 2.0]
+    """
+    names = FAMILIES[check_family(family)]
+    loc = tf.convert_to_tensor(loc)
+    if not loc.dtype.is_floating:
+        loc = tf.cast(loc, tf.float32)
+    channels = [loc]
+    if "scale" in names:
+        if scale is None:
+            raise ValueError(f"A {family!r} distribution needs a scale. Received: scale=None")
+        s = tf.convert_to_tensor(scale, loc.dtype) - tf.constant(SCALE_EPS, loc.dtype)
+        channels.append(s + tf.math.log(-tf.math.expm1(-s)))  # softplus^-1, stable for large s
+    if "power" in names:
+        if power is None:
+            raise ValueError(f"A {family!r} distribution needs a power (beta). Received: power=None")
+        lo = tf.constant(BETA_MIN, loc.dtype)
+        hi = tf.constant(BETA_MAX, loc.dtype)
+        u = (tf.convert_to_tensor(power, loc.dtype) - lo) / (hi - lo)
+        channels.append(tf.math.log(u) - tf.math.log1p(-u) - tf.constant(BETA_SHIFT, loc.dtype))
+    return tf.stack(channels, axis=-1)
+
+
 def make_distribution(family: str, params: Any) -> tfd.Distribution:
     """Build the per-voxel predictive distribution from head channels.
 
@@ -182,9 +219,7 @@ def variance(family: str, params: Any) -> tf.Tensor:
         return 2.0 * tf.square(p["scale"])
     if family == "generalized_normal":
         beta = p["power"]
-        return tf.exp(
-            2.0 * tf.math.log(p["scale"]) + tf.math.lgamma(3.0 / beta) - tf.math.lgamma(1.0 / beta)
-        )
+        return tf.exp(2.0 * tf.math.log(p["scale"]) + tf.math.lgamma(3.0 / beta) - tf.math.lgamma(1.0 / beta))
     return tf.zeros_like(p["loc"])
 
 
