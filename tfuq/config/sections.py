@@ -91,6 +91,46 @@ class NetworkSection:
         max=1.0,
         min_exclusive=True,
     )
+    spatial_mode: str = setting(
+        "auto",
+        "tfuq: unet/pix2pix/upgan/highres3dnet dimensionality; auto = 2d when the window is H, W or "
+        "H, W, 1, else 3d; 2.5d = slabs H, W, S (unet/upgan, Reinhold)",
+        choices=("auto", "2d", "2.5d", "3d"),
+    )
+    depth: int = setting(
+        0, "tfuq: down/up levels of U-Net generators; 0 = the model's (unet/upgan 3, pix2pix 8)", min=0
+    )
+    base_filters: int = setting(
+        0,
+        "tfuq: channels of the first layer; 0 = the model's (unet/upgan 32, pix2pix 64, "
+        "highres3dnet/multires 16)",
+        min=0,
+    )
+    feature_norm: str = setting(
+        "batch", "tfuq: normalisation layer inside the networks", choices=("batch", "instance", "none")
+    )
+    blocks_per_stack: int = setting(
+        3, "tfuq: highres3dnet/multires residual blocks per dilation stack (NiftyNet 3)", min=1
+    )
+    residual_matching: str = setting(
+        "pad",
+        "tfuq: highres3dnet/multires shortcut widening: zero channels (NiftyNet) or 1x1x1 projection",
+        choices=("pad", "projection"),
+    )
+    multires_factors: tuple[int, ...] = setting(
+        (1, 2, 4),
+        "tfuq: multires downsampling factor of each level, finest first; the input windows are the "
+        "central spatial_window_size crops of a window of spatial_window_size x the last factor",
+        min=1,
+    )
+    branch_filters: tuple[int, ...] = setting(
+        (256, 256, 128),
+        "tfuq: multires widths of the first three 1x1x1 convolutions of each branch",
+        min=1,
+        length=3,
+    )
+    deep_supervision: bool = setting(False, "tfuq: multires also outputs the coarser levels' predictions")
+    num_phases: int = setting(3, "tfuq: upgan cascaded generators M (Upadhyay 3)", min=1)
 
 
 @dataclasses.dataclass(frozen=True)
