@@ -1,0 +1,162 @@
+"""Window geometry and blending weights against hand-computed grids and closed forms."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tfuq.inference.windows import (
+    BLENDING_MODES,
+    axis_starts,
+    blending_weights,
+    check_window,
+    pad_volume,
+    window_batches,
+    window_grid,
+)
+
+OVERLAPS = (0.0, 0.25, 0.5, 0.75)
+
+
+@pytest.mark.parametrize(
+    ("size", "window", "overlap", "expected"),
+    [
+        (10, 4, 0.5, (0, 2, 4, 6)),
+        (11, 4, 0.5, (0, 2, 4, 6, 7)),  # last window moved back to end flush
+        (8, 4, 0.0, (0, 4)),
+        (9, 4, 0.0, (0, 4, 5)),
+        (4, 4, 0.75, (0,)),
+        (7, 3, 0.75, (0, 1, 2, 3, 4)),  # stride floor(0.75) -> 1
+        (10, 4, 0.25, (0, 3, 6)),
+        (5, 1, 0.5, (0, 1, 2, 3, 4)),
+    ],
+)
+def test_axis_starts_hand_computed(size, window, overlap, expected):
+    assert axis_starts(size, window, overlap) == expected
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    window=st.integers(1, 12),
+    extra=st.integers(0, 40),
+    overlap=st.sampled_from(OVERLAPS),
+)
+def test_axis_starts_cover_every_voxel_and_end_flush(window, extra, overlap):
+    size = window + extra
+    starts = axis_starts(size, window, overlap)
+    covered = np.zeros(size, dtype=int)
+    for s in starts:
+        covered[s : s + window] += 1
+    assert covered.min() >= 1
+    assert starts[0] == 0 and starts[-1] == size - window
+    assert list(starts) == sorted(set(starts))
+    stride = max(1, int(np.floor(window * (1 - overlap) + 1e-9)))
+    assert all(b - a <= stride for a, b in itertools.pairwise(starts))
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    shape=st.tuples(st.integers(1, 20), st.integers(1, 20), st.integers(1, 9)),
+    window=st.tuples(st.integers(1, 10), st.integers(1, 10), st.integers(1, 4)),
+    overlap=st.sampled_from(OVERLAPS),
+)
+def test_grid_windows_cover_the_padded_volume(shape, window, overlap):
+    grid = window_grid(shape, window, overlap)
+    covered = np.zeros(grid.padded_shape, dtype=int)
+    for origin in grid.origins:
+        covered[grid.slices(origin)] += 1
+        assert all(o + w <= n for o, w, n in zip(origin, window, grid.padded_shape))
+    assert covered.min() >= 1
+    assert grid.num_windows == len(grid.origins)
+    for n, w, (lo, hi), p in zip(shape, window, grid.padding, grid.padded_shape):
+        assert p == max(n, w)
+        assert lo + hi == max(0, w - n) and abs(lo - hi) <= 1
+
+
+def test_pad_then_crop_round_trip_and_fill_values():
+    rng = np.random.default_rng(0)
+    vol = rng.normal(size=(3, 7, 2, 2)).astype(np.float32)
+    grid = window_grid(vol.shape[:3], (6, 4, 5))
+    padded = pad_volume(vol, grid)
+    assert padded.shape == (6, 7, 5, 2)
+    np.testing.assert_array_equal(grid.crop(padded), vol)
+    outside = np.ones(grid.padded_shape, bool)
+    outside[grid.interior] = False
+    np.testing.assert_array_equal(
+        padded[outside], np.broadcast_to(vol.min(axis=(0, 1, 2)), (outside.sum(), 2))
+    )
+    padded = pad_volume(vol, grid, pad_value=(5.0, -1.0))
+    np.testing.assert_array_equal(padded[outside], np.broadcast_to([5.0, -1.0], (outside.sum(), 2)))
+    padded = pad_volume(vol, grid, pad_mode="edge")
+    np.testing.assert_array_equal(padded, np.pad(vol, (*grid.padding, (0, 0)), mode="edge"))
+    assert pad_volume(vol, window_grid(vol.shape[:3], 2), pad_value=3.0) is vol  # nothing to pad
+
+
+def test_window_batches_extract_the_right_voxels():
+    vol = np.arange(6 * 5 * 4, dtype=np.float32).reshape(6, 5, 4, 1)
+    grid = window_grid(vol.shape[:3], (4, 3, 4), overlap=0.5)
+    seen = 0
+    for origins, batch in window_batches(vol, grid, batch_size=3):
+        assert batch.shape[1:] == (4, 3, 4, 1) and len(origins) == len(batch) <= 3
+        for o, w in zip(origins, batch):
+            np.testing.assert_array_equal(w, vol[o[0] : o[0] + 4, o[1] : o[1] + 3, o[2] : o[2] + 4])
+        seen += len(batch)
+    assert seen == grid.num_windows == 2 * 3 * 1  # stride floor(3 * 0.5) = 1 on axis 1
+
+
+@pytest.mark.parametrize("mode", BLENDING_MODES)
+@pytest.mark.parametrize("window", [(1, 1, 1), (7, 8, 1), (5, 6, 9), (16, 16, 16)])
+def test_blending_weights_positive_symmetric_peak_one(mode, window):
+    w = blending_weights(window, mode)
+    assert w.shape == window
+    assert w.min() > 0 and w.max() == pytest.approx(1.0)
+    for axis in range(3):
+        np.testing.assert_allclose(w, np.flip(w, axis=axis), rtol=1e-12)
+
+
+def test_gaussian_weights_closed_form():
+    w = blending_weights((16, 8, 1), "gaussian", floor=1e-12)
+    i = np.arange(16) - 7.5
+    j = np.arange(8) - 3.5
+    expected = np.exp(-0.5 * (i[:, None] / 2.0) ** 2 - 0.5 * (j[None, :] / 1.0) ** 2)
+    np.testing.assert_allclose(w[..., 0], expected / expected.max(), rtol=1e-12)
+    floored = blending_weights((16, 8, 1), "gaussian")
+    np.testing.assert_allclose(floored[..., 0], np.maximum(expected / expected.max(), 1e-3), rtol=1e-12)
+    assert floored.min() == pytest.approx(1e-3)
+
+
+def test_hann_weights_closed_form_and_constant():
+    w = blending_weights((5, 1, 1), "hann", floor=1e-12)[:, 0, 0]
+    raw = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(1, 6) / 6)
+    np.testing.assert_allclose(w, raw / raw.max(), rtol=1e-12)
+    np.testing.assert_array_equal(blending_weights((3, 4, 5), "constant"), np.ones((3, 4, 5)))
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: check_window((4, 4)), "3 positive ints"),
+        (lambda: check_window((4, 0, 4)), "positive"),
+        (lambda: check_window(2.5), "positive"),
+        (lambda: axis_starts(3, 4, 0.5), "pad the volume"),
+        (lambda: axis_starts(8, 4, 1.0), "overlap"),
+        (lambda: axis_starts(8, 4, -0.1), "overlap"),
+        (lambda: window_grid((0, 4, 4), 2), "shape"),
+        (lambda: blending_weights(4, "triangle"), "blending mode"),
+        (lambda: blending_weights(4, floor=0.0), "floor"),
+        (lambda: blending_weights(4, sigma_scale=0.0), "sigma_scale"),
+        (lambda: pad_volume(np.zeros((2, 2, 2, 1)), window_grid((2, 2, 2), 4), pad_mode="wrap"), "pad_mode"),
+        (
+            lambda: pad_volume(np.zeros((2, 2, 2, 2)), window_grid((2, 2, 2), 4), pad_value=(1, 2, 3)),
+            "pad_value",
+        ),
+        (lambda: list(window_batches(np.zeros((2, 2, 2, 1)), window_grid((2, 2, 2), 2), 0)), "batch_size"),
+    ],
+)
+def test_invalid_arguments(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
