@@ -132,3 +132,22 @@ def run_layer_test(
     model = keras.Model(inputs, layer(inputs))
     assert_keras_roundtrip(model, x, tmp_path, filename=f"{layer.name}.keras")
     return layer
+
+
+def raw_scale(scale: Any) -> np.ndarray:
+    """NumPy oracle of the head channel giving ``scale``: inverse of softplus(raw) + 1e-5.
+
+    Written independently of :func:`tfuq.distributions.unconstrain` so tests
+    of the library can use it as an oracle.
+    """
+    s = np.asarray(scale, dtype=np.float64) - 1e-5
+    return s + np.log(-np.expm1(-s))
+
+
+def raw_beta(beta: Any) -> np.ndarray:
+    """NumPy oracle of the head channel giving generalized-normal shape ``beta``.
+
+    Inverse of ``0.1 + 9.9 * sigmoid(raw + log(1.9 / 8))``.
+    """
+    u = (np.asarray(beta, dtype=np.float64) - 0.1) / 9.9
+    return np.log(u / (1.0 - u)) - np.log((2.0 - 0.1) / (10.0 - 2.0))

@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 from scipy import stats
+from utils import raw_beta, raw_scale
 
 from tfuq.calibration import (
     IsotonicRecalibrator,
@@ -14,18 +15,6 @@ from tfuq.calibration import (
 )
 from tfuq.errors import UserError
 
-SHIFT = np.log((2.0 - 0.1) / (10.0 - 2.0))
-
-
-def _raw_scale(scale):
-    s = np.asarray(scale, dtype=np.float64) - 1e-5
-    return s + np.log(-np.expm1(-s))
-
-
-def _raw_beta(beta):
-    u = (np.asarray(beta, dtype=np.float64) - 0.1) / 9.9
-    return np.log(u / (1.0 - u)) - SHIFT
-
 
 @pytest.fixture(scope="module")
 def overconfident_normal():
@@ -34,7 +23,7 @@ def overconfident_normal():
     loc = rng.normal(size=n) * 100.0
     sigma = np.exp(rng.normal(size=n))
     y = loc + sigma * rng.normal(size=n)
-    params = np.stack([loc, _raw_scale(0.5 * sigma)], -1)  # std x 0.5
+    params = np.stack([loc, raw_scale(0.5 * sigma)], -1)  # std x 0.5
     return params, y, sigma
 
 
@@ -58,7 +47,7 @@ def test_recalibrates_overconfident_ggd_on_held_out():
     n = 100_000
     loc, alpha, beta = rng.normal(size=n), np.exp(rng.normal(size=n) * 0.3), rng.uniform(1.0, 4.0, n)
     y = stats.gennorm.rvs(beta, loc, alpha, random_state=rng)
-    params = np.stack([loc, _raw_scale(0.5 * alpha), _raw_beta(beta)], -1)
+    params = np.stack([loc, raw_scale(0.5 * alpha), raw_beta(beta)], -1)
     pit = pit_values("generalized_normal", params, y).numpy()
     half = n // 2
     before = rms_calibration_error(pit[half:])
@@ -108,7 +97,7 @@ def test_knot_budget_bounds_the_error():
 
 
 def test_mixture_quantile_path():
-    params = np.stack([np.array([[0.0], [2.0]]), _raw_scale([[1.0], [1.0]])], -1)  # (T=2, 1, 2)
+    params = np.stack([np.array([[0.0], [2.0]]), raw_scale([[1.0], [1.0]])], -1)  # (T=2, 1, 2)
     rec = IsotonicRecalibrator().fit(stats.uniform.rvs(size=20_000, random_state=5))
     q = rec.quantile("normal", params, 0.5, mixture=True).numpy()
     assert q[0] == pytest.approx(1.0, abs=0.02)  # the mixture median, R ~ identity

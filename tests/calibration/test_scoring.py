@@ -3,6 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from scipy import integrate, special, stats
+from utils import raw_beta, raw_scale
 
 from tfuq.calibration import (
     coverage,
@@ -13,18 +14,6 @@ from tfuq.calibration import (
     interval_score,
     nll,
 )
-
-SHIFT = np.log((2.0 - 0.1) / (10.0 - 2.0))
-
-
-def _raw_scale(scale):
-    s = np.asarray(scale, dtype=np.float64) - 1e-5
-    return s + np.log(-np.expm1(-s))
-
-
-def _raw_beta(beta):
-    u = (np.asarray(beta, dtype=np.float64) - 0.1) / 9.9
-    return np.log(u / (1.0 - u)) - SHIFT
 
 
 def _crps_quad(cdf, y, lo, hi):
@@ -68,7 +57,7 @@ def test_crps_samples_converges_to_closed_form():
 
 def test_crps_dispatch_closed_forms_and_point():
     loc, scale, y = np.array([0.0, 2.0]), np.array([1.0, 0.5]), np.array([0.4, 3.0])
-    params = np.stack([loc, _raw_scale(scale)], -1)
+    params = np.stack([loc, raw_scale(scale)], -1)
     assert crps("normal", params, y) == pytest.approx(crps_normal(loc, scale, y), rel=1e-9)
     assert crps("laplace", params, y) == pytest.approx(crps_laplace(loc, scale, y), rel=1e-9)
     np.testing.assert_allclose(crps("point", loc[:, None], y, reduce=False), np.abs(y - loc))
@@ -76,12 +65,12 @@ def test_crps_dispatch_closed_forms_and_point():
 
 def test_crps_ggd_and_mixture_from_draws_match_quadrature():
     beta, alpha, mu, y = 1.3, 2.0, 1.0, 2.5
-    params = np.array([[mu, _raw_scale(alpha), _raw_beta(beta)]])
+    params = np.array([[mu, raw_scale(alpha), raw_beta(beta)]])
     oracle = _crps_quad(stats.gennorm(beta, mu, alpha).cdf, y, -80, 80)
     value = crps("generalized_normal", params, [y], num_draws=100_000, seed=3)
     assert value == pytest.approx(oracle, rel=0.02)
     locs, scales = np.array([-1.0, 2.0]), np.array([0.5, 1.5])
-    mixture_params = np.stack([locs, _raw_scale(scales)], -1)[:, None]  # (T=2, 1, 2)
+    mixture_params = np.stack([locs, raw_scale(scales)], -1)[:, None]  # (T=2, 1, 2)
 
     def mixture_cdf(x):
         return stats.norm.cdf(x, locs, scales).mean()
@@ -94,7 +83,7 @@ def test_crps_ggd_and_mixture_from_draws_match_quadrature():
 def test_nll_matches_scipy_and_mixture_logsumexp():
     rng = np.random.default_rng(2)
     loc, scale, y = rng.normal(size=(3, 4)), np.exp(rng.normal(size=(3, 4))), rng.normal(size=4)
-    params = np.stack([loc, _raw_scale(scale)], -1)
+    params = np.stack([loc, raw_scale(scale)], -1)
     assert nll("normal", params[0], y) == pytest.approx(
         -stats.norm.logpdf(y, loc[0], scale[0]).mean(), rel=1e-9
     )

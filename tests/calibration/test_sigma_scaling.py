@@ -5,22 +5,11 @@ import json
 import numpy as np
 import pytest
 from scipy import optimize, stats
+from utils import raw_beta, raw_scale
 
 from tfuq.calibration import SigmaScaling, pit_values, rms_calibration_error
 from tfuq.distributions import constrain
 from tfuq.errors import UserError
-
-SHIFT = np.log((2.0 - 0.1) / (10.0 - 2.0))
-
-
-def _raw_scale(scale):
-    s = np.asarray(scale, dtype=np.float64) - 1e-5
-    return s + np.log(-np.expm1(-s))
-
-
-def _raw_beta(beta):
-    u = (np.asarray(beta, dtype=np.float64) - 0.1) / 9.9
-    return np.log(u / (1.0 - u)) - SHIFT
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +19,7 @@ def overconfident_normal():
     loc = rng.normal(size=n) * 100.0
     sigma = np.exp(rng.normal(size=n))
     y = loc + sigma * rng.normal(size=n)
-    return np.stack([loc, _raw_scale(0.5 * sigma)], -1), y, sigma
+    return np.stack([loc, raw_scale(0.5 * sigma)], -1), y, sigma
 
 
 @pytest.mark.parametrize("objective", ["nll", "calibration"])
@@ -46,7 +35,7 @@ def test_recalibrates_overconfident_normal_on_held_out(overconfident_normal, obj
 
 def test_normal_closed_form_is_root_mean_square_z():
     loc, scale, y = np.array([0.0, 1.0, 2.0]), np.array([1.0, 2.0, 0.5]), np.array([1.0, -3.0, 2.5])
-    params = np.stack([loc, _raw_scale(scale)], -1)
+    params = np.stack([loc, raw_scale(scale)], -1)
     z = (y - loc) / scale
     expected = np.sqrt(np.mean(z**2))  # = sqrt((1 + 4 + 1) / 3)
     assert SigmaScaling().fit("normal", params, y).scale_factor == pytest.approx(expected, rel=1e-6)
@@ -57,7 +46,7 @@ def test_laplace_closed_form_minimises_nll():
     rng = np.random.default_rng(1)
     loc, b = rng.normal(size=500), np.exp(rng.normal(size=500))
     y = stats.laplace.rvs(loc, 3.0 * b, random_state=rng)
-    params = np.stack([loc, _raw_scale(b)], -1)
+    params = np.stack([loc, raw_scale(b)], -1)
     s = SigmaScaling().fit("laplace", params, y).scale_factor
 
     def mean_nll(log_s):
@@ -73,7 +62,7 @@ def test_ggd_numerical_fit_and_held_out_calibration():
     n = 60_000
     loc, alpha, beta = rng.normal(size=n), np.exp(rng.normal(size=n) * 0.3), rng.uniform(1.0, 4.0, n)
     y = stats.gennorm.rvs(beta, loc, alpha, random_state=rng)
-    params = np.stack([loc, _raw_scale(0.5 * alpha), _raw_beta(beta)], -1)
+    params = np.stack([loc, raw_scale(0.5 * alpha), raw_beta(beta)], -1)
     half = n // 2
     scaling = SigmaScaling().fit("generalized_normal", params[:half], y[:half])
     assert scaling.scale_factor == pytest.approx(2.0, rel=0.03)
@@ -93,7 +82,7 @@ def test_mixture_fit_with_mask():
     loc = rng.normal(size=(t, n))
     member = rng.integers(0, t, size=n)
     y = loc[member, np.arange(n)] + 1.5 * rng.normal(size=n)
-    params = np.stack([loc, _raw_scale(np.full((t, n), 0.75))], -1)
+    params = np.stack([loc, raw_scale(np.full((t, n), 0.75))], -1)
     mask = np.ones(n, dtype=bool)
     mask[::2] = False
     scaling = SigmaScaling().fit("normal", params, y, mixture=True, mask=mask)

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from scipy import integrate, stats
+from utils import raw_beta, raw_scale
 
 from tfuq.inference import (
     ENTROPY_KEYS,
@@ -19,24 +20,11 @@ from tfuq.inference import (
     moment_matched_entropy,
 )
 
-SHIFT = np.log((2.0 - 0.1) / (10.0 - 2.0))
-
-
-def _raw_scale(scale):
-    """Inverse of softplus(raw) + 1e-5."""
-    s = np.asarray(scale, dtype=np.float64) - 1e-5
-    return s + np.log(-np.expm1(-s))
-
-
-def _raw_beta(beta):
-    u = (np.asarray(beta, dtype=np.float64) - 0.1) / 9.9
-    return np.log(u / (1.0 - u)) - SHIFT
-
 
 def _params(family, loc, scale, beta=None):
-    channels = [np.asarray(loc, np.float64), _raw_scale(scale)]
+    channels = [np.asarray(loc, np.float64), raw_scale(scale)]
     if family == "generalized_normal":
-        channels.append(_raw_beta(beta))
+        channels.append(raw_beta(beta))
     return np.stack(channels, axis=-1)
 
 
