@@ -2,9 +2,11 @@
 
 from tfuq.networks.blocks import ChannelPad
 from tfuq.networks.dropout import DropoutSpec
+from tfuq.networks.factory import build_discriminators, build_model
 from tfuq.networks.highres3dnet import HighRes3DNet
 from tfuq.networks.multires import MultiRes
 from tfuq.networks.pix2pix import PatchDiscriminator, Pix2PixGenerator
+from tfuq.networks.summary import summarize
 from tfuq.networks.unet import UNet
 from tfuq.networks.upgan import UPGAN, UncertaintyAttention, uncertainty_attention
 
@@ -18,5 +20,8 @@ __all__ = [
     "Pix2PixGenerator",
     "UNet",
     "UncertaintyAttention",
+    "build_discriminators",
+    "build_model",
+    "summarize",
     "uncertainty_attention",
 ]
