@@ -10,7 +10,7 @@ import pytest
 from test_highres3dnet import highres_count
 from utils import assert_keras_roundtrip
 
-from tfuq.layers import mc_sampling
+from tfuq.layers import mc_sampling, stochastic_layers
 from tfuq.networks.multires import MultiRes, apply_upsample_crop, check_multires_geometry
 
 TINY = {"base_filters": 4, "blocks_per_stack": 1, "branch_filters": (6, 6, 4)}
@@ -125,6 +125,10 @@ def test_deep_supervision_outputs_are_the_coarse_subnets():
 
 def test_mc_channel_dropout_is_sampled_only_under_mc_sampling():
     net = MultiRes((8, 8, 8, 1), family="normal", dropout={"kind": "mc", "rate": 0.5, "seed": 1}, **TINY)
+    # one channel dropout per subnet (before its 80-channel 1^3 conv) + branch convs 2 and 3 of 2 branches
+    switched = stochastic_layers(net)
+    assert len(switched) == 3 + 2 * 2 and all(layer.rate == 0.5 for layer in switched)
+    assert len({layer.seed for layer in switched}) == len(switched)
     x = [np.random.default_rng(2).normal(size=(1, 8, 8, 8, 1)).astype("float32")] * 3
     a, b = (keras.ops.convert_to_numpy(net(x)) for _ in range(2))
     np.testing.assert_array_equal(a, b)
