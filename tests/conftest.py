@@ -21,4 +21,4 @@ def tcga_dir() -> Path:
     folder = SHARED_DATA / "tcga-lgg"
     if not (folder / "TCGA-DU-7294").is_dir():
         pytest.skip(f"real data not found at {folder} (set TFUQ_SHARED_DATA to ../shared/data)")
-    return folder
+    return folder.resolve()  # CI links shared/ beside the clone; compare real paths

@@ -117,3 +117,11 @@ def test_stage_registry() -> None:
         if find_stage(stage) is None:
             with pytest.raises(NotAvailableError, match=f"lands with issue {stage.issue}"):
                 run_stage(stage.name, None)  # type: ignore[arg-type]
+
+
+def test_describe_without_data_still_describes(tmp_path: Path) -> None:
+    path = grid_config(tmp_path)
+    (tmp_path / "d").rmdir()
+    text = describe(load_config(path))
+    assert "application: REGRESSION: A -> B" in text
+    assert "data: not available:" in text and "does not exist" in text

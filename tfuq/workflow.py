@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tfuq.config import Config
-from tfuq.errors import NotAvailableError
+from tfuq.errors import NotAvailableError, UserError
 
 __all__ = [
     "STAGES",
@@ -184,7 +184,10 @@ def describe(config: Config) -> str:
             if value != spec.default and spec.path is None:
                 changed.append(f"  [{name}] {key} = {format_value(value)}")
     lines = header + (["settings that differ from the defaults:", *changed] if changed else [])
-    lines += _data_lines(prepare_data(config, write_split=False))
+    try:
+        lines += _data_lines(prepare_data(config, write_split=False))
+    except UserError as err:  # info still describes the model without data
+        lines.append(f"data: not available: {err}")
     return "\n".join(lines)
 
 
