@@ -105,3 +105,11 @@ def test_demo_runs_data_stage_and_names_missing_stages(
     for stage in STAGES:
         if find_stage(stage) is None:
             assert f"== {stage.name}: not available yet (lands with issue {stage.issue})" in out
+
+
+def test_info_ends_with_parameter_count(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_main(["info", str(REPO_ROOT / "applications" / "wholebody_mr2ct.ini")], capsys)
+    assert code == 0
+    last = out.strip().splitlines()[-1]
+    assert last.startswith("parameters: ")
+    assert abs(int(last.split()[1]) - 2.61e6) / 2.61e6 < 0.05  # Klaser Table 1, MultiRes with sigma branch
