@@ -223,3 +223,14 @@ def test_invalid_arguments():
         mc_predict_volume(model, vol, "gamma", mc_samples=2, window=4)
     with pytest.raises(ValueError, match="X, Y, Z, C"):
         mc_predict_volume(model, vol[..., 0], "normal", mc_samples=2, window=4)
+
+
+def test_deterministic_model_warns_and_has_zero_epistemic(caplog):
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((None, None, None, 1))
+    model = keras.Model(inp, DistributionHead("normal")(keras.layers.Conv3D(3, 1)(inp)))
+    vol = _volume((4, 4, 4), seed=7)
+    with caplog.at_level("WARNING", logger="tfuq.inference.mc"):
+        maps = mc_predict_volume(model, vol, "normal", mc_samples=3, window=4)
+    assert "no MC-sampling layer" in caplog.text
+    np.testing.assert_allclose(maps["epistemic_var"], 0.0, atol=1e-12)
