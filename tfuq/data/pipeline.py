@@ -1,0 +1,289 @@
+"""tf.data training and validation pipelines built from a Config.
+
+Per subject: load and normalise (:func:`~tfuq.data.training_windows.load_training_subject`),
+then ``[TRAINING] sample_per_volume`` windows per pass with ``[NETWORK]
+window_sampling`` (:func:`~tfuq.data.training_windows.sample_windows`),
+augmented for training only. Elements are ``(inputs, targets)``: inputs
+``(B, *spatial, C_in)`` (MultiRes: a tuple, one per level), targets
+``(B, *spatial, 2)`` with channels ``[target, mask]`` (see
+:mod:`tfuq.data.training_windows`).
+
+Loading and parallelism: windows come from a Python generator
+(``tf.data.Dataset.from_generator``); volumes are read with nibabel in a
+thread pool of ``[SYSTEM] num_threads`` workers (decompression releases the
+GIL), at most that many subjects ahead. With ``cache=True`` every subject is
+loaded and normalised once, up front and in parallel, so a bad file fails
+before training starts; with ``cache=False`` each pass reloads them (bounded
+memory). Training windows are shuffled in a Python buffer of ``[NETWORK]
+queue_length`` windows, then batched and prefetched by tf.data. All
+randomness comes from NumPy generators seeded by ``(seed, shard, pass, epoch,
+subject)``, so a dataset is a deterministic function of its seed; a new
+iteration over the same training dataset continues with fresh windows.
+
+Multi-worker: build one dataset per input pipeline with ``num_shards`` and
+``shard_index`` (e.g. from ``tf.distribute.InputContext`` in
+``strategy.distribute_datasets_from_function``, with the per-replica
+``batch_size``); training subjects are dealt round-robin when there are at
+least as many as shards (otherwise every shard uses all subjects with its own
+seeds), validation windows are dealt round-robin, and tf.data auto-sharding is
+turned off.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import itertools
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from tfuq.config import Config, InputSource
+from tfuq.data.augmentation import AugmentationSettings
+from tfuq.data.subjects import Subject, find_subjects
+from tfuq.data.training_windows import SubjectArrays, load_training_subject, sample_windows, window_geometry
+from tfuq.errors import UserError
+
+__all__ = ["make_training_dataset", "make_validation_dataset"]
+
+_TRAIN, _VALID = 0, 1  # seed stream tags
+
+
+class _WindowSource:
+    """Callable generator factory behind ``from_generator``; holds the subject cache."""
+
+    def __init__(
+        self,
+        config: Config,
+        subjects: list[Subject],
+        sources: Mapping[str, InputSource],
+        *,
+        seed: int,
+        shard: int,
+        training: bool,
+        deterministic: bool,
+        cache: bool,
+        num_shards: int = 1,
+    ) -> None:
+        self.config, self.subjects, self.sources = config, subjects, sources
+        self.seed, self.shard, self.training, self.deterministic = seed, shard, training, deterministic
+        self.num_shards = num_shards
+        self.geometry = window_geometry(config)
+        self.method = config.network.window_sampling
+        self.augmentation = AugmentationSettings.from_config(config.training) if training else None
+        self.cache: dict[int, SubjectArrays] | None = {} if cache else None
+        self.passes = itertools.count()
+        self.threads = config.system.num_threads
+        if cache:
+            for index, arrays in self._loaded(range(len(subjects)), deterministic=True):
+                self.cache[index] = arrays  # type: ignore[index]
+        else:
+            self._load(0)  # fail fast on the first subject
+
+    def _load(self, index: int) -> SubjectArrays:
+        subject = self.subjects[index]
+        arrays = load_training_subject(self.config, subject, self.sources)
+        try:  # a sampling map with no valid centre fails here, as a UserError, not inside tf.data
+            sample_windows(arrays, self.geometry, 1, np.random.default_rng(0), method=self.method)
+        except ValueError as err:
+            raise UserError(f"subject {subject.id}: cannot sample a window: {err}") from err
+        return arrays
+
+    def _loaded(self, order: Sequence[int], *, deterministic: bool) -> Iterator[tuple[int, SubjectArrays]]:
+        if self.cache is not None and all(i in self.cache for i in order):
+            yield from ((i, self.cache[i]) for i in order)
+            return
+        with concurrent.futures.ThreadPoolExecutor(self.threads, thread_name_prefix="tfuq-load") as pool:
+            pending: dict[concurrent.futures.Future[SubjectArrays], int] = {}
+            queue = iter(order)
+            for index in itertools.islice(queue, self.threads):
+                pending[pool.submit(self._load, index)] = index
+            while pending:
+                if deterministic:
+                    future = next(iter(pending))
+                else:
+                    future = next(concurrent.futures.as_completed(pending))
+                index = pending.pop(future)
+                for nxt in itertools.islice(queue, 1):
+                    pending[pool.submit(self._load, nxt)] = nxt
+                yield index, future.result()
+
+    def _windows(self, pass_id: int) -> Iterator[tuple[Any, np.ndarray]]:
+        tag = _TRAIN if self.training else _VALID
+        n = self.config.training.sample_per_volume
+        for epoch in itertools.count() if self.training else [0]:
+            order = list(range(len(self.subjects)))
+            if self.training:
+                order = list(
+                    np.random.default_rng([self.seed, tag, self.shard, pass_id, epoch]).permutation(order)
+                )
+            for index, arrays in self._loaded(order, deterministic=self.deterministic):
+                rng = np.random.default_rng(
+                    [self.seed, tag, self.shard, pass_id if self.training else 0, epoch, index + 1]
+                )
+                yield from sample_windows(
+                    arrays, self.geometry, n, rng, method=self.method, augmentation=self.augmentation
+                )
+
+    def __call__(self) -> Iterator[tuple[Any, np.ndarray]]:
+        pass_id = next(self.passes)
+        if not self.training:
+            for k, element in enumerate(self._windows(pass_id)):
+                if k % self.num_shards == self.shard:
+                    yield element
+            return
+        rng = np.random.default_rng([self.seed, _TRAIN, self.shard, pass_id, 1 << 30])
+        buffer: list[tuple[Any, np.ndarray]] = []
+        for element in self._windows(pass_id):
+            if len(buffer) < self.config.network.queue_length:
+                buffer.append(element)
+                continue
+            k = int(rng.integers(len(buffer)))
+            yield buffer[k]
+            buffer[k] = element
+
+
+def _select(sources: Mapping[str, InputSource], subject_ids: Sequence[str]) -> list[Subject]:
+    found = {s.id: s for s in find_subjects(sources)}
+    ids = list(subject_ids)
+    missing = [i for i in ids if i not in found]
+    if missing or not ids:
+        what = f"no files for subject(s) {', '.join(missing[:5])}" if missing else "no subject given"
+        raise UserError(f"training data: {what}; check the split file and the input sections")
+    return [found[i] for i in ids]
+
+
+def _dataset(
+    config: Config,
+    subject_ids: Sequence[str],
+    *,
+    training: bool,
+    sources: Mapping[str, InputSource] | None,
+    seed: int | None,
+    deterministic: bool,
+    cache: bool,
+    num_shards: int,
+    shard_index: int,
+    batch_size: int | None,
+) -> Any:
+    import tensorflow as tf
+
+    if not 0 <= shard_index < num_shards:
+        raise ValueError(f"Expected 0 <= shard_index < num_shards. Received: {shard_index}, {num_shards}")
+    from tfuq.data.sources import resolve_sources
+
+    sources = resolve_sources(config) if sources is None else sources
+    subjects = _select(sources, subject_ids)
+    if training and num_shards > 1 and len(subjects) >= num_shards:
+        subjects = subjects[shard_index::num_shards]
+    seed = config.system.seed if seed is None else int(seed)
+    source = _WindowSource(
+        config,
+        subjects,
+        sources,
+        seed=seed,
+        shard=shard_index,
+        training=training,
+        deterministic=deterministic,
+        cache=cache,
+        num_shards=1 if training else num_shards,
+    )
+    geometry = source.geometry
+    channels = len(config.input_sections)
+    spec = tf.TensorSpec((*geometry.spatial, channels), tf.float32)
+    inputs_spec: Any = tuple(spec for _ in geometry.factors) if geometry.factors else spec
+    signature = (inputs_spec, tf.TensorSpec((*geometry.spatial, 2), tf.float32))
+    dataset = tf.data.Dataset.from_generator(source, output_signature=signature)
+    batch = config.network.batch_size if batch_size is None else int(batch_size)
+    dataset = dataset.batch(batch, drop_remainder=training).prefetch(tf.data.AUTOTUNE)
+    options = tf.data.Options()
+    options.deterministic = deterministic
+    if num_shards > 1:
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+    return dataset.with_options(options)
+
+
+def make_training_dataset(
+    config: Config,
+    subject_ids: Sequence[str],
+    *,
+    sources: Mapping[str, InputSource] | None = None,
+    seed: int | None = None,
+    deterministic: bool = True,
+    cache: bool = True,
+    num_shards: int = 1,
+    shard_index: int = 0,
+    batch_size: int | None = None,
+) -> Any:
+    """An endless, shuffled, augmented ``tf.data.Dataset`` of training batches.
+
+    Args:
+        config: The loaded configuration.
+        subject_ids: Training subjects (e.g. ``subjects_in_phase(split, TRAINING)``).
+        sources: Resolved input sources (default :func:`resolve_sources`).
+        seed: Seed of every random choice; default ``[SYSTEM] seed``.
+        deterministic: Keep a fixed element order (otherwise subjects are
+            used in the order they finish loading; only matters with ``cache=False``).
+        cache: Keep loaded, normalised volumes in memory (loaded up front).
+        num_shards: Number of input pipelines (workers).
+        shard_index: This pipeline's index in ``[0, num_shards)``.
+        batch_size: Windows per batch; default ``[NETWORK] batch_size``.
+
+    Returns:
+        tf.data.Dataset: ``(inputs, targets)`` batches with a fixed batch size
+        (``drop_remainder``): inputs ``(B, *spatial, C_in)`` (MultiRes: a tuple
+        of those), targets ``(B, *spatial, 2)`` = ``[target, mask]``. Endless:
+        pass ``steps_per_epoch`` to ``fit``.
+
+    Raises:
+        UserError: unknown subjects, data or config problems (one line).
+
+    Example:
+        >>> ds = make_training_dataset(cfg, subjects_in_phase(split, TRAINING))  # doctest: +SKIP
+        >>> model.fit(ds, steps_per_epoch=100, epochs=3)  # doctest: +SKIP
+    """
+    return _dataset(
+        config,
+        subject_ids,
+        training=True,
+        sources=sources,
+        seed=seed,
+        deterministic=deterministic,
+        cache=cache,
+        num_shards=num_shards,
+        shard_index=shard_index,
+        batch_size=batch_size,
+    )
+
+
+def make_validation_dataset(
+    config: Config,
+    subject_ids: Sequence[str],
+    *,
+    sources: Mapping[str, InputSource] | None = None,
+    seed: int | None = None,
+    cache: bool = True,
+    num_shards: int = 1,
+    shard_index: int = 0,
+    batch_size: int | None = None,
+) -> Any:
+    """A finite ``tf.data.Dataset`` of validation batches: the same windows on every pass.
+
+    Subjects in the given order, ``sample_per_volume`` windows each drawn with
+    the configured sampler from a fixed seed, no augmentation, no shuffling,
+    the last batch possibly smaller; with ``num_shards > 1`` every
+    ``num_shards``-th window belongs to this shard. Arguments and element
+    shapes as :func:`make_training_dataset`.
+    """
+    return _dataset(
+        config,
+        subject_ids,
+        training=False,
+        sources=sources,
+        seed=seed,
+        deterministic=True,
+        cache=cache,
+        num_shards=num_shards,
+        shard_index=shard_index,
+        batch_size=batch_size,
+    )

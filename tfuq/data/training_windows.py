@@ -1,0 +1,306 @@
+"""Training windows of one subject: geometry, loaded and normalised arrays, window cutting.
+
+:func:`load_training_subject` loads the sections a training window needs
+(inputs, target, mask, sampling map) on the target's grid and normalises
+each input and the target with parameters fitted on that subject
+(:func:`~tfuq.data.loading.fit_section_normalisation`), so the network
+sees normalised inputs and target and inference can undo the target's.
+:func:`sample_windows` then draws window locations with the configured
+sampler (:mod:`tfuq.data.samplers`), reads the same location in every
+section (with an optional random augmentation, :mod:`tfuq.data.augmentation`,
+and MultiRes levels, :mod:`tfuq.data.multires`), and returns
+``(inputs, targets)`` pairs:
+
+- inputs: ``(*spatial, C_in)`` float32 (one channel per input section, in
+  ``[REGRESSION] image`` order), or for MultiRes a tuple of one such array
+  per ``[NETWORK] multires_factors`` level, finest first;
+- targets: ``(*spatial, 2)`` float32, channels ``[target, mask]``: ``mask``
+  is 1 where the loss counts, i.e. inside the volume (not in padding), inside
+  the mask section when ``[REGRESSION] mask`` is set, and at least
+  ``loss_border`` voxels from the window's sides.
+
+``spatial`` is the window, with the slice axis dropped for 2D networks
+(``[NETWORK] spatial_mode``, the rule of :func:`tfuq.networks.factory.input_geometry`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from tfuq.config import Config, ConfigError, InputSource
+from tfuq.data.augmentation import AugmentationSettings, augment_crop, augment_intensity, draw_augmentation
+from tfuq.data.loading import fit_section_normalisation, load_subject
+from tfuq.data.multires import check_multires, multires_from_context
+from tfuq.data.normalisation import NormalisationParams, normalise
+from tfuq.data.samplers import PADDING_MODES, as_padding, as_window, sample_locations
+from tfuq.data.subjects import Subject
+from tfuq.errors import UserError
+
+__all__ = ["SubjectArrays", "WindowGeometry", "load_training_subject", "sample_windows", "window_geometry"]
+
+
+@dataclasses.dataclass(frozen=True)
+class WindowGeometry:
+    """How windows are cut: size, padding, 2D squeeze, MultiRes levels, loss border.
+
+    Attributes:
+        window: Sampled window ``(X, Y, Z)`` (``Z = 1`` for 2D slices).
+        squeeze: Drop the last axis (2D networks).
+        padding: Volume padding per axis.
+        padding_mode: One of :data:`tfuq.data.samplers.PADDING_MODES`.
+        factors: MultiRes downsampling factors, ``()`` for one resolution.
+        loss_border: Voxels at each window side where the mask is 0.
+    """
+
+    window: tuple[int, int, int]
+    squeeze: bool = False
+    padding: tuple[int, int, int] = (0, 0, 0)
+    padding_mode: str = "minimum"
+    factors: tuple[int, ...] = ()
+    loss_border: int = 0
+
+    def __post_init__(self) -> None:
+        window = as_window(self.window)
+        object.__setattr__(self, "window", window)
+        object.__setattr__(self, "padding", as_padding(self.padding))
+        if self.padding_mode not in PADDING_MODES:
+            raise ValueError(f"Expected padding_mode in {PADDING_MODES}. Received: {self.padding_mode!r}")
+        if self.squeeze and window[2] != 1:
+            raise ValueError(f"Expected a window (X, Y, 1) to squeeze. Received: window={window}")
+        if self.factors:
+            check_multires(window, self.factors)
+        if any(w > 1 and w <= 2 * self.loss_border for w in window):
+            raise ValueError(
+                f"Expected windows wider than 2 * loss_border. Received: {window}, {self.loss_border}"
+            )
+
+    @property
+    def spatial(self) -> tuple[int, ...]:
+        """Spatial shape of a network input window."""
+        return self.window[:2] if self.squeeze else self.window
+
+    @property
+    def region(self) -> tuple[int, int, int]:
+        """Size of the crop read per window (``max(factors) * window`` for MultiRes)."""
+        scale = self.factors[-1] if self.factors else 1
+        return tuple(scale * w for w in self.window)  # type: ignore[return-value]
+
+
+@dataclasses.dataclass(frozen=True)
+class SubjectArrays:
+    """One subject, loaded, normalised and ready to sample.
+
+    Attributes:
+        id: Subject id.
+        inputs: ``(X, Y, Z, C_in)`` float32 normalised inputs.
+        target: ``(X, Y, Z, 1)`` float32 normalised target.
+        mask: ``(X, Y, Z, 1)`` uint8, 1 where the loss counts.
+        sampling_map: ``(X, Y, Z)`` weights/labels for weighted/balanced sampling, or None.
+        normalisation: Section name -> fitted parameters (inputs and target).
+        orders: Spline order per input channel, then the target's.
+    """
+
+    id: str
+    inputs: np.ndarray
+    target: np.ndarray
+    mask: np.ndarray
+    sampling_map: np.ndarray | None
+    normalisation: Mapping[str, NormalisationParams]
+    orders: tuple[int, ...]
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """Spatial shape."""
+        return tuple(int(n) for n in self.target.shape[:3])  # type: ignore[return-value]
+
+
+def _fail(config: Config, key: str, message: str) -> ConfigError:
+    return ConfigError(f"{config.path}: {key}: {message}")
+
+
+def window_geometry(config: Config) -> WindowGeometry:
+    """Training window geometry from the input sections and ``[NETWORK]``.
+
+    Raises:
+        ConfigError: no window, windows that differ between the input and
+            target sections, or a window the padding/MultiRes/loss border cannot take.
+    """
+    names = [*config.input_sections, config.target_section]
+    windows = {
+        n: config.sources[n].spatial_window_size for n in names if config.sources[n].spatial_window_size
+    }
+    if not all(n in windows for n in config.input_sections):
+        missing = next(n for n in config.input_sections if n not in windows)
+        raise _fail(
+            config, f"[{missing}] spatial_window_size", "expected the training window, e.g. 64, 64, 64"
+        )
+    if len(set(windows.values())) > 1:
+        found = ", ".join(f"[{n}] {','.join(map(str, w))}" for n, w in windows.items())
+        raise _fail(
+            config, "spatial_window_size", f"input and target sections must share one window, got {found}"
+        )
+    window = windows[config.input_sections[0]]
+    net = config.network
+    flat = len(window) == 2 or window[-1] == 1
+    squeeze = net.spatial_mode == "2d" or (net.spatial_mode == "auto" and flat and net.name != "multires")
+    try:
+        return WindowGeometry(
+            window=as_window(window),
+            squeeze=squeeze,
+            padding=as_padding(net.volume_padding_size),
+            padding_mode=net.volume_padding_mode,
+            factors=tuple(net.multires_factors) if net.name == "multires" else (),
+            loss_border=getattr(config.app, "loss_border", 0),
+        )
+    except ValueError as err:
+        raise _fail(config, "spatial_window_size", str(err)) from err
+
+
+def _sampling_section(config: Config) -> str:
+    method = config.network.window_sampling
+    name = getattr(config.app, "sampler", "") or getattr(config.app, "mask", "")
+    if method in ("weighted", "balanced") and not name:
+        raise _fail(
+            config,
+            "[NETWORK] window_sampling",
+            f"{method} needs a [{config.application}] sampler (or mask) section",
+        )
+    return name if method in ("weighted", "balanced") else ""
+
+
+def load_training_subject(
+    config: Config, subject: Subject, sources: Mapping[str, InputSource] | None = None
+) -> SubjectArrays:
+    """Load, align and normalise one subject's input, target, mask and sampling sections.
+
+    With ``[NETWORK] window_sampling = resize`` every array is resized to the
+    window (spline order per section, nearest for the mask and map).
+
+    Raises:
+        UserError: unreadable files, grids that differ, a constant image, a
+            multi-channel input, or a sampling map without a valid centre.
+    """
+    sources = config.sources if sources is None else sources
+    mask_name = getattr(config.app, "mask", "")
+    map_name = _sampling_section(config)
+    needed = dict.fromkeys([*config.input_sections, config.target_section, mask_name, map_name])
+    files = {n: subject.files[n] for n in needed if n}
+    volumes = load_subject(config, Subject(subject.id, files), sources)
+    mask = volumes[mask_name].array > 0 if mask_name else None
+    norms, channels = {}, []
+    for name in (*config.input_sections, config.target_section):
+        if volumes[name].num_channels != 1:
+            raise UserError(
+                f"{volumes[name].name}: [{name}] expected one channel, found {volumes[name].num_channels}"
+            )
+        norms[name] = fit_section_normalisation(sources[name], volumes[name], mask)
+        channels.append(normalise(volumes[name].array.astype(np.float32), norms[name]).astype(np.float32))
+    arrays = {
+        "inputs": np.stack(channels[:-1], axis=-1),
+        "target": channels[-1][..., None],
+        "mask": (np.ones(channels[-1].shape, np.uint8) if mask is None else mask.astype(np.uint8))[..., None],
+        "sampling_map": volumes[map_name].array.reshape(volumes[map_name].shape) if map_name else None,
+    }
+    if config.network.window_sampling == "resize":
+        arrays = _resize(arrays, window_geometry(config).window, [sources[n].interp_order for n in norms])
+    orders = tuple(sources[n].interp_order for n in norms)
+    return SubjectArrays(subject.id, normalisation=norms, orders=orders, **arrays)
+
+
+def _resize(arrays: dict[str, Any], window: tuple[int, ...], orders: list[int]) -> dict[str, Any]:
+    from scipy import ndimage
+
+    def zoom(a: np.ndarray, order: int) -> np.ndarray:
+        factors = [w / n for w, n in zip(window, a.shape[:3])] + [1] * (a.ndim - 3)
+        return ndimage.zoom(a, factors, order=order, mode="nearest", grid_mode=True).astype(a.dtype)
+
+    inputs = np.stack([zoom(arrays["inputs"][..., c], o) for c, o in enumerate(orders[:-1])], axis=-1)
+    return {
+        "inputs": inputs,
+        "target": zoom(arrays["target"], orders[-1]),
+        "mask": zoom(arrays["mask"], 0),
+        "sampling_map": None,
+    }
+
+
+def sample_windows(
+    arrays: SubjectArrays,
+    geometry: WindowGeometry,
+    n: int,
+    rng: np.random.Generator,
+    *,
+    method: str = "uniform",
+    augmentation: AugmentationSettings | None = None,
+) -> list[tuple[Any, np.ndarray]]:
+    """Cut ``n`` ``(inputs, targets)`` windows from one subject (NumPy; see the module notes).
+
+    The volume is padded virtually (``geometry.padding``, widened where the
+    volume is smaller than the window); ``method`` is ``"uniform"``,
+    ``"weighted"`` or ``"balanced"`` (``"resize"`` volumes are sampled uniformly).
+
+    Returns:
+        ``n`` pairs ``(inputs, targets)``: inputs ``(*spatial, C_in)`` or a
+        tuple of them (MultiRes), targets ``(*spatial, 2)``, all float32.
+
+    Raises:
+        ValueError: a sampler error (e.g. a sampling map that is 0 everywhere).
+    """
+    window, region = geometry.window, geometry.region
+    padding = [max(p, math.ceil((w - s) / 2)) for p, w, s in zip(geometry.padding, window, arrays.shape)]
+    method = "uniform" if method == "resize" else method
+    starts = sample_locations(
+        method, arrays.shape, window, n, rng, sampling_map=arrays.sampling_map, padding=padding
+    )
+    offset = [(r - w) // 2 for r, w in zip(region, window)]
+    centre = tuple(slice(o, o + w) for o, w in zip(offset, window))
+    floors = arrays.inputs.min(axis=(0, 1, 2)), arrays.target.min()
+    out = []
+    for start in starts:
+        aug = None
+        if augmentation is not None and augmentation.enabled:
+            aug = draw_augmentation(augmentation, rng, window, arrays.inputs.shape[-1])
+        origin = start - np.asarray(offset)
+        crop = [
+            augment_crop(
+                arrays.inputs[..., c],
+                origin,
+                region,
+                aug,
+                order=o,
+                mode=geometry.padding_mode,
+                cval=floors[0][c],
+            )
+            for c, o in enumerate(arrays.orders[:-1])
+        ]
+        x = augment_intensity(np.stack(crop, axis=-1), aug)
+        t = augment_crop(
+            arrays.target,
+            origin,
+            region,
+            aug,
+            order=arrays.orders[-1],
+            mode=geometry.padding_mode,
+            cval=floors[1],
+        )
+        m = augment_crop(arrays.mask, origin, region, aug, order=0, mode="constant")[centre].astype(
+            np.float32
+        )
+        if geometry.loss_border:
+            b = geometry.loss_border
+            for axis, w in enumerate(window):
+                if w > 1:
+                    index = [slice(None)] * 4
+                    index[axis] = np.r_[0:b, w - b : w]
+                    m[tuple(index)] = 0
+        targets = np.concatenate([t[centre], m], axis=-1).astype(np.float32)
+        inputs: Any = multires_from_context(x, window, geometry.factors) if geometry.factors else [x]
+        inputs = [np.asarray(v, np.float32) for v in inputs]
+        if geometry.squeeze:
+            inputs, targets = [v[:, :, 0] for v in inputs], targets[:, :, 0]
+        out.append((tuple(inputs) if geometry.factors else inputs[0], targets))
+    return out
