@@ -156,3 +156,29 @@ def test_invalid_names_and_shapes(tmp_path, reference):
         write_outputs(tmp_path, "s", dec, reference, PARAMS, extra_maps={"beta": np.zeros((2, 2, 2))})
     assert not list(tmp_path.glob("s_*"))
     assert output_paths(tmp_path, "s", ("mean",))["qc"] == tmp_path / "s_qc.json"
+
+
+def test_real_reference_geometry(tmp_path, tcga_dir):
+    """The real glioma T2 is stored L-P-S: maps must land on its grid exactly."""
+    ref_path = tcga_dir / "TCGA-DU-7294" / "TCGA-DU-7294_t2.nii.gz"
+    reference = load_volume(ref_path)
+    rng = np.random.default_rng(6)
+    mean = rng.uniform(0, 1, size=reference.shape).astype(np.float32)
+    var = np.full(reference.shape, 1e-4, np.float32)
+    dec = {"mean": mean, "epistemic_var": var, "aleatoric_var": var, "total_var": 2 * var}
+    params = NormalisationParams("percentile", 10.0, 1000.0)
+    brain = reference.array > 0
+    paths = write_outputs(tmp_path, "TCGA-DU-7294", dec, reference, params, mask=brain, threshold=10.0)
+    ref_image = nib.load(ref_path)
+    assert nib.aff2axcodes(ref_image.affine) == ("L", "P", "S")
+    for name in OUTPUT_MAPS:
+        image = nib.load(paths[name])
+        np.testing.assert_array_equal(image.affine, ref_image.affine)
+        assert image.shape == ref_image.shape
+    np.testing.assert_array_equal(
+        load_volume(paths["mean"]).array, mean * np.float32(1000.0) + np.float32(10.0)
+    )
+    qc = json.loads(paths["qc"].read_text())
+    assert qc["mask_voxels"] == int(brain.sum())
+    assert qc["total_std"]["median"] == pytest.approx(np.sqrt(2e-4) * 1000.0, rel=1e-5)
+    assert qc["flagged"] is True  # 14.1 > 10

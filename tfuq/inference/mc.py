@@ -96,7 +96,7 @@ def sample_plan(mc_samples: int, batch_size: int) -> tuple[int, int]:
 
     Returns:
         ``(windows_per_group, samples_per_call)`` with
-        ``windows_per_group * samples_per_call <= batch_size`` (or 1 x 1):
+        ``windows_per_group * samples_per_call <= batch_size``:
         ``(1, min(T, batch_size))`` when ``T >= batch_size``, else
         ``(batch_size // T, T)``.
 
@@ -234,7 +234,13 @@ def _sample_function(model: keras.layers.Layer, window: tuple[int, ...]) -> Call
     return forward
 
 
-def _blend(acc: MomentState, grid: WindowGrid, origins: np.ndarray, window_maps: dict, weights: Any) -> None:
+def _blend(
+    acc: MomentState,
+    grid: WindowGrid,
+    origins: np.ndarray,
+    window_maps: dict[str, np.ndarray],
+    weights: np.ndarray,
+) -> None:
     """Merge each window's mixture (count = blending weight) into the volume state (in place)."""
     for k, origin in enumerate(origins):
         index = grid.slices(origin)
