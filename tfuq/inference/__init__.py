@@ -1,4 +1,4 @@
-"""Uncertainty from samples: variance and entropy decompositions, propagation, ensembles."""
+"""Inference: sliding-window MC prediction, uncertainty decompositions, outputs in target units."""
 
 from tfuq.inference.decomposition import (
     ALEATORIC_VAR,
@@ -30,7 +30,20 @@ from tfuq.inference.information import (
     moment_matched_entropy,
     mutual_information,
 )
+from tfuq.inference.mc import mc_predict_volume, mc_window_moments, seeded_generators
+from tfuq.inference.outputs import (
+    ALEATORIC_STD,
+    EPISTEMIC_STD,
+    OUTPUT_MAPS,
+    STD_MAPS,
+    TOTAL_STD,
+    output_paths,
+    qc_summary,
+    to_target_units,
+    write_outputs,
+)
 from tfuq.inference.propagation import propagate, region_mean
+from tfuq.inference.sliding_window import sliding_window_predict
 from tfuq.inference.streaming import (
     MomentState,
     StreamingDecomposition,
@@ -39,23 +52,32 @@ from tfuq.inference.streaming import (
     merge_states,
     update_state,
 )
+from tfuq.inference.windows import BLENDING_MODES, WindowGrid, blending_weights, window_grid
 
 __all__ = [
+    "ALEATORIC_STD",
     "ALEATORIC_VAR",
     "BETWEEN_MEMBER_VAR",
+    "BLENDING_MODES",
     "DECOMPOSITION_KEYS",
     "ENSEMBLE_KEYS",
     "ENTROPY_KEYS",
     "ENTROPY_METHODS",
+    "EPISTEMIC_STD",
     "EPISTEMIC_VAR",
     "EXPECTED_ENTROPY",
     "MEAN",
     "MUTUAL_INFORMATION",
+    "OUTPUT_MAPS",
+    "STD_MAPS",
     "TOTAL_ENTROPY",
+    "TOTAL_STD",
     "TOTAL_VAR",
     "WITHIN_MEMBER_VAR",
     "MomentState",
     "StreamingDecomposition",
+    "WindowGrid",
+    "blending_weights",
     "check_param_samples",
     "decompose",
     "decompose_moments",
@@ -65,12 +87,21 @@ __all__ = [
     "expected_entropy",
     "finalize",
     "init_state",
+    "mc_predict_volume",
+    "mc_window_moments",
     "member_moments",
     "merge_states",
     "mixture_entropy",
     "moment_matched_entropy",
     "mutual_information",
+    "output_paths",
     "propagate",
+    "qc_summary",
     "region_mean",
+    "seeded_generators",
+    "sliding_window_predict",
+    "to_target_units",
     "update_state",
+    "window_grid",
+    "write_outputs",
 ]
