@@ -46,7 +46,7 @@ from tfuq.errors import UserError
 
 __all__ = ["make_training_dataset", "make_validation_dataset"]
 
-_TRAIN, _VALID = 0, 1  # seed stream tags
+_TRAIN, _VALID, _SHUFFLE = 0, 1, 2  # seed stream tags
 
 
 class _WindowSource:
@@ -109,18 +109,16 @@ class _WindowSource:
                 yield index, future.result()
 
     def _windows(self, pass_id: int) -> Iterator[tuple[Any, np.ndarray]]:
-        tag = _TRAIN if self.training else _VALID
+        # Validation windows depend on the seed only (not on the pass or shard), so
+        # every pass and the union of the shards see the same windows.
+        stream = [self.seed, _TRAIN, self.shard, pass_id] if self.training else [self.seed, _VALID]
         n = self.config.training.sample_per_volume
         for epoch in itertools.count() if self.training else [0]:
             order = list(range(len(self.subjects)))
             if self.training:
-                order = list(
-                    np.random.default_rng([self.seed, tag, self.shard, pass_id, epoch]).permutation(order)
-                )
+                order = list(np.random.default_rng([*stream, epoch]).permutation(order))
             for index, arrays in self._loaded(order, deterministic=self.deterministic):
-                rng = np.random.default_rng(
-                    [self.seed, tag, self.shard, pass_id if self.training else 0, epoch, index + 1]
-                )
+                rng = np.random.default_rng([*stream, epoch, index + 1])
                 yield from sample_windows(
                     arrays, self.geometry, n, rng, method=self.method, augmentation=self.augmentation
                 )
@@ -132,7 +130,7 @@ class _WindowSource:
                 if k % self.num_shards == self.shard:
                     yield element
             return
-        rng = np.random.default_rng([self.seed, _TRAIN, self.shard, pass_id, 1 << 30])
+        rng = np.random.default_rng([self.seed, _SHUFFLE, self.shard, pass_id])
         buffer: list[tuple[Any, np.ndarray]] = []
         for element in self._windows(pass_id):
             if len(buffer) < self.config.network.queue_length:
