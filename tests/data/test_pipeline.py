@@ -95,6 +95,13 @@ def test_same_seed_same_stream_and_cache_does_not_change_it(ini: Path) -> None:
     for (x1, _), (x0, _) in zip(first, a):
         np.testing.assert_array_equal(x1, x0)
     assert not all(np.array_equal(x1, x2) for (x1, _), (x2, _) in zip(first, second))  # fresh windows
+    loose = make_training_dataset(config, IDS, cache=False, deterministic=False)
+    assert not loose.options().deterministic
+    subjects = set()
+    for x, y in batches(loose, 8):  # any loading order: still paired windows of every subject
+        np.testing.assert_array_equal(y[..., 0], 2 * x[..., 0] + 1)
+        subjects |= {origin(x[k, ..., 0])[0] for k in range(2)}
+    assert subjects == {0, 1, 2, 3}
 
 
 def test_weighted_sampling_centres_in_the_mask_and_2d_slices(ini: Path) -> None:
