@@ -32,7 +32,6 @@ _SET = click.option(
 #: Commands outside the job's stages that are still to land: name -> issue.
 _PENDING = {
     "import-keras": "#7 (Keras model import)",
-    "bench": "#4/#5 (network and training benchmarks)",
 }
 
 
@@ -131,11 +130,22 @@ def import_keras(source: Path, destination: Path, head: str, dropout: str) -> No
 
 
 @cli.command()
-@click.argument("what", type=click.Choice(["network", "training", "inference"]))
-@click.argument("config", type=click.Path(dir_okay=False, path_type=Path), required=False)
-def bench(what: str, config: Path | None) -> None:
-    """Benchmark WHAT against this machine's measured matmul peak."""
-    _not_available("bench")
+@click.argument("what", type=click.Choice(["network"]))
+@_CONFIG
+@_SET
+@click.option("--batch", type=click.IntRange(min=1), default=None, help="Windows per forward call.")
+@click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True)
+def bench(what: str, config: Path, overrides: tuple[str, ...], batch: int | None, repeats: int) -> None:
+    """Benchmark WHAT against this machine's matmul peak measured in the same run.
+
+    network: the configured network's forward pass on its window, as achieved
+    GFLOP/s over the fp32 matmul peak, and the cost of an MC-dropout pass.
+    """
+    from tfuq.bench import bench_network
+
+    cfg = _load(config, overrides, log_to_model_dir=False)
+    for line in bench_network(cfg, batch=batch, repeats=repeats).lines():
+        click.echo(line)
 
 
 @cli.command()

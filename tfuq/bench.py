@@ -1,0 +1,190 @@
+"""Benchmarks that report ratios measured in one run, never absolute targets.
+
+``tfuq bench network CONFIG`` measures this machine's fp32 matmul peak and the
+network's forward throughput on its configured window in the same process,
+and prints achieved GFLOP/s as a fraction of that peak. The machines are
+shared and noisy: each timing is the best of several repeats, and only the
+ratio is meant to be compared across runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["NetworkBenchmark", "bench_network", "best_time", "conv_flops", "matmul_peak_gflops"]
+
+
+def best_time(fn: Callable[[], Any], *, repeats: int = 5, warmup: int = 1) -> float:
+    """Best wall time in seconds of ``fn()`` over ``repeats`` calls after ``warmup`` calls."""
+    for _ in range(warmup):
+        fn()
+    best = math.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def matmul_peak_gflops(n: int = 2048, *, repeats: int = 5, inner: int = 4) -> float:
+    """This machine's fp32 matmul throughput in GFLOP/s (``2 n^3`` FLOPs per product).
+
+    Args:
+        n: Square matrix size.
+        repeats: Timed calls; the best is kept.
+        inner: Products per timed call, chained so none can be skipped.
+    """
+    import tensorflow as tf
+
+    a = tf.random.stateless_normal((n, n), seed=(1, 2), dtype=tf.float32) / math.sqrt(n)
+
+    @tf.function
+    def chain(x: tf.Tensor) -> tf.Tensor:
+        for _ in range(inner):
+            x = tf.matmul(x, a)
+        return x
+
+    seconds = best_time(lambda: chain(a).numpy(), repeats=repeats)
+    return 2.0 * n**3 * inner / seconds / 1e9
+
+
+def _conv_kind(layer: Any) -> str | None:
+    import keras
+
+    transposed = (keras.layers.Conv2DTranspose, keras.layers.Conv3DTranspose, keras.layers.Conv1DTranspose)
+    if isinstance(layer, transposed):
+        return "transpose"
+    if isinstance(layer, (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)):
+        return "conv"
+    if isinstance(layer, keras.layers.Dense):
+        return "dense"
+    return None
+
+
+def conv_flops(model: Any) -> int:
+    """Multiply-add FLOPs (2 per MAC) of one forward pass of ``model`` for batch 1.
+
+    Counts convolutions (``2 k^d c_in c_out`` per output voxel; transposed
+    convolutions per input voxel) and dense layers, from each layer's recorded
+    input/output shapes, including layers of nested models and the layer
+    wrapped by a ``keras.layers.Wrapper`` (e.g. concrete dropout). Elementwise
+    work (normalisation, activations, dropout) is ignored: it is memory-bound.
+
+    Raises:
+        ValueError: a convolution whose shapes are unknown (not built on a
+            concrete input shape).
+    """
+    import keras
+
+    from tfuq.layers.mc_sampling import iter_layers
+
+    total = 0
+    counted: set[int] = set()
+    for layer in iter_layers(model):
+        inner = layer.layer if isinstance(layer, keras.layers.Wrapper) else layer
+        kind = _conv_kind(inner)
+        if kind is None or id(inner) in counted:
+            continue
+        try:
+            in_shape, out_shape = tuple(layer.input.shape), tuple(layer.output.shape)
+        except (AttributeError, ValueError):
+            continue  # an inner layer with no graph node of its own: counted through its wrapper
+        counted.add(id(inner))
+        if kind == "dense":
+            total += 2 * int(in_shape[-1]) * int(out_shape[-1]) * math.prod(int(s) for s in out_shape[1:-1])
+            continue
+        if any(s is None for s in (*in_shape[1:], *out_shape[1:])):
+            raise ValueError(f"Expected concrete shapes to count FLOPs. Received: {layer.name} {in_shape}")
+        macs = math.prod(inner.kernel_size) * int(in_shape[-1]) * int(out_shape[-1]) // getattr(inner, "groups", 1)
+        voxels = math.prod(in_shape[1:-1]) if kind == "transpose" else math.prod(out_shape[1:-1])
+        total += 2 * macs * int(voxels)
+    return total
+
+
+@dataclasses.dataclass(frozen=True)
+class NetworkBenchmark:
+    """One run of :func:`bench_network`; ``fraction_of_peak`` is the figure to compare."""
+
+    network: str
+    window: tuple[int, ...]
+    batch: int
+    gflop_per_batch: float
+    peak_gflops: float
+    forward_seconds: float
+    mc_forward_seconds: float
+
+    @property
+    def achieved_gflops(self) -> float:
+        """Deterministic forward throughput."""
+        return self.gflop_per_batch / self.forward_seconds
+
+    @property
+    def fraction_of_peak(self) -> float:
+        """Achieved forward GFLOP/s over the matmul peak measured in the same run."""
+        return self.achieved_gflops / self.peak_gflops
+
+    @property
+    def mc_overhead(self) -> float:
+        """Time of an MC-dropout pass over a deterministic one (1.0 = free)."""
+        return self.mc_forward_seconds / self.forward_seconds
+
+    def lines(self) -> list[str]:
+        """Human-readable report."""
+        w = "x".join(str(s) for s in self.window)
+        return [
+            f"matmul peak (fp32, this run): {self.peak_gflops:.1f} GFLOP/s",
+            f"{self.network} forward, window {w}, batch {self.batch}: {self.gflop_per_batch:.2f} GFLOP "
+            f"in {self.forward_seconds:.3f} s = {self.achieved_gflops:.1f} GFLOP/s",
+            f"fraction of matmul peak: {self.fraction_of_peak:.3f}",
+            f"MC-dropout pass / deterministic pass time: {self.mc_overhead:.3f}",
+        ]
+
+
+def bench_network(config: Any, *, batch: int | None = None, repeats: int = 3) -> NetworkBenchmark:
+    """Time the configured network's forward pass against the matmul peak, in one process.
+
+    Args:
+        config: A loaded :class:`~tfuq.config.Config`.
+        batch: Windows per forward call; default ``[NETWORK] batch_size``.
+        repeats: Timed calls per measurement (best kept).
+
+    Returns:
+        NetworkBenchmark: FLOPs, times and the ratios.
+    """
+    import keras
+    import tensorflow as tf
+
+    from tfuq.layers import mc_sampling
+    from tfuq.networks import build_model
+
+    model = build_model(config)
+    batch = batch or config.network.batch_size
+    specs = model.inputs if isinstance(model.inputs, (list, tuple)) else [model.inputs]
+    inputs = [
+        tf.random.stateless_normal((batch, *(int(s) for s in spec.shape[1:])), seed=(3, i))
+        for i, spec in enumerate(specs)
+    ]
+    args = inputs if len(inputs) > 1 else inputs[0]
+    forward = tf.function(lambda x: model(x, training=False))
+    deterministic = best_time(
+        lambda: keras.tree.map_structure(lambda t: t.numpy(), forward(args)), repeats=repeats
+    )
+    with mc_sampling(model):
+        mc_forward = tf.function(lambda x: model(x, training=False))
+        mc = best_time(
+            lambda: keras.tree.map_structure(lambda t: t.numpy(), mc_forward(args)), repeats=repeats
+        )
+    peak = matmul_peak_gflops(repeats=repeats + 2)
+    return NetworkBenchmark(
+        network=config.network.name,
+        window=tuple(int(s) for s in specs[0].shape[1:-1]),
+        batch=batch,
+        gflop_per_batch=conv_flops(model) * batch / 1e9,
+        peak_gflops=peak,
+        forward_seconds=deterministic,
+        mc_forward_seconds=mc,
+    )
