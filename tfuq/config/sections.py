@@ -363,6 +363,20 @@ class GanSection:
     lambda_nll: float = setting(1.0, "tfuq: likelihood weight (UP-GAN lambda1 = 1)", min=0.0)
     lambda_kl: float = setting(100.0, "tfuq: concrete-dropout KL weight (Zhao 100)", min=0.0)
     discriminator_lr: float = setting(2e-4, "tfuq: discriminator learning rate", min=0.0, min_exclusive=True)
+    phase_iter: tuple[int, ...] = setting(
+        (),
+        "tfuq: upgan iterations of each progressive phase (one value for every phase, or one per "
+        "phase); end-to-end fine-tuning runs for the rest of [TRAINING] max_iter; empty = max_iter "
+        "split evenly over the phases and the fine-tuning",
+        min=1,
+    )
+    finetune_lr_factor: float = setting(
+        0.25,
+        "tfuq: upgan learning-rate factor of the end-to-end fine-tuning (Upadhyay 0.0005 / 0.002)",
+        min=0.0,
+        max=1.0,
+        min_exclusive=True,
+    )
 
 
 @dataclasses.dataclass(frozen=True)
