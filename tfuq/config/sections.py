@@ -147,6 +147,13 @@ class TrainingSection:
     lr_schedule: str = setting(
         "constant", "tfuq: learning-rate schedule", choices=("constant", "cosine", "step")
     )
+    momentum: float = setting(
+        0.9, "tfuq: momentum of the momentum and nesterov optimisers", min=0.0, max=1.0, max_exclusive=True
+    )
+    lr_step_every_n: int = setting(
+        0, "tfuq: step schedule: multiply lr by lr_step_factor every n iterations; 0 = max_iter // 3", min=0
+    )
+    lr_step_factor: float = setting(0.1, "tfuq: step schedule factor", min=0.0, max=1.0, min_exclusive=True)
     grad_clip_norm: float = setting(0.0, "tfuq: clip gradients to this global norm; 0 = off", min=0.0)
     loss_type: str = setting(
         "nll", "nll of [UNCERTAINTY] family, or an l1/l2 baseline", choices=("nll", "l1", "l2")
@@ -161,6 +168,19 @@ class TrainingSection:
     tensorboard_every_n: int = setting(20, "TensorBoard summaries every n iterations; 0 = off", min=0)
     validation_every_n: int = setting(-1, "validate every n iterations; <= 0 = off", min=-1)
     validation_max_iter: int = setting(1, "validation batches per validation", min=1)
+    log_every_n: int = setting(1, "tfuq: a <model_dir>/logs/training.csv row every n iterations", min=1)
+    early_stopping_patience: int = setting(
+        0, "tfuq: stop after this many validations without a lower validation loss; 0 = off", min=0
+    )
+    convergence_window: int = setting(
+        0,
+        "tfuq: stop when the mean loss of the last n iterations is within convergence_tolerance of "
+        "the n before (Klaser 5000); 0 = off",
+        min=0,
+    )
+    convergence_tolerance: float = setting(
+        0.05, "tfuq: relative loss change of convergence_window (Klaser 0.05)", min=0.0, min_exclusive=True
+    )
     exclude_fraction_for_validation: float = setting(
         0.0, "fraction of subjects for validation", min=0.0, max=1.0, max_exclusive=True
     )
