@@ -1,0 +1,184 @@
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import struct
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from tfuq.errors import UserError
+from tfuq.evaluation import validation as val
+from tfuq.evaluation.validation_report import VALIDATION_FILES, write_validation
+
+
+def _ball(shape, radius):
+    index = np.indices(shape)
+    centre = [(n - 1) / 2 for n in shape]
+    return sum(((i - c) / radius) ** 2 for i, c in zip(index, centre)) <= 1.0
+
+
+def test_noise_sweep_levels_are_seeded_and_have_the_right_std():
+    image = np.full((20, 20, 20), 100.0)
+    noisy = val.noise_sweep_inputs(image, [0.0, 10.0, 30.0], seed=3)
+    np.testing.assert_array_equal(noisy[0], image)
+    assert np.std(noisy[1] - image) == pytest.approx(10.0, rel=0.05)
+    assert np.std(noisy[2] - image) == pytest.approx(30.0, rel=0.05)
+    assert np.mean(noisy[2] - image) == pytest.approx(0.0, abs=1.0)
+    again = val.noise_sweep_inputs(image, [0.0, 10.0, 50.0], seed=3)
+    np.testing.assert_array_equal(again[1], noisy[1])  # a level does not depend on the others
+    assert not np.array_equal(
+        val.noise_sweep_inputs(image, [10.0], seed=4)[0], val.noise_sweep_inputs(image, [10.0], seed=3)[0]
+    )
+    mask = np.zeros(image.shape, bool)
+    mask[5:10] = True
+    inside = val.noise_sweep_inputs(image.astype(np.float32), [5.0], seed=0, mask=mask)[0]
+    assert inside.dtype == np.float32
+    assert np.all(inside[~mask] == 100.0) and np.std(inside[mask]) > 4.0
+    with pytest.raises(ValueError, match="noise_stds"):
+        val.noise_sweep_inputs(image, [-1.0], seed=0)
+
+
+def test_nested_subsets():
+    items = [f"s{i}" for i in range(10)]
+    subsets = val.nested_subsets(items, [2, 5, 10], seed=0)
+    assert [len(s) for s in subsets] == [2, 5, 10]
+    assert subsets[1][:2] == subsets[0] and subsets[2][:5] == subsets[1]
+    assert sorted(subsets[2]) == sorted(items)
+    assert val.nested_subsets(items, [2, 5], seed=0) == subsets[:2]
+    assert val.nested_subsets(items, [5], seed=1) != val.nested_subsets(items, [5], seed=0)
+    for bad in ([5, 5], [0, 2], [3, 11], []):
+        with pytest.raises(ValueError, match="sizes"):
+            val.nested_subsets(items, bad, seed=0)
+
+
+def test_random_cube_center_fits_inside_the_mask_brute_force():
+    mask = _ball((14, 15, 13), 5.5)
+    mask[7:, 7:, :] = False  # irregular
+    side = 4
+    fits = set()
+    for start in itertools.product(*(range(n - side + 1) for n in mask.shape)):
+        box = tuple(slice(s, s + side) for s in start)
+        if mask[box].all():
+            fits.add(tuple(s + side // 2 for s in start))
+    centres = {val.random_cube_center(mask, side, seed=s) for s in range(40)}
+    assert centres <= fits and len(centres) > 5
+    assert val.random_cube_center(mask, side, seed=7) == val.random_cube_center(mask, side, seed=7)
+    # A cube too large to fit: placed where it covers the most mask voxels.
+    small = np.zeros((8, 8, 8), bool)
+    small[2:5, 2:5, 2:5] = True
+    center = val.random_cube_center(small, 5, seed=0)
+    box = tuple(slice(c - 2, c + 3) for c in center)
+    assert small[box].sum() == 27
+    with pytest.raises(ValueError, match="side"):
+        val.random_cube_center(small, 9, seed=0)
+    with pytest.raises(UserError):
+        val.random_cube_center(np.zeros((4, 4, 4), bool), 2, seed=0)
+
+
+def test_insert_anomaly_zeroes_a_cube_inside_the_mask():
+    mask = _ball((16, 16, 16), 7.0)
+    image = np.random.default_rng(0).uniform(1.0, 2.0, size=(16, 16, 16, 2))
+    anomalous, cube, center = val.insert_anomaly(image, mask, 4, seed=1)
+    assert cube.sum() == 64 and np.all(mask[cube])
+    assert np.all(anomalous[cube] == 0.0) and np.all(anomalous[~cube] == image[~cube])
+    assert cube[center]
+    with pytest.raises(ValueError, match="spatial shape"):
+        val.insert_anomaly(image, mask[:-1], 4, seed=1)
+
+
+def test_anomaly_scores_ratio_and_auroc():
+    cube = np.zeros((10, 10, 10), bool)
+    cube[3:6, 3:6, 3:6] = True
+    std = np.where(cube, 3.0, 1.0)
+    scores = val.anomaly_scores(std, cube)
+    assert scores == {"inside": 3.0, "outside": 1.0, "ratio": 3.0, "auroc": 1.0}
+    region = np.zeros_like(cube)
+    region[2:8, 2:8, 2:8] = True
+    noisy = std + np.random.default_rng(0).normal(scale=1.0, size=std.shape)
+    scores = val.anomaly_scores(noisy, cube, region)
+    outside = region & ~cube
+    assert scores["outside"] == pytest.approx(noisy[outside].mean())
+    brute = np.mean([(a > b) + 0.5 * (a == b) for a in noisy[cube] for b in noisy[outside]])
+    assert scores["auroc"] == pytest.approx(brute)
+    with pytest.raises(ValueError, match="outside"):
+        val.anomaly_scores(std, cube, cube)
+
+
+def test_aleatoric_vs_noise_against_scipy():
+    rng = np.random.default_rng(1)
+    true = rng.uniform(5.0, 50.0, size=(8, 8, 8))
+    est = 2.0 * true
+    result = val.aleatoric_vs_noise(est, true)
+    assert result["ratio"] == pytest.approx(2.0) and result["median_ratio"] == pytest.approx(2.0)
+    assert result["spearman"] == pytest.approx(1.0)
+    noisy = true * rng.lognormal(0.0, 0.5, size=true.shape)
+    mask = true > 20.0
+    result = val.aleatoric_vs_noise(noisy, true, mask)
+    assert result["spearman"] == pytest.approx(stats.spearmanr(noisy[mask], true[mask]).statistic)
+    assert result["ratio"] == pytest.approx(noisy[mask].mean() / true[mask].mean())
+
+
+def _summary(**changes):
+    args = {
+        "noise_levels": [0.0, 10.0, 20.0],
+        "noise_aleatoric": [1.0, 2.0, 3.0],
+        "sizes": [2, 4, 8],
+        "size_epistemic": [3.0, 2.0, 1.0],
+        "anomaly_trials": [
+            {"inside": 3.0, "outside": 1.0, "ratio": 3.0, "auroc": 0.95},
+            {"inside": 2.0, "outside": 1.0, "ratio": 2.0, "auroc": 0.85},
+        ],
+        "aleatoric_noise": {"ratio": 1.1, "median_ratio": 1.0, "spearman": 0.7},
+    }
+    args.update(changes)
+    return val.validation_summary(**args)
+
+
+def test_validation_summary_keys_and_failures():
+    summary = _summary()
+    for key in val.VALIDATION_KEYS:
+        assert key in summary
+    assert summary["passed"] and summary["failures"] == []
+    assert summary["anomaly_auroc"] == pytest.approx(0.9) and summary["anomaly_ratio"] == pytest.approx(2.5)
+    assert summary["noise_sweep"]["mean_aleatoric_std"] == [1.0, 2.0, 3.0]
+    failing = _summary(
+        noise_aleatoric=[1.0, 3.0, 2.0],
+        size_epistemic=[1.0, 2.0, 3.0],
+        anomaly_trials=[{"inside": 1.0, "outside": 1.0, "ratio": 1.0, "auroc": 0.5}],
+        aleatoric_noise={"ratio": 1.0, "spearman": -0.1},
+    )
+    assert not failing["passed"] and len(failing["failures"]) == 5
+    no_phantom = _summary(aleatoric_noise=None, anomaly_trials=[])
+    assert no_phantom["passed"] and math.isnan(no_phantom["aleatoric_vs_noise_spearman"])
+    assert math.isnan(no_phantom["anomaly_auroc"])
+    with pytest.raises(ValueError, match="one value per level"):
+        _summary(sizes=[1, 2])
+
+
+def _png_size(path):
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    return struct.unpack(">II", data[16:24])
+
+
+def test_write_validation(tmp_path):
+    rng = np.random.default_rng(2)
+    true = rng.uniform(5.0, 50.0, 3000)
+    summary = _summary(noise_aleatoric_image=[0.5, 1.0, 1.5])
+    paths = write_validation(tmp_path, summary, aleatoric_sample=(true * 1.1, true), units="HU")
+    assert set(paths) == set(VALIDATION_FILES)
+    stored = json.loads(paths["json"].read_text())
+    for key in val.VALIDATION_KEYS:
+        assert key in stored
+    assert stored["passed"] is True
+    assert _png_size(paths["sweeps"]) == (1000, 400)
+    assert _png_size(paths["anomaly"]) == (500, 450)
+    assert _png_size(paths["noise"]) == (550, 450)
+    with pytest.raises(UserError, match="already exists"):
+        write_validation(tmp_path, summary)
+    only = write_validation(tmp_path / "b", _summary(anomaly_trials=[], aleatoric_noise=None))
+    assert set(only) == {"json", "sweeps"}
+    assert json.loads(only["json"].read_text())["anomaly_auroc"] is None

@@ -1,0 +1,349 @@
+"""The papers' uncertainty checks as pure functions: sweeps, synthetic anomalies, noise recovery.
+
+These are the maths behind ``tfuq validate-uq`` (Reinhold et al. 2020,
+section 3): the job trains/infers, these functions build the inputs and
+score the outputs.
+
+* Input-noise sweep: Gaussian noise of rising std added to the inputs; the
+  mean aleatoric std must rise (Reinhold Fig. 1 right).
+* Training-set-size sweep: nested training subsets of rising size; the mean
+  epistemic std on held-out subjects must fall (Reinhold Fig. 1 left).
+* Synthetic anomaly: an all-zero cube placed inside the body; epistemic std
+  inside the cube against outside (ratio of means) and the AUROC of the
+  epistemic std for cube voxels (Reinhold section 3.3, Fig. 3).
+* Phantom: estimated aleatoric std against the phantom's true noise std
+  (ratio of means and Spearman correlation inside the body).
+
+Reference:
+    Reinhold, Carass, Prince et al., "Validating uncertainty in medical image
+    translation", ISBI 2020, arXiv:2002.04639.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from tfuq.data.phantom import insert_zero_cube
+from tfuq.evaluation.checks import as_map, resolve_mask
+from tfuq.evaluation.uq_metrics import auroc, is_monotonic, spearman
+
+__all__ = [
+    "VALIDATION_KEYS",
+    "aleatoric_vs_noise",
+    "anomaly_scores",
+    "insert_anomaly",
+    "nested_subsets",
+    "noise_sweep_inputs",
+    "random_cube_center",
+    "validation_summary",
+]
+
+#: Keys validate_uq.json always holds.
+VALIDATION_KEYS = (
+    "noise_sweep_monotonic",
+    "size_sweep_monotonic",
+    "anomaly_auroc",
+    "anomaly_ratio",
+    "aleatoric_vs_noise_spearman",
+)
+
+
+def noise_sweep_inputs(
+    image: Any, noise_stds: Sequence[float], *, seed: int, mask: Any | None = None
+) -> list[np.ndarray]:
+    """Copies of an input with zero-mean Gaussian noise of each std added.
+
+    Args:
+        image: Input volume (any shape, e.g. ``(X, Y, Z)`` or ``(X, Y, Z, C)``).
+        noise_stds: Noise std per level, in the input's units, each >= 0
+            (Reinhold: 10, 20, 30, 40, 50).
+        seed: Seed; level ``i`` draws from ``SeedSequence([seed, i])``, so a
+            level's noise does not depend on the other levels.
+        mask: Optional boolean array of the image's shape: add noise only there.
+
+    Returns:
+        One float array per level, the image's shape (float64 unless the
+        image is float32).
+
+    Raises:
+        ValueError: a negative or non-finite std, no level, non-finite image.
+
+    Example:
+        >>> noisy = noise_sweep_inputs(t1, [0.0, 10.0, 20.0], seed=0)
+    """
+    base = as_map(image, "image")
+    if np.asarray(image).dtype == np.float32:
+        base = base.astype(np.float32)
+    stds = [float(s) for s in noise_stds]
+    if not stds or not all(np.isfinite(s) and s >= 0 for s in stds):
+        raise ValueError(f"noise_stds must be finite values >= 0. Received: {list(noise_stds)!r}")
+    selector = resolve_mask(mask, base.shape, "mask")
+    out = []
+    for level, std in enumerate(stds):
+        rng = np.random.default_rng(np.random.SeedSequence([int(seed), level]))
+        noise = rng.normal(0.0, std, size=base.shape) if std > 0 else np.zeros(base.shape)
+        out.append((base + np.where(selector, noise, 0.0)).astype(base.dtype))
+    return out
+
+
+def nested_subsets(items: Sequence[Any], sizes: Sequence[int], *, seed: int) -> list[list[Any]]:
+    """Nested training subsets of rising size from one seeded permutation.
+
+    Args:
+        items: Training subjects (ids or any objects).
+        sizes: Subset sizes, strictly increasing, each in [1, len(items)]
+            (Reinhold: 3, 5, 15, 45).
+        seed: Seed of the permutation.
+
+    Returns:
+        One list per size; each is the first ``size`` items of the same
+        permutation, so every subset contains the smaller ones.
+
+    Raises:
+        ValueError: sizes not strictly increasing or out of range.
+
+    Example:
+        >>> nested_subsets(["a", "b", "c", "d"], [1, 3], seed=0)  # e.g. [['c'], ['c', 'a', 'd']]
+    """
+    pool = list(items)
+    counts = [int(s) for s in sizes]
+    if not counts or counts[0] < 1 or counts[-1] > len(pool) or bool(np.any(np.diff(counts) <= 0)):
+        raise ValueError(
+            f"sizes must be strictly increasing values in [1, {len(pool)}]. Received: sizes={list(sizes)!r}"
+        )
+    order = np.random.default_rng(int(seed)).permutation(len(pool))
+    return [[pool[i] for i in order[:n]] for n in counts]
+
+
+def random_cube_center(mask: Any, side: int, *, seed: int) -> tuple[int, int, int]:
+    """A seeded random centre for a cube of ``side`` voxels that lies wholly inside ``mask``.
+
+    The cube of centre ``c`` covers ``c - side // 2`` to ``c - side // 2 +
+    side - 1`` on each axis (the convention of
+    :func:`tfuq.data.phantom.insert_zero_cube`). When no cube fits, the
+    centre is drawn among the positions where the cube covers the most mask
+    voxels.
+
+    Args:
+        mask: 3D boolean body/brain mask.
+        side: Cube side in voxels, >= 1 and at most every axis length.
+        seed: Seed of the draw.
+
+    Returns:
+        ``(i, j, k)`` voxel index.
+
+    Raises:
+        ValueError: mask not 3D, bad side.
+        UserError: empty mask.
+    """
+    region = np.asarray(mask)
+    if region.ndim != 3:
+        raise ValueError(f"mask must be 3D. Received: shape {region.shape}")
+    region = resolve_mask(region, region.shape)
+    if isinstance(side, bool) or int(side) != side or not 1 <= side <= min(region.shape):
+        raise ValueError(f"side must be an int in [1, {min(region.shape)}]. Received: side={side!r}")
+    side = int(side)
+    # Integral volume: voxels of the mask in every side^3 box, indexed by the box start.
+    total = np.pad(region.astype(np.int64), ((1, 0), (1, 0), (1, 0))).cumsum(0).cumsum(1).cumsum(2)
+    a, b = slice(side, None), slice(None, -side)
+    counts = (
+        total[a, a, a]
+        - total[b, a, a]
+        - total[a, b, a]
+        - total[a, a, b]
+        + total[b, b, a]
+        + total[b, a, b]
+        + total[a, b, b]
+        - total[b, b, b]
+    )
+    starts = np.argwhere(counts == counts.max())
+    start = starts[np.random.default_rng(int(seed)).integers(len(starts))]
+    return tuple(int(s) + side // 2 for s in start)  # type: ignore[return-value]
+
+
+def insert_anomaly(
+    image: Any, mask: Any, side: int, *, seed: int
+) -> tuple[np.ndarray, np.ndarray, tuple[int, int, int]]:
+    """Zero a cube of ``side`` voxels at a seeded random place inside the mask.
+
+    Args:
+        image: Input volume, 3D or ``(X, Y, Z, C)`` (every channel is zeroed).
+        mask: 3D boolean body/brain mask of the image's spatial shape.
+        side: Cube side in voxels (Reinhold: 40 at 0.7 x 0.7 x 1 mm).
+        seed: Seed of the position (one per trial).
+
+    Returns:
+        ``(anomalous_image, anomaly_mask, center)``: the image with the cube
+        zeroed, the boolean cube mask (spatial shape) and the centre.
+
+    Raises:
+        ValueError: shapes differ, bad side.
+    """
+    volume = np.asarray(image)
+    region = np.asarray(mask)
+    if volume.shape[:3] != region.shape:
+        raise ValueError(
+            f"mask must have the image's spatial shape {volume.shape[:3]}. Received: {region.shape}"
+        )
+    center = random_cube_center(region, side, seed=seed)
+    cube = insert_zero_cube(np.ones(region.shape, dtype=np.int8), center, side) == 0
+    return insert_zero_cube(volume, center, side), cube, center
+
+
+def anomaly_scores(epistemic_std: Any, anomaly_mask: Any, region: Any | None = None) -> dict[str, float]:
+    """Epistemic std inside a synthetic anomaly against outside it.
+
+    Args:
+        epistemic_std: Epistemic std map predicted for the anomalous input.
+        anomaly_mask: Boolean cube mask (e.g. from :func:`insert_anomaly`).
+        region: Optional boolean mask of the comparison region (the brain or
+            body); outside = region minus anomaly. None: the whole image.
+
+    Returns:
+        dict: ``inside`` and ``outside`` (mean std), ``ratio``
+        (inside / outside; inf if outside is 0), ``auroc`` (of the std for
+        anomaly voxels among anomaly + outside voxels).
+
+    Raises:
+        ValueError: shapes differ, no anomaly voxel or no outside voxel.
+    """
+    std = as_map(epistemic_std, "epistemic_std")
+    cube = resolve_mask(anomaly_mask, std.shape, "anomaly_mask")
+    outside = resolve_mask(region, std.shape, "region") & ~cube
+    if not outside.any():
+        raise ValueError("No voxel outside the anomaly. Expected a region larger than the cube.")
+    inside_mean, outside_mean = float(np.mean(std[cube])), float(np.mean(std[outside]))
+    ratio = inside_mean / outside_mean if outside_mean > 0 else float("inf")
+    return {
+        "inside": inside_mean,
+        "outside": outside_mean,
+        "ratio": ratio,
+        "auroc": auroc(std, cube, cube | outside),
+    }
+
+
+def aleatoric_vs_noise(aleatoric_std: Any, noise_std: Any, mask: Any | None = None) -> dict[str, float]:
+    """Estimated aleatoric std against the true noise std (phantom), inside the mask.
+
+    Args:
+        aleatoric_std: Predicted aleatoric std map, target units.
+        noise_std: True noise std map of the target (the phantom's), same shape.
+        mask: Optional body mask.
+
+    Returns:
+        dict: ``ratio`` (mean estimated / mean true), ``median_ratio`` (median
+        of voxel ratios where the true std > 0), ``spearman``.
+
+    Raises:
+        ValueError: shapes differ, negative std.
+    """
+    estimate = as_map(aleatoric_std, "aleatoric_std")
+    truth = as_map(noise_std, "noise_std")
+    if estimate.shape != truth.shape:
+        raise ValueError(f"Expected maps of one shape. Received: {estimate.shape} and {truth.shape}")
+    if estimate.min() < 0 or truth.min() < 0:
+        raise ValueError("aleatoric_std and noise_std must be >= 0. Received: negative values")
+    selector = resolve_mask(mask, truth.shape)
+    est, true = estimate[selector], truth[selector]
+    positive = true > 0
+    mean_true = float(np.mean(true))
+    return {
+        "ratio": float(np.mean(est)) / mean_true if mean_true > 0 else float("nan"),
+        "median_ratio": float(np.median(est[positive] / true[positive])) if positive.any() else float("nan"),
+        "spearman": spearman(est, true),
+    }
+
+
+def _mean_of(trials: Sequence[Mapping[str, float]], key: str) -> float:
+    values = [float(t[key]) for t in trials]
+    return float(np.mean(values)) if values else float("nan")
+
+
+def validation_summary(
+    *,
+    noise_levels: Sequence[float],
+    noise_aleatoric: Sequence[float],
+    sizes: Sequence[int],
+    size_epistemic: Sequence[float],
+    anomaly_trials: Sequence[Mapping[str, float]],
+    aleatoric_noise: Mapping[str, float] | None = None,
+    noise_aleatoric_image: Sequence[float] | None = None,
+    min_auroc: float = 0.5,
+    min_ratio: float = 1.0,
+    min_spearman: float = 0.0,
+) -> dict[str, Any]:
+    """Assemble the content of validate_uq.json and decide pass or fail.
+
+    Args:
+        noise_levels: Input noise std per level, rising.
+        noise_aleatoric: Mean aleatoric std (inside the mask) per level.
+        sizes: Training-set sizes, rising.
+        size_epistemic: Mean epistemic std on held-out subjects per size.
+        anomaly_trials: One :func:`anomaly_scores` dict per anomalous input.
+        aleatoric_noise: :func:`aleatoric_vs_noise` on the phantom, or None.
+        noise_aleatoric_image: Optional mean aleatoric std over the whole
+            image per level (plotted and stored, not checked).
+        min_auroc: The anomaly AUROC must exceed this. Default 0.5.
+        min_ratio: The anomaly ratio must exceed this. Default 1.
+        min_spearman: The aleatoric-noise Spearman must exceed this. Default 0.
+
+    Returns:
+        JSON-ready dict with :data:`VALIDATION_KEYS`, the raw sweeps
+        (``noise_sweep``, ``size_sweep``), ``anomaly`` trials,
+        ``aleatoric_vs_noise_ratio``, ``failures`` (expected directions that
+        failed, one line each) and ``passed``.
+
+    Raises:
+        ValueError: a sweep's values do not match its levels, or fewer than 2.
+    """
+    if len(noise_levels) != len(noise_aleatoric) or len(sizes) != len(size_epistemic):
+        raise ValueError(
+            "Each sweep needs one value per level. "
+            f"Received: {len(noise_levels)} noise levels / {len(noise_aleatoric)} values, "
+            f"{len(sizes)} sizes / {len(size_epistemic)} values"
+        )
+    noise_ok = is_monotonic(noise_aleatoric, "increasing")
+    size_ok = is_monotonic(size_epistemic, "decreasing")
+    auroc_value = _mean_of(anomaly_trials, "auroc")
+    ratio_value = _mean_of(anomaly_trials, "ratio")
+    noise = dict(aleatoric_noise or {})
+    rho = float(noise.get("spearman", float("nan")))
+    failures = []
+    if not noise_ok:
+        failures.append("noise sweep: mean aleatoric std does not rise with the input noise")
+    if not size_ok:
+        failures.append("size sweep: mean epistemic std does not fall as the training set grows")
+    if anomaly_trials and not auroc_value > min_auroc:
+        failures.append(f"anomaly: AUROC {auroc_value:.3f} is not above {min_auroc}")
+    if anomaly_trials and not ratio_value > min_ratio:
+        failures.append(f"anomaly: epistemic inside/outside ratio {ratio_value:.3f} is not above {min_ratio}")
+    if aleatoric_noise is not None and not rho > min_spearman:
+        failures.append(
+            f"phantom: Spearman(aleatoric std, true noise std) {rho:.3f} is not above {min_spearman}"
+        )
+    sweep = {
+        "levels": [float(v) for v in noise_levels],
+        "mean_aleatoric_std": [float(v) for v in noise_aleatoric],
+    }
+    if noise_aleatoric_image is not None:
+        sweep["mean_aleatoric_std_image"] = [float(v) for v in noise_aleatoric_image]
+    return {
+        "noise_sweep_monotonic": noise_ok,
+        "size_sweep_monotonic": size_ok,
+        "anomaly_auroc": auroc_value,
+        "anomaly_ratio": ratio_value,
+        "aleatoric_vs_noise_spearman": rho,
+        "aleatoric_vs_noise_ratio": float(noise.get("ratio", float("nan"))),
+        "noise_sweep": sweep,
+        "size_sweep": {
+            "sizes": [int(s) for s in sizes],
+            "mean_epistemic_std": [float(v) for v in size_epistemic],
+        },
+        "anomaly": {"trials": [dict(t) for t in anomaly_trials]},
+        "thresholds": {"min_auroc": min_auroc, "min_ratio": min_ratio, "min_spearman": min_spearman},
+        "failures": failures,
+        "passed": not failures,
+    }
