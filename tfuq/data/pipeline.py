@@ -40,6 +40,7 @@ import numpy as np
 
 from tfuq.config import Config, InputSource
 from tfuq.data.augmentation import AugmentationSettings
+from tfuq.data.normalisation import NormalisationParams
 from tfuq.data.subjects import Subject, find_subjects
 from tfuq.data.training_windows import SubjectArrays, load_training_subject, sample_windows, window_geometry
 from tfuq.errors import UserError
@@ -64,8 +65,10 @@ class _WindowSource:
         deterministic: bool,
         cache: bool,
         num_shards: int = 1,
+        target_normalisation: NormalisationParams | None = None,
     ) -> None:
         self.config, self.subjects, self.sources = config, subjects, sources
+        self.target_normalisation = target_normalisation
         self.seed, self.shard, self.training, self.deterministic = seed, shard, training, deterministic
         self.num_shards = num_shards
         self.geometry = window_geometry(config)
@@ -82,7 +85,9 @@ class _WindowSource:
 
     def _load(self, index: int) -> SubjectArrays:
         subject = self.subjects[index]
-        arrays = load_training_subject(self.config, subject, self.sources)
+        arrays = load_training_subject(
+            self.config, subject, self.sources, target_normalisation=self.target_normalisation
+        )
         try:  # a sampling map with no valid centre fails here, as a UserError, not inside tf.data
             sample_windows(arrays, self.geometry, 1, np.random.default_rng(0), method=self.method)
         except ValueError as err:
@@ -163,6 +168,7 @@ def _dataset(
     num_shards: int,
     shard_index: int,
     batch_size: int | None,
+    target_normalisation: NormalisationParams | None,
 ) -> Any:
     import tensorflow as tf
 
@@ -185,6 +191,7 @@ def _dataset(
         deterministic=deterministic,
         cache=cache,
         num_shards=1 if training else num_shards,
+        target_normalisation=target_normalisation,
     )
     geometry = source.geometry
     channels = len(config.input_sections)
@@ -212,6 +219,7 @@ def make_training_dataset(
     num_shards: int = 1,
     shard_index: int = 0,
     batch_size: int | None = None,
+    target_normalisation: NormalisationParams | None = None,
 ) -> Any:
     """An endless, shuffled, augmented ``tf.data.Dataset`` of training batches.
 
@@ -226,6 +234,9 @@ def make_training_dataset(
         num_shards: Number of input pipelines (workers).
         shard_index: This pipeline's index in ``[0, num_shards)``.
         batch_size: Windows per batch; default ``[NETWORK] batch_size``.
+        target_normalisation: Fixed normalisation of the target section for
+            every subject (see :mod:`tfuq.training.normalisation`); default:
+            fitted per subject like the inputs.
 
     Returns:
         tf.data.Dataset: ``(inputs, targets)`` batches with a fixed batch size
@@ -251,6 +262,7 @@ def make_training_dataset(
         num_shards=num_shards,
         shard_index=shard_index,
         batch_size=batch_size,
+        target_normalisation=target_normalisation,
     )
 
 
@@ -264,6 +276,7 @@ def make_validation_dataset(
     num_shards: int = 1,
     shard_index: int = 0,
     batch_size: int | None = None,
+    target_normalisation: NormalisationParams | None = None,
 ) -> Any:
     """A finite ``tf.data.Dataset`` of validation batches: the same windows on every pass.
 
@@ -284,4 +297,5 @@ def make_validation_dataset(
         num_shards=num_shards,
         shard_index=shard_index,
         batch_size=batch_size,
+        target_normalisation=target_normalisation,
     )

@@ -174,12 +174,24 @@ def _sampling_section(config: Config) -> str:
 
 
 def load_training_subject(
-    config: Config, subject: Subject, sources: Mapping[str, InputSource] | None = None
+    config: Config,
+    subject: Subject,
+    sources: Mapping[str, InputSource] | None = None,
+    *,
+    target_normalisation: NormalisationParams | None = None,
 ) -> SubjectArrays:
     """Load, align and normalise one subject's input, target, mask and sampling sections.
 
     With ``[NETWORK] window_sampling = resize`` every array is resized to the
     window (spline order per section, nearest for the mask and map).
+
+    Args:
+        config: The loaded configuration.
+        subject: The subject to load.
+        sources: Resolved input sources (default ``config.sources``).
+        target_normalisation: Fixed parameters for the target section (e.g.
+            fitted once on all training subjects, so that inference can undo
+            them without the target); default: fitted on this subject.
 
     Raises:
         UserError: unreadable files, grids that differ, a constant image, a
@@ -198,7 +210,10 @@ def load_training_subject(
             raise UserError(
                 f"{volumes[name].name}: [{name}] expected one channel, found {volumes[name].num_channels}"
             )
-        norms[name] = fit_section_normalisation(sources[name], volumes[name], mask)
+        if name == config.target_section and target_normalisation is not None:
+            norms[name] = target_normalisation
+        else:
+            norms[name] = fit_section_normalisation(sources[name], volumes[name], mask)
         channels.append(normalise(volumes[name].array.astype(np.float32), norms[name]).astype(np.float32))
     arrays = {
         "inputs": np.stack(channels[:-1], axis=-1),
