@@ -105,7 +105,8 @@ class GANTrainer(GanTrainerBase):
             loss_border=loss_border,
             **kwargs,
         )
-        if not isinstance(discriminator, keras.Model) or len(getattr(discriminator, "inputs", ()) or ()) != 2:
+        inputs = getattr(discriminator, "inputs", None) if isinstance(discriminator, keras.Model) else ()
+        if inputs is not None and len(inputs) != 2:  # a functional model must take the pair
             raise ValueError(
                 "pix2pix's discriminator judges (input, image) pairs. Expected a keras.Model with inputs "
                 f"[condition, image] (PatchDiscriminator(condition_channels=C)). Received: {discriminator!r}"
