@@ -74,6 +74,23 @@ def test_spearman_matches_scipy_and_drops_nan_pairs():
         uq.spearman([1.0, 2.0], [1.0])
 
 
+def test_spearman_many_matches_scipy_with_ties():
+    rng = np.random.default_rng(5)
+    a = rng.integers(0, 20, size=300).astype(float)
+    others = {
+        "b": a + rng.normal(size=300),
+        "c": rng.integers(0, 5, size=300).astype(float),
+        "d": np.ones(300),
+    }
+    result = uq.spearman_many(a, others)
+    assert result["b"] == pytest.approx(stats.spearmanr(a, others["b"]).statistic, rel=1e-12)
+    assert result["c"] == pytest.approx(stats.spearmanr(a, others["c"]).statistic, rel=1e-12)
+    assert math.isnan(result["d"])
+    assert math.isnan(uq.spearman_many(np.ones(3), {"x": [1.0, 2.0, 3.0]})["x"])
+    with pytest.raises(ValueError, match="one size"):
+        uq.spearman_many(a, {"short": a[:5]})
+
+
 def test_error_uncertainty_pairs_levels():
     rng = np.random.default_rng(3)
     target = rng.normal(10.0, 2.0, size=(4, 5, 6))

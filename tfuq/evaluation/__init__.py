@@ -41,6 +41,7 @@ from tfuq.evaluation.uq_metrics import (
     retained_rmse_curve,
     sparsification_curves,
     spearman,
+    spearman_many,
 )
 from tfuq.evaluation.validation import (
     VALIDATION_KEYS,
@@ -107,6 +108,7 @@ __all__ = [
     "select_params",
     "sparsification_curves",
     "spearman",
+    "spearman_many",
     "ssim",
     "ssim_map",
     "summarise",

@@ -106,19 +106,26 @@ def _region_metrics(
         intervals={c: (lo[selector], hi[selector]) for c, (lo, hi) in predictive["intervals"].items()},
     )
     out.update(scores)
-    sparsification: dict[str, np.ndarray] = {}
+    oracle = uq.retained_rmse_curve(error, np.abs(error), selector, fractions=fractions)
+    sparsification: dict[str, np.ndarray] = {"fractions": fractions, "oracle": oracle}
     for kind in STD_KINDS:
-        curves = uq.sparsification_curves(error, maps[kind], selector, fractions=fractions)
-        gap = curves["rmse"] - curves["oracle"]
+        curve = uq.retained_rmse_curve(error, maps[kind], selector, fractions=fractions)
+        gap = curve - oracle
         area = float(np.sum(0.5 * (gap[1:] + gap[:-1]) * np.diff(fractions))) if gap.size > 1 else 0.0
         out["ause" if kind == "total" else f"ause_{kind}"] = area
-        sparsification.update(fractions=curves["fractions"], oracle=curves["oracle"])
-        sparsification[kind] = curves["rmse"]
-        for level in ("voxel", "slice"):
-            errors, stds = uq.error_uncertainty_pairs(
-                y, y_hat, maps[kind], selector, level=level, axis=slice_axis
-            )
-            out[f"spearman_{kind}_{level}"] = uq.spearman(errors, stds)
+        sparsification[kind] = curve
+    for level in ("voxel", "slice"):
+        pairs = {
+            kind: uq.error_uncertainty_pairs(y, y_hat, maps[kind], selector, level=level, axis=slice_axis)
+            for kind in STD_KINDS
+        }
+        # The errors of one level are the same for every kind: rank them once.
+        errors = pairs[STD_KINDS[0]][0]
+        if errors.size < 2:
+            correlations = dict.fromkeys(STD_KINDS, float("nan"))
+        else:
+            correlations = uq.spearman_many(errors, {kind: pair[1] for kind, pair in pairs.items()})
+        out.update({f"spearman_{kind}_{level}": correlations[kind] for kind in STD_KINDS})
     return out, {"calibration": calibration, "sparsification": sparsification}
 
 

@@ -31,6 +31,7 @@ Reference:
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -49,6 +50,7 @@ __all__ = [
     "retained_rmse_curve",
     "sparsification_curves",
     "spearman",
+    "spearman_many",
 ]
 
 #: Retained fractions of the sparsification curves: 0.01, 0.02, ..., 1.
@@ -195,6 +197,35 @@ def spearman(a: Any, b: Any) -> float:
     if x.size < 2 or np.all(x == x[0]) or np.all(y == y[0]):
         return math.nan
     return float(stats.spearmanr(x, y).statistic)
+
+
+def spearman_many(a: Any, others: Mapping[str, Any]) -> dict[str, float]:
+    """Spearman correlation of ``a`` with each of several samples, ranking ``a`` once.
+
+    Args:
+        a: Values, any shape (flattened), finite.
+        others: Name -> values of the same size, finite.
+
+    Returns:
+        dict name -> correlation, equal to :func:`spearman` (Pearson
+        correlation of average ranks); NaN when a side is constant or
+        fewer than 2 values.
+
+    Raises:
+        ValueError: sizes differ or values are not finite.
+    """
+    x = as_map(a, "a").reshape(-1)
+    x_ranks = stats.rankdata(x) if x.size >= 2 and not np.all(x == x[0]) else None
+    out = {}
+    for name, values in others.items():
+        y = as_map(values, name).reshape(-1)
+        if y.size != x.size:
+            raise ValueError(f"Expected samples of one size. Received: sizes {x.size} and {y.size} ({name})")
+        if x_ranks is None or np.all(y == y[0]):
+            out[name] = math.nan
+            continue
+        out[name] = float(np.corrcoef(x_ranks, stats.rankdata(y))[0, 1])
+    return out
 
 
 def error_uncertainty_pairs(
