@@ -12,7 +12,7 @@ from tfuq.evaluation.image_metrics import (
     ssim,
     ssim_map,
 )
-from tfuq.evaluation.montage import MONTAGE_COLUMNS, mid_slices, plot_montage
+from tfuq.evaluation.montage import MONTAGE_COLUMNS, mid_slices, plot_montage, to_ras
 from tfuq.evaluation.plots import plot_calibration, plot_error_histograms, plot_sparsification
 from tfuq.evaluation.predictive_metrics import (
     coverage_key,
@@ -112,6 +112,7 @@ __all__ = [
     "ssim",
     "ssim_map",
     "summarise",
+    "to_ras",
     "validation_summary",
     "write_metrics_csv",
     "write_report",

@@ -211,6 +211,7 @@ def write_subject_montage(
     units: str = "",
     input_units: str = "a.u.",
     spacing: Sequence[float] = (1.0, 1.0, 1.0),
+    affine: Any | None = None,
     overwrite: bool = False,
 ) -> Path:
     """Montage of input, target, mean, |error|, epistemic and aleatoric std of one subject.
@@ -227,6 +228,8 @@ def write_subject_montage(
         units: Target units (e.g. ``"HU"``) for every map but the input.
         input_units: Units of the input. Default ``"a.u."``.
         spacing: Voxel size in mm (aspect ratio of the slices).
+        affine: Optional 4x4 affine of the volumes: shown in RAS order with
+            its voxel size (see :func:`tfuq.evaluation.plot_montage`).
         overwrite: Replace an existing file.
 
     Returns:
@@ -246,7 +249,9 @@ def write_subject_montage(
     unit_map = {name: units for name in volumes}
     unit_map["input"] = input_units
     path = Path(out_dir) / _MONTAGE_DIR / f"{subject}_montage.png"
-    return plot_montage(path, volumes, units=unit_map, spacing=spacing, title=subject, overwrite=overwrite)
+    return plot_montage(
+        path, volumes, units=unit_map, spacing=spacing, affine=affine, title=subject, overwrite=overwrite
+    )
 
 
 def write_report(
