@@ -37,6 +37,10 @@ def test_noise_sweep_levels_are_seeded_and_have_the_right_std():
     inside = val.noise_sweep_inputs(image.astype(np.float32), [5.0], seed=0, mask=mask)[0]
     assert inside.dtype == np.float32
     assert np.all(inside[~mask] == 100.0) and np.std(inside[mask]) > 4.0
+    channels = val.noise_sweep_inputs(np.zeros((20, 20, 20, 2)), [5.0], seed=0, mask=mask)[0]
+    assert np.all(channels[~mask] == 0.0) and np.all(channels[mask] != 0.0)
+    with pytest.raises(ValueError, match="mask"):
+        val.noise_sweep_inputs(image, [5.0], seed=0, mask=mask[:-1])
     with pytest.raises(ValueError, match="noise_stds"):
         val.noise_sweep_inputs(image, [-1.0], seed=0)
 

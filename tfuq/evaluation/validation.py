@@ -62,7 +62,8 @@ def noise_sweep_inputs(
             (Reinhold: 10, 20, 30, 40, 50).
         seed: Seed; level ``i`` draws from ``SeedSequence([seed, i])``, so a
             level's noise does not depend on the other levels.
-        mask: Optional boolean array of the image's shape: add noise only there.
+        mask: Optional boolean array of the image's shape (or its spatial
+            shape for a ``(X, Y, Z, C)`` image): add noise only there.
 
     Returns:
         One float array per level, the image's shape (float64 unless the
@@ -80,7 +81,10 @@ def noise_sweep_inputs(
     stds = [float(s) for s in noise_stds]
     if not stds or not all(np.isfinite(s) and s >= 0 for s in stds):
         raise ValueError(f"noise_stds must be finite values >= 0. Received: {list(noise_stds)!r}")
-    selector = resolve_mask(mask, base.shape, "mask")
+    spatial = base.shape[:3] if base.ndim == 4 and np.shape(mask) == base.shape[:3] else base.shape
+    selector = resolve_mask(mask, spatial, "mask")
+    if selector.ndim < base.ndim:
+        selector = selector[..., np.newaxis]
     out = []
     for level, std in enumerate(stds):
         rng = np.random.default_rng(np.random.SeedSequence([int(seed), level]))
