@@ -49,6 +49,10 @@ def atomic_path(path: PathLike, *, overwrite: bool = False) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+        if tmp.exists():  # mkstemp makes 0600; give the file the usual umask-based mode
+            umask = os.umask(0)
+            os.umask(umask)
+            tmp.chmod(0o666 & ~umask)
         os.replace(tmp, final)
     finally:
         if tmp.exists():
