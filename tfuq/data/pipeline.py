@@ -18,7 +18,8 @@ memory). Training windows are shuffled in a Python buffer of ``[NETWORK]
 queue_length`` windows, then batched and prefetched by tf.data. All
 randomness comes from NumPy generators seeded by ``(seed, shard, pass, epoch,
 subject)``, so a dataset is a deterministic function of its seed; a new
-iteration over the same training dataset continues with fresh windows.
+iteration over the same training dataset continues with fresh windows
+(with ``fixed_stream=True`` it starts the same windows again).
 
 Multi-worker: build one dataset per input pipeline with ``num_shards`` and
 ``shard_index`` (e.g. from ``tf.distribute.InputContext`` in
@@ -27,12 +28,20 @@ Multi-worker: build one dataset per input pipeline with ``num_shards`` and
 least as many as shards (otherwise every shard uses all subjects with its own
 seeds), validation windows are dealt round-robin, and tf.data auto-sharding is
 turned off.
+
+Exit: a tf.data thread still inside the Python generator when the
+interpreter finalises would deadlock the process (a TensorFlow limitation
+of ``from_generator``), so at exit (``atexit``) the generators stop producing
+and Python waits until none is running.
 """
 
 from __future__ import annotations
 
+import atexit
 import concurrent.futures
 import itertools
+import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -48,6 +57,39 @@ from tfuq.errors import UserError
 __all__ = ["make_training_dataset", "make_validation_dataset"]
 
 _TRAIN, _VALID, _SHUFFLE = 0, 1, 2  # seed stream tags
+
+
+class _Activity(threading.Condition):
+    count = 0
+
+
+#: Generator calls in progress, and the flag that ends them when Python exits.
+_ACTIVE = _Activity()
+_EXITING = threading.Event()
+
+
+@atexit.register
+def _end_generators_at_exit(quiet: float = 0.2, timeout: float = 60.0) -> None:
+    """End every window generator before the interpreter finalises.
+
+    A tf.data prefetch thread that enters a Python generator while the
+    interpreter finalises deadlocks the process (the iterator's destructor
+    waits for that thread, which waits for the GIL). At exit, generators
+    return instead of producing, and this waits (releasing the GIL) until no
+    call has been in progress for ``quiet`` seconds.
+    """
+    _EXITING.set()
+    deadline = time.monotonic() + timeout
+    quiet_since = time.monotonic()
+    while time.monotonic() < deadline:
+        with _ACTIVE:
+            if _ACTIVE.count:
+                _ACTIVE.wait(0.05)
+                quiet_since = time.monotonic()
+                continue
+        if time.monotonic() - quiet_since > quiet:
+            return
+        time.sleep(0.01)
 
 
 class _WindowSource:
@@ -66,6 +108,7 @@ class _WindowSource:
         cache: bool,
         num_shards: int = 1,
         target_normalisation: NormalisationParams | None = None,
+        fixed_stream: bool = False,
     ) -> None:
         self.config, self.subjects, self.sources = config, subjects, sources
         self.target_normalisation = target_normalisation
@@ -76,6 +119,7 @@ class _WindowSource:
         self.augmentation = AugmentationSettings.from_config(config.training) if training else None
         self.cache: dict[int, SubjectArrays] | None = {} if cache else None
         self.passes = itertools.count()
+        self.fixed_stream = fixed_stream
         self.threads = config.system.num_threads
         if cache:
             for index, arrays in self._loaded(range(len(subjects)), deterministic=True):
@@ -128,8 +172,8 @@ class _WindowSource:
                     arrays, self.geometry, n, rng, method=self.method, augmentation=self.augmentation
                 )
 
-    def __call__(self) -> Iterator[tuple[Any, np.ndarray]]:
-        pass_id = next(self.passes)
+    def _elements(self) -> Iterator[tuple[Any, np.ndarray]]:
+        pass_id = 0 if self.fixed_stream else next(self.passes)
         if not self.training:
             for k, element in enumerate(self._windows(pass_id)):
                 if k % self.num_shards == self.shard:
@@ -144,6 +188,23 @@ class _WindowSource:
             k = int(rng.integers(len(buffer)))
             yield buffer[k]
             buffer[k] = element
+
+    def __call__(self) -> Iterator[tuple[Any, np.ndarray]]:
+        elements = self._elements()
+        while True:
+            with _ACTIVE:
+                _ACTIVE.count += 1
+            try:
+                if _EXITING.is_set():
+                    return
+                element = next(elements, None)
+            finally:
+                with _ACTIVE:
+                    _ACTIVE.count -= 1
+                    _ACTIVE.notify_all()
+            if element is None:
+                return
+            yield element
 
 
 def _select(sources: Mapping[str, InputSource], subject_ids: Sequence[str]) -> list[Subject]:
@@ -169,6 +230,7 @@ def _dataset(
     shard_index: int,
     batch_size: int | None,
     target_normalisation: NormalisationParams | None,
+    fixed_stream: bool = False,
 ) -> Any:
     import tensorflow as tf
 
@@ -192,6 +254,7 @@ def _dataset(
         cache=cache,
         num_shards=1 if training else num_shards,
         target_normalisation=target_normalisation,
+        fixed_stream=fixed_stream,
     )
     geometry = source.geometry
     channels = len(config.input_sections)
@@ -220,6 +283,7 @@ def make_training_dataset(
     shard_index: int = 0,
     batch_size: int | None = None,
     target_normalisation: NormalisationParams | None = None,
+    fixed_stream: bool = False,
 ) -> Any:
     """An endless, shuffled, augmented ``tf.data.Dataset`` of training batches.
 
@@ -237,6 +301,11 @@ def make_training_dataset(
         target_normalisation: Fixed normalisation of the target section for
             every subject (see :mod:`tfuq.training.normalisation`); default:
             fitted per subject like the inputs.
+        fixed_stream: Start every iteration over the dataset with the same
+            windows (pass 0) instead of continuing with fresh ones, so the
+            stream a training loop sees does not depend on how many iterators
+            were made before (Keras ``fit`` under a ``tf.distribute``
+            strategy draws one batch from its own iterator first).
 
     Returns:
         tf.data.Dataset: ``(inputs, targets)`` batches with a fixed batch size
@@ -263,6 +332,7 @@ def make_training_dataset(
         shard_index=shard_index,
         batch_size=batch_size,
         target_normalisation=target_normalisation,
+        fixed_stream=fixed_stream,
     )
 
 
