@@ -9,9 +9,10 @@ augmented for training only. Elements are ``(inputs, targets)``: inputs
 :mod:`tfuq.data.training_windows`).
 
 Loading and parallelism: windows come from a Python generator
-(``tf.data.Dataset.from_generator``); volumes are read with nibabel in a
-thread pool of ``[SYSTEM] num_threads`` workers (decompression releases the
-GIL), at most that many subjects ahead. With ``cache=True`` every subject is
+(``tf.data.Dataset.from_generator``); volumes are read with nibabel and
+windows cut in a thread pool of ``[SYSTEM] num_threads`` workers (zlib,
+NumPy and scipy.ndimage release the GIL for most of that work), at most that
+many subjects ahead, the results used in order. With ``cache=True`` every subject is
 loaded and normalised once, up front and in parallel, so a bad file fails
 before training starts; with ``cache=False`` each pass reloads them (bounded
 memory). Training windows are shuffled in a Python buffer of ``[NETWORK]
@@ -38,12 +39,14 @@ and Python waits until none is running.
 from __future__ import annotations
 
 import atexit
+import collections
 import concurrent.futures
+import functools
 import itertools
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -57,6 +60,7 @@ from tfuq.errors import UserError
 __all__ = ["make_training_dataset", "make_validation_dataset"]
 
 _TRAIN, _VALID, _SHUFFLE = 0, 1, 2  # seed stream tags
+T = TypeVar("T")
 
 
 class _Activity(threading.Condition):
@@ -122,7 +126,8 @@ class _WindowSource:
         self.fixed_stream = fixed_stream
         self.threads = config.system.num_threads
         if cache:
-            for index, arrays in self._loaded(range(len(subjects)), deterministic=True):
+            tasks = [(i,) for i in range(len(subjects))]
+            for index, arrays in enumerate(self._parallel(self._load, tasks, deterministic=True)):
                 self.cache[index] = arrays  # type: ignore[index]
         else:
             self._load(0)  # fail fast on the first subject
@@ -138,39 +143,57 @@ class _WindowSource:
             raise UserError(f"subject {subject.id}: cannot sample a window: {err}") from err
         return arrays
 
-    def _loaded(self, order: Sequence[int], *, deterministic: bool) -> Iterator[tuple[int, SubjectArrays]]:
-        if self.cache is not None and all(i in self.cache for i in order):
-            yield from ((i, self.cache[i]) for i in order)
-            return
-        with concurrent.futures.ThreadPoolExecutor(self.threads, thread_name_prefix="tfuq-load") as pool:
-            pending: dict[concurrent.futures.Future[SubjectArrays], int] = {}
-            queue = iter(order)
-            for index in itertools.islice(queue, self.threads):
-                pending[pool.submit(self._load, index)] = index
+    def _parallel(
+        self, fn: Callable[..., T], tasks: Iterable[tuple[Any, ...]], *, deterministic: bool
+    ) -> Iterator[T]:
+        # fn(*task) in a pool of num_threads threads, at most num_threads tasks
+        # ahead, results in task order (or as they finish). Waits poll the exit
+        # flag, since at exit the pool stops running queued tasks.
+        tasks = iter(tasks)
+        pool = concurrent.futures.ThreadPoolExecutor(self.threads, thread_name_prefix="tfuq-data")
+        try:
+            pending = collections.deque(pool.submit(fn, *t) for t in itertools.islice(tasks, self.threads))
             while pending:
-                if deterministic:
-                    future = next(iter(pending))
+                future = pending[0]
+                while not _EXITING.is_set():
+                    waiting = [future] if deterministic else pending
+                    done, _ = concurrent.futures.wait(waiting, timeout=0.1, return_when="FIRST_COMPLETED")
+                    if done:
+                        break
                 else:
-                    future = next(concurrent.futures.as_completed(pending))
-                index = pending.pop(future)
-                for nxt in itertools.islice(queue, 1):
-                    pending[pool.submit(self._load, nxt)] = nxt
-                yield index, future.result()
+                    return
+                future = next(f for f in pending if f in done)
+                pending.remove(future)
+                for task in itertools.islice(tasks, 1):
+                    pending.append(pool.submit(fn, *task))
+                yield future.result()
+        finally:  # also when the generator is closed: finish running tasks, drop queued ones
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _tasks(self, stream: list[int]) -> Iterator[tuple[int, int]]:
+        for epoch in itertools.count() if self.training else [0]:
+            order = np.arange(len(self.subjects))
+            if self.training:
+                order = np.random.default_rng([*stream, epoch]).permutation(order)
+            yield from ((epoch, int(index)) for index in order)
+
+    def _sample(self, stream: list[int], epoch: int, index: int) -> list[tuple[Any, np.ndarray]]:
+        arrays = self.cache[index] if self.cache is not None else self._load(index)
+        rng = np.random.default_rng([*stream, epoch, index + 1])
+        n = self.config.training.sample_per_volume
+        return sample_windows(
+            arrays, self.geometry, n, rng, method=self.method, augmentation=self.augmentation
+        )
 
     def _windows(self, pass_id: int) -> Iterator[tuple[Any, np.ndarray]]:
-        # Validation windows depend on the seed only (not on the pass or shard), so
-        # every pass and the union of the shards see the same windows.
+        # Subjects are loaded (without cache) and their windows cut in the pool;
+        # each (epoch, subject) has its own generator, so threads cannot change
+        # the windows. Validation windows depend on the seed only (not on the
+        # pass or shard): every pass and the union of the shards see the same.
         stream = [self.seed, _TRAIN, self.shard, pass_id] if self.training else [self.seed, _VALID]
-        n = self.config.training.sample_per_volume
-        for epoch in itertools.count() if self.training else [0]:
-            order = list(range(len(self.subjects)))
-            if self.training:
-                order = list(np.random.default_rng([*stream, epoch]).permutation(order))
-            for index, arrays in self._loaded(order, deterministic=self.deterministic):
-                rng = np.random.default_rng([*stream, epoch, index + 1])
-                yield from sample_windows(
-                    arrays, self.geometry, n, rng, method=self.method, augmentation=self.augmentation
-                )
+        sample = functools.partial(self._sample, stream)
+        for windows in self._parallel(sample, self._tasks(stream), deterministic=self.deterministic):
+            yield from windows
 
     def _elements(self) -> Iterator[tuple[Any, np.ndarray]]:
         pass_id = 0 if self.fixed_stream else next(self.passes)

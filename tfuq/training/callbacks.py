@@ -165,11 +165,17 @@ class CSVLog(keras.callbacks.Callback):
             self._columns[path] = list(rows[0])
             write_text(path, _render(self._columns[path], kept), overwrite=True)
 
+    def _rank(self, key: str) -> tuple[int, int, str]:
+        """Column order: the trainer's ``term_names`` (loss first) when it has them, then by name."""
+        names = list(getattr(self.model, "term_names", ("loss",)))
+        bare = key[4:] if key.startswith("val_") else key
+        return (0, names.index(bare), key) if bare in names else (1, 0, key)
+
     def _append(self, path: Path, values: dict[str, float]) -> None:
         columns = self._columns.get(path)
         new = columns is None or not path.exists()
         if new:
-            columns = ["step", *sorted(values, key=lambda k: k not in ("loss", "val_loss"))]
+            columns = ["step", *sorted(values, key=self._rank)]
             self._columns[path] = columns
             path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("a", newline="", encoding="utf-8") as handle:

@@ -13,7 +13,8 @@ The steps of :func:`run_training`:
    continues with the windows an uninterrupted run would have seen;
 6. the trainer: :class:`~tfuq.training.trainer.RegressionTrainer` for
    ``[REGRESSION]``; for ``[GAN]``, ``tfuq.training.gan.build_gan_trainer``;
-7. Keras ``fit`` for ``max_iter`` iterations with the callbacks of
+7. Keras ``fit`` (under ``multi_worker``: :func:`~tfuq.training.loop.distributed_fit`,
+   see there) for ``max_iter`` iterations with the callbacks of
    :mod:`tfuq.training.callbacks` (checkpoints every ``save_every_n``,
    CSV/TensorBoard logs, validation every ``validation_every_n``, early
    stopping, NaN guard, progress);
@@ -31,6 +32,7 @@ import dataclasses
 import importlib.util
 import logging
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +51,7 @@ from tfuq.training.checkpoints import (
     resolve_start,
     save_network,
 )
+from tfuq.training.loop import distributed_fit
 from tfuq.training.normalisation import (
     fit_target_normalisation,
     read_target_normalisation,
@@ -215,7 +218,6 @@ def run_training(config: Config, *, strategy: tf.distribute.Strategy | None = No
     chief = is_chief(strategy)
     model_dir = config.model_dir
     ckpt_dir = model_dir / CHECKPOINT_DIR
-    keras.utils.set_random_seed(config.system.seed)
 
     start = resolve_start(t.starting_iter, checkpoint_steps(ckpt_dir), ckpt_dir)
     if start == 0 and (model_dir / MODEL_FILE).exists():
@@ -246,7 +248,13 @@ def run_training(config: Config, *, strategy: tf.distribute.Strategy | None = No
 
     def train_pipeline(shards: int, index: int, batch: int) -> tf.data.Dataset:
         return make_training_dataset(
-            config, train_ids, num_shards=shards, shard_index=index, batch_size=batch, **data
+            config,
+            train_ids,
+            num_shards=shards,
+            shard_index=index,
+            batch_size=batch,
+            fixed_stream=True,
+            **data,
         )
 
     def valid_pipeline(shards: int, index: int, batch: int) -> tf.data.Dataset:
@@ -264,6 +272,7 @@ def run_training(config: Config, *, strategy: tf.distribute.Strategy | None = No
             strategy, valid_pipeline, global_batch, take_steps=t.validation_max_iter
         )
 
+    keras.utils.set_random_seed(config.system.seed)  # initial weights are a function of the seed
     with precision_policy(config.system.mixed_precision), strategy.scope():
         trainer = _build_trainer(config)
     checkpoints = TrainingCheckpoints(trainer, ckpt_dir, max_to_keep=t.max_checkpoints, chief=chief)
@@ -294,16 +303,21 @@ def run_training(config: Config, *, strategy: tf.distribute.Strategy | None = No
         if start < t.max_iter:
             epoch = _epoch_length(config, validating)
             first = start // epoch
-            trainer.fit(
-                train_data,
-                epochs=first + math.ceil((t.max_iter - start) / epoch),
-                initial_epoch=first,
-                steps_per_epoch=epoch,
-                validation_data=valid_data,
-                validation_freq=max(1, t.validation_every_n // epoch) if validating else 1,
-                callbacks=callbacks,
-                verbose=0,
-            )
+            fit_args = {
+                "epochs": first + math.ceil((t.max_iter - start) / epoch),
+                "initial_epoch": first,
+                "steps_per_epoch": epoch,
+                "validation_data": valid_data,
+                "validation_freq": max(1, t.validation_every_n // epoch) if validating else 1,
+                "callbacks": callbacks,
+            }
+            if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+                distributed_fit(trainer, strategy, train_data, **fit_args)  # Keras fit cannot (loop.py)
+            else:
+                with warnings.catch_warnings():  # tf.data has no shuffle flag; validation ends unannounced
+                    warnings.filterwarnings("ignore", message=r"`shuffle=True` was passed")
+                    warnings.filterwarnings("ignore", message=r"Your input ran out of data")
+                    trainer.fit(train_data, verbose=0, **fit_args)
             stopped = _reason(callbacks, clock)
         if not guard.ok:
             raise UserError(_nan_message(guard, checkpoints, ckpt_dir))

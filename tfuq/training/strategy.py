@@ -93,10 +93,9 @@ def make_strategy(system: SystemSection) -> tf.distribute.Strategy:
     if kind not in STRATEGIES:
         raise UserError(f"[SYSTEM] strategy: expected one of {', '.join(STRATEGIES)}, got {kind!r}")
     workers = tf_config_workers()
-    gpus = tf.config.list_logical_devices("GPU")[: system.num_gpus]
-    if kind == "auto":
-        kind = "multi_worker" if workers > 1 else "mirrored" if len(gpus) >= 2 else "one_device"
-    if kind == "multi_worker":
+    if kind == "auto" and workers > 1:
+        kind = "multi_worker"
+    if kind == "multi_worker":  # before listing devices: collectives must be set up first
         if workers == 0:
             raise UserError(
                 "[SYSTEM] strategy = multi_worker: expected the TF_CONFIG environment variable "
@@ -104,6 +103,9 @@ def make_strategy(system: SystemSection) -> tf.distribute.Strategy:
                 '"index": 0}})'
             )
         return tf.distribute.MultiWorkerMirroredStrategy()
+    gpus = tf.config.list_logical_devices("GPU")[: system.num_gpus]
+    if kind == "auto":
+        kind = "mirrored" if len(gpus) >= 2 else "one_device"
     if kind == "mirrored":
         devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
         return tf.distribute.MirroredStrategy(devices)

@@ -46,7 +46,8 @@ class RegressionTrainer(keras.Model):
         network: A Keras model mapping inputs to head parameters ``(B, *spatial, P)``.
         loss: A Keras loss taking ``y_true = [target, mask]`` channels
             (:class:`~tfuq.losses.NLLLoss`, :class:`~tfuq.losses.L1Loss`, ...);
-            its ``name`` names the data term in the logs.
+            its ``call`` gives one value per sample, averaged here over the
+            (per-replica) batch; its ``name`` names the data term in the logs.
         decay: Weight penalty factor >= 0 on convolution kernels. Default 0.
         reg_type: ``"L2"`` (sum of squares) or ``"L1"`` (sum of absolute values).
         grad_clip_norm: Clip the global gradient norm to this; 0 = off.
@@ -85,6 +86,10 @@ class RegressionTrainer(keras.Model):
         self.grad_clip_norm = float(grad_clip_norm)
         self.term_names = (LOSS, loss.name, DROPOUT_KL, WEIGHT_PENALTY)
         self.trackers = [keras.metrics.Mean(name=name) for name in self.term_names]
+        # The network is built and the trainer has no weights of its own: marking it built stops
+        # ``fit`` from drawing a batch to build it symbolically (which would start the window
+        # stream a second time and shift it).
+        self.built = bool(network.built)
 
     @property
     def metrics(self) -> list[keras.metrics.Metric]:
@@ -98,7 +103,8 @@ class RegressionTrainer(keras.Model):
     def loss_terms(self, x: Any, y: Any, training: bool) -> dict[str, tf.Tensor]:
         """Every term for one batch, float32 scalars keyed by :attr:`term_names`."""
         params = tf.cast(self.network(x, training=training), tf.float32)
-        data = tf.cast(self.voxel_loss(y, params), tf.float32)
+        # Loss.call gives per-sample values; Loss.__call__ would also divide by the replica count
+        data = tf.reduce_mean(tf.cast(self.voxel_loss.call(y, params), tf.float32))
         extra = [tf.cast(v, tf.float32) for v in self.network.losses]
         kl = tf.add_n(extra) if extra else tf.constant(0.0)
         penalty = tf.constant(0.0)
