@@ -103,6 +103,8 @@ class SubjectArrays:
         sampling_map: ``(X, Y, Z)`` weights/labels for weighted/balanced sampling, or None.
         normalisation: Section name -> fitted parameters (inputs and target).
         orders: Spline order per input channel, then the target's.
+        minima: Minimum of each input channel, then the target's (the fill of
+            ``"minimum"`` padding); computed when not given.
     """
 
     id: str
@@ -112,6 +114,12 @@ class SubjectArrays:
     sampling_map: np.ndarray | None
     normalisation: Mapping[str, NormalisationParams]
     orders: tuple[int, ...]
+    minima: tuple[float, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.minima:  # per channel: reducing a strided view is ~20x faster than over axes
+            channels = [self.inputs[..., c] for c in range(self.inputs.shape[-1])] + [self.target]
+            object.__setattr__(self, "minima", tuple(float(c.min()) for c in channels))
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -273,7 +281,6 @@ def sample_windows(
     )
     offset = [(r - w) // 2 for r, w in zip(region, window)]
     centre = tuple(slice(o, o + w) for o, w in zip(offset, window))
-    floors = arrays.inputs.min(axis=(0, 1, 2)), arrays.target.min()
     out = []
     for start in starts:
         aug = None
@@ -288,7 +295,7 @@ def sample_windows(
                 aug,
                 order=o,
                 mode=geometry.padding_mode,
-                cval=floors[0][c],
+                cval=arrays.minima[c],
             )
             for c, o in enumerate(arrays.orders[:-1])
         ]
@@ -300,7 +307,7 @@ def sample_windows(
             aug,
             order=arrays.orders[-1],
             mode=geometry.padding_mode,
-            cval=floors[1],
+            cval=arrays.minima[-1],
         )
         m = augment_crop(arrays.mask, origin, region, aug, order=0, mode="constant")[centre].astype(
             np.float32
