@@ -98,6 +98,10 @@ def test_same_seed_same_stream_and_cache_does_not_change_it(ini: Path) -> None:
     for (x1, _), (x0, _) in zip(first, a):
         np.testing.assert_array_equal(x1, x0)
     assert not all(np.array_equal(x1, x2) for (x1, _), (x2, _) in zip(first, second))  # fresh windows
+    fixed = make_training_dataset(config, IDS, fixed_stream=True)
+    for _ in range(2):  # every iteration starts the same stream again
+        for (x1, _), (x0, _) in zip(batches(fixed, 6), a):
+            np.testing.assert_array_equal(x1, x0)
     loose = make_training_dataset(config, IDS, cache=False, deterministic=False)
     assert not loose.options().deterministic
     subjects = set()

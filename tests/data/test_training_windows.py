@@ -244,3 +244,18 @@ def test_multichannel_input_is_a_user_error(tmp_path: Path) -> None:
     config = load_config(write_ini(tmp_path))
     with pytest.raises(UserError, match=r"s0_mr\.nii\.gz: \[MR\] expected one channel"):
         load_training_subject(config, find_subjects(config.sources)[0])
+
+
+def test_fixed_target_normalisation_is_used_as_given(tmp_path: Path) -> None:
+    from tfuq.data.normalisation import NormalisationParams
+
+    write_folder(tmp_path)
+    config = load_config(write_ini(tmp_path, ct="intensity_normalisation = minmax"))
+    subject = find_subjects(config.sources)[1]
+    fitted = load_training_subject(config, subject)
+    ct = 2 * code_volume(subject=1) + 1
+    np.testing.assert_allclose(fitted.target[..., 0], (ct - ct.min()) / np.ptp(ct), rtol=1e-6, atol=1e-6)
+    fixed = NormalisationParams("window", -1000.0, 4000.0)
+    arrays = load_training_subject(config, subject, target_normalisation=fixed)
+    np.testing.assert_allclose(arrays.target[..., 0], (ct + 1000.0) / 4000.0, rtol=1e-6)
+    assert arrays.normalisation["CT"] is fixed and arrays.normalisation["MR"] == fitted.normalisation["MR"]

@@ -2,9 +2,11 @@
 
 :func:`load_training_subject` loads the sections a training window needs
 (inputs, target, mask, sampling map) on the target's grid and normalises
-each input and the target with parameters fitted on that subject
-(:func:`~tfuq.data.loading.fit_section_normalisation`), so the network
-sees normalised inputs and target and inference can undo the target's.
+each input with parameters fitted on that subject
+(:func:`~tfuq.data.loading.fit_section_normalisation`), and the target
+either the same way or, as training does, with fixed parameters passed in
+(inference has no target to fit them on, and must undo them), so the
+network sees normalised inputs and target.
 :func:`sample_windows` then draws window locations with the configured
 sampler (:mod:`tfuq.data.samplers`), reads the same location in every
 section (with an optional random augmentation, :mod:`tfuq.data.augmentation`,
