@@ -229,6 +229,7 @@ class InferenceSection:
         "gaussian", "tfuq: how overlapping windows are blended", choices=("constant", "gaussian", "hann")
     )
     batch_size: int = setting(4, "tfuq: windows per inference batch", min=1)
+    overwrite: bool = setting(False, "tfuq: replace existing output files (otherwise they are refused)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -267,6 +268,33 @@ class EvaluationSection:
             "ause",
             "spearman",
         ),
+    )
+    units: str = setting("", "tfuq: target units on plots; empty = HU for a CT target section, else none")
+    overwrite: bool = setting(False, "tfuq: replace existing evaluation and validate-uq outputs")
+    noise_levels: tuple[float, ...] = setting(
+        (0.0, 0.05, 0.1, 0.2),
+        "tfuq: validate-uq input noise sweep: Gaussian noise std added to the normalised inputs "
+        "(a fraction of each input's normalisation scale), rising",
+        min=0.0,
+    )
+    size_sweep: tuple[int, ...] = setting(
+        (1, 2, 4),
+        "tfuq: validate-uq training-set sizes (nested subsets of the Training subjects), rising; "
+        "empty = no size sweep",
+        min=1,
+    )
+    size_sweep_iter: int = setting(
+        100, "tfuq: validate-uq training iterations of each size-sweep model", min=1
+    )
+    anomaly_size: int = setting(
+        0, "tfuq: validate-uq zero-cube side in voxels; 0 = a sixth of the smallest axis", min=0
+    )
+    anomaly_trials: int = setting(3, "tfuq: validate-uq anomalies inserted (one per trial)", min=0)
+    uq_subjects: int = setting(
+        0, "tfuq: validate-uq held-out subjects used by the sweeps and anomalies; 0 = all", min=0
+    )
+    uq_mc_samples: int = setting(
+        0, "tfuq: validate-uq stochastic passes; 0 = [UNCERTAINTY] mc_samples", min=0
     )
 
 

@@ -1,0 +1,231 @@
+"""``tfuq calibrate CONFIG``: fit the recalibrations on the calibration split and store them with the model.
+
+The steps of :func:`run_calibration`:
+
+1. the subjects of ``[CALIBRATION] dataset`` (default Validation; Zhao et al.
+   used the training set) that have a target; when that phase is empty,
+   a logged warning and the Training subjects instead;
+2. for each, the prediction ``tfuq infer`` makes (same model(s), window, T,
+   seed; :func:`tfuq.inference.predict_subject.predict_subject`), kept in
+   memory, and the truth, both in the model's normalised units;
+3. the voxels inside the mask section (every voxel without one), pooled over
+   subjects and subsampled at random (seeded) to ``[CALIBRATION] max_voxels``;
+4. PIT values of the moment-matched normal ``N(mean, epistemic + aleatoric)``
+   (why and at what cost: :mod:`tfuq.calibration.moment_matched`); both
+   recalibrators are fitted: the isotonic map (Kuleshov et al.) and sigma
+   scaling of the aleatoric part (objective ``[CALIBRATION] sigma_objective``);
+5. ``<model_dir>/calibration/{isotonic,sigma_scaling}.json`` and
+   ``summary.json`` (errors on the calibration set before and after each),
+   replacing an earlier calibration. ``[CALIBRATION] method`` chooses the one
+   infer, evaluate and export apply.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tfuq.atomic import write_json
+from tfuq.calibration.isotonic import IsotonicRecalibrator
+from tfuq.calibration.metrics import miscalibration_area, rms_calibration_error
+from tfuq.calibration.moment_matched import (
+    fit_moment_sigma_scaling,
+    moment_pit,
+    recalibrated_interval,
+    recalibrated_variance,
+)
+from tfuq.calibration.quantiles import CENTRAL_COVERAGES
+from tfuq.calibration.sigma_scaling import SigmaScaling
+from tfuq.calibration.stored import CALIBRATION_DIR, SUMMARY_FILE, calibration_path
+from tfuq.config import Config
+from tfuq.config.sections import TRAINING
+from tfuq.data.normalisation import normalise
+from tfuq.data.sources import resolve_sources
+from tfuq.data.split import read_split
+from tfuq.errors import UserError
+
+__all__ = ["CALIBRATION_KEYS", "calibrate", "calibration_scores", "fit_recalibrators", "run_calibration"]
+
+_LOG = logging.getLogger(__name__)
+#: The arrays of a calibration set (1-D, normalised target units).
+CALIBRATION_KEYS = ("mean", "epistemic_var", "aleatoric_var", "target")
+
+
+def calibrate(config: Config) -> None:
+    """The ``tfuq calibrate`` stage: see :func:`run_calibration`."""
+    run_calibration(config)
+
+
+def _coverage_key(coverage: float) -> str:
+    return f"coverage_{round(100 * coverage):d}"
+
+
+def calibration_scores(
+    data: Mapping[str, np.ndarray],
+    recalibrator: IsotonicRecalibrator | SigmaScaling | None = None,
+    *,
+    num_bins: int = 100,
+) -> dict[str, float]:
+    """Calibration RMS error, miscalibration area and interval coverage, optionally recalibrated.
+
+    Args:
+        data: 1-D arrays keyed :data:`CALIBRATION_KEYS`.
+        recalibrator: Apply this recalibration first (None: the plain
+            moment-matched normal).
+        num_bins: Calibration-curve grid.
+
+    Returns:
+        dict ``calibration_rms_error``, ``miscalibration_area``,
+        ``coverage_50``, ``coverage_90``, ``coverage_95``.
+    """
+    mean, epi, ale, y = (data[k] for k in CALIBRATION_KEYS)
+    variance = recalibrated_variance(recalibrator, epi, ale)
+    pit = moment_pit(mean, variance, np.zeros_like(variance), y)
+    if isinstance(recalibrator, IsotonicRecalibrator):
+        pit = recalibrator.transform(pit)
+    out = {
+        "calibration_rms_error": rms_calibration_error(pit, num_bins),
+        "miscalibration_area": miscalibration_area(pit, num_bins),
+    }
+    for c in CENTRAL_COVERAGES:
+        lower, upper = recalibrated_interval(recalibrator, mean, epi, ale, c)
+        out[_coverage_key(c)] = float(np.mean((lower <= y) & (y <= upper)))
+    return out
+
+
+def fit_recalibrators(
+    data: Mapping[str, np.ndarray], *, objective: str = "nll", num_bins: int = 100
+) -> tuple[IsotonicRecalibrator, SigmaScaling | None]:
+    """Fit the isotonic map and sigma scaling on a calibration set.
+
+    Args:
+        data: 1-D arrays keyed :data:`CALIBRATION_KEYS` (normalised units).
+        objective: Sigma-scaling objective, ``"nll"`` or ``"calibration"``.
+        num_bins: Calibration-curve grid.
+
+    Returns:
+        ``(isotonic, sigma_scaling)``; sigma scaling is None when the
+        aleatoric variance is 0 everywhere (the ``none`` family).
+    """
+    mean, epi, ale, y = (data[k] for k in CALIBRATION_KEYS)
+    isotonic = IsotonicRecalibrator().fit(moment_pit(mean, epi, ale, y))
+    if not np.any(ale > 0):
+        return isotonic, None
+    return isotonic, fit_moment_sigma_scaling(mean, epi, ale, y, objective=objective, num_bins=num_bins)
+
+
+def _calibration_subjects(config: Config, sources: Mapping[str, Any]) -> tuple[str, dict[str, dict]]:
+    from tfuq.inference.subject_inputs import find_inference_subjects
+
+    split_file = Path(config.system.dataset_split_file)
+    if not split_file.exists():
+        raise UserError(f"no dataset split file {split_file}; run tfuq train first")
+    split = read_split(split_file)
+    found = {
+        i: files
+        for i, files in find_inference_subjects(config, sources).items()
+        if config.target_section in files
+    }
+    phase = config.calibration.dataset
+    chosen = {i: f for i, f in found.items() if split.get(i) == phase}
+    if not chosen and phase != TRAINING:
+        _LOG.warning(
+            "[CALIBRATION] dataset = %s: no %s subject with a target in %s; calibrating on the Training "
+            "subjects instead (in-sample: the recalibration will be optimistic)",
+            phase,
+            phase,
+            split_file,
+        )
+        phase = TRAINING
+        chosen = {i: f for i, f in found.items() if split.get(i) == phase}
+    if not chosen:
+        raise UserError(f"{split_file}: no {phase} subject with a target file to calibrate on")
+    return phase, chosen
+
+
+def _subsample(parts: Sequence[Mapping[str, np.ndarray]], max_voxels: int, seed: int) -> dict:
+    pooled = {key: np.concatenate([p[key] for p in parts]).astype(np.float64) for key in CALIBRATION_KEYS}
+    size = pooled["mean"].size
+    if size > max_voxels:
+        keep = np.sort(np.random.default_rng(seed).choice(size, size=max_voxels, replace=False))
+        pooled = {key: value[keep] for key, value in pooled.items()}
+    return pooled
+
+
+def _sigma_note(summary: Mapping[str, Any], sigma: SigmaScaling | None) -> str:
+    if sigma is None:
+        return ""
+    error = summary["sigma_scaling"]["calibration_rms_error"]
+    return f", {error:.4f} sigma scaling (s = {sigma.scale_factor:.4g})"
+
+
+def run_calibration(config: Config) -> dict[str, Any]:
+    """Fit and store both recalibrations (see the module notes).
+
+    Returns:
+        The summary written to ``<model_dir>/calibration/summary.json``.
+
+    Raises:
+        UserError: no trained model, no split file, no subject with a target.
+    """
+    import click
+
+    from tfuq.inference.predict_subject import predict_subject, prediction_settings, windows_per_subject
+    from tfuq.inference.subject_inputs import load_inference_subject
+    from tfuq.inference.trained_model import load_members
+
+    members = load_members(config)
+    params = members[0].target_normalisation
+    settings = prediction_settings(config)
+    sources = resolve_sources(config)
+    phase, chosen = _calibration_subjects(config, sources)
+    cal = config.calibration
+    parts = []
+    for subject_id, files in chosen.items():
+        subject = load_inference_subject(config, subject_id, files, sources, need_target=True)
+        total = windows_per_subject(subject.shape, settings, len(members))
+        with click.progressbar(length=total, label=f"calibrate {subject_id}", file=sys.stderr) as bar:
+            maps = predict_subject(members, subject.normalised(), settings, progress=bar.update)
+        inside = (
+            subject.mask if subject.mask is not None and subject.mask.any() else np.ones(subject.shape, bool)
+        )
+        target = normalise(subject.target, params)
+        values = (maps["mean"], maps["epistemic_var"], maps["aleatoric_var"], target)
+        parts.append({key: v[inside] for key, v in zip(CALIBRATION_KEYS, values)})
+    data = _subsample(parts, cal.max_voxels, config.system.seed)
+    isotonic, sigma = fit_recalibrators(data, objective=cal.sigma_objective, num_bins=cal.num_bins)
+    summary: dict[str, Any] = {
+        "dataset": phase,
+        "subjects": sorted(chosen),
+        "num_voxels": int(sum(p["mean"].size for p in parts)),
+        "num_fitted": int(data["mean"].size),
+        "pit": "moment-matched normal N(mean, epistemic_var + aleatoric_var)",
+        "method": cal.method,
+        "before": calibration_scores(data, None, num_bins=cal.num_bins),
+        "isotonic": calibration_scores(data, isotonic, num_bins=cal.num_bins),
+    }
+    isotonic.save(calibration_path(config.model_dir, "isotonic"), overwrite=True)
+    if sigma is not None:
+        summary["sigma_scaling"] = {
+            "scale_factor": sigma.scale_factor,
+            **calibration_scores(data, sigma, num_bins=cal.num_bins),
+        }
+        sigma.save(calibration_path(config.model_dir, "sigma_scaling"), overwrite=True)
+    else:
+        _LOG.warning("no aleatoric variance (family %s): sigma scaling not fitted", config.family)
+    write_json(config.model_dir / CALIBRATION_DIR / SUMMARY_FILE, summary, overwrite=True)
+    _LOG.info(
+        "calibrated on %d %s subject(s), %d voxels: RMS calibration error %.4f before, %.4f isotonic%s",
+        len(chosen),
+        phase,
+        summary["num_fitted"],
+        summary["before"]["calibration_rms_error"],
+        summary["isotonic"]["calibration_rms_error"],
+        _sigma_note(summary, sigma),
+    )
+    return summary

@@ -1,0 +1,252 @@
+"""``tfuq evaluate CONFIG``: metrics, plots and the HTML report of the inferred subjects.
+
+The steps of :func:`run_evaluation`:
+
+1. the subjects ``tfuq infer`` writes (``[INFERENCE] dataset_to_infer``,
+   default Inference) that have a target file;
+2. their maps from ``[INFERENCE] save_seg_dir``; subjects whose maps are
+   missing are inferred first (:func:`tfuq.inference.job.run_inference`,
+   logged), so ``tfuq evaluate`` works straight after ``tfuq train``
+   (existing maps are used as they are: re-run infer with ``overwrite`` after
+   retraining);
+3. per subject, inside the mask section and over the whole image,
+   :func:`tfuq.evaluation.evaluate_subject` on the moment-matched normal of
+   the maps (mean, total std) -- the distribution ``tfuq calibrate`` fitted
+   its recalibration on -- before and after the recalibration of
+   ``[CALIBRATION] method`` (isotonic: the map applied to the PIT values;
+   sigma scaling: ``N(mean, epistemic^2 + s^2 aleatoric^2)``, whose scores
+   replace the ``*_recalibrated`` columns);
+4. into ``[EVALUATION] save_csv_dir``: ``metrics.csv``, ``summary.json``,
+   the calibration, RMSE-versus-retained and error-histogram plots, one
+   montage per subject and ``report.html`` (:func:`tfuq.evaluation.write_report`);
+   existing outputs are refused unless ``[EVALUATION] overwrite = true``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tfuq.calibration.sigma_scaling import SigmaScaling
+from tfuq.calibration.stored import load_calibration
+from tfuq.config import Config
+from tfuq.data.geometry import resample_to_grid, same_grid
+from tfuq.data.nifti import Volume, load_volume
+from tfuq.data.sources import resolve_sources
+from tfuq.errors import UserError
+from tfuq.evaluation.predictive_metrics import gaussian_params, predictive_scores
+from tfuq.evaluation.report import REPORT_FILES, write_report, write_subject_montage
+from tfuq.evaluation.subject_metrics import WHOLE_IMAGE_SUFFIX, SubjectCurves, evaluate_subject
+from tfuq.inference.decomposition import MEAN
+from tfuq.inference.outputs import ALEATORIC_STD, EPISTEMIC_STD, OUTPUT_MAPS, TOTAL_STD, output_paths
+
+__all__ = ["evaluate", "evaluation_units", "run_evaluation", "sigma_scaled_scores"]
+
+_LOG = logging.getLogger(__name__)
+
+
+def evaluate(config: Config) -> None:
+    """The ``tfuq evaluate`` stage: see :func:`run_evaluation`."""
+    run_evaluation(config)
+
+
+def evaluation_units(config: Config) -> str:
+    """``[EVALUATION] units``, or ``"HU"`` when the target section is named like CT."""
+    if config.evaluation.units:
+        return config.evaluation.units
+    return "HU" if "CT" in config.target_section.upper() else ""
+
+
+def sigma_scaled_scores(
+    scaling: SigmaScaling,
+    mean: np.ndarray,
+    target: np.ndarray,
+    epistemic_std: np.ndarray,
+    aleatoric_std: np.ndarray,
+    selector: np.ndarray,
+    *,
+    num_bins: int = 100,
+) -> tuple[dict[str, float], np.ndarray]:
+    """Scores of ``N(mean, epistemic^2 + s^2 aleatoric^2)`` on the selected voxels.
+
+    Returns:
+        ``(scores, observed)``: :func:`~tfuq.evaluation.predictive_scores`
+        names (``nll``, ``calibration_rms_error``, ...) and the observed
+        proportions of its calibration curve.
+    """
+    factor = float(scaling.scale_factor or 1.0)
+    std = np.sqrt(np.square(epistemic_std[selector]) + (factor * aleatoric_std[selector]) ** 2)
+    scores, curves = predictive_scores(
+        "normal", gaussian_params(mean[selector], std), target[selector], num_bins=num_bins
+    )
+    return {k: v for k, v in scores.items() if not k.endswith("_recalibrated")}, curves["observed"]
+
+
+def _on_grid(volume: Volume, reference: Volume, order: int) -> np.ndarray:
+    if same_grid(volume, reference):
+        return volume.array.reshape(reference.shape)
+    return resample_to_grid(volume, reference.affine, reference.shape, order=order).array.reshape(
+        reference.shape
+    )
+
+
+def _evaluation_subjects(config: Config, sources: Mapping[str, Any]) -> dict[str, dict[str, Path]]:
+    from tfuq.inference.job import inference_subjects
+
+    chosen = {i: f for i, f in inference_subjects(config, sources).items() if config.target_section in f}
+    if not chosen:
+        raise UserError(
+            f"[{config.target_section}] no target file for the subjects to evaluate "
+            f"({config.inference.dataset_to_infer or 'Inference'}); evaluation needs the truth"
+        )
+    return chosen
+
+
+def _missing(config: Config, subjects: Mapping[str, Any]) -> list[str]:
+    from tfuq.inference.predict_subject import output_stem
+
+    folder = config.inference.save_seg_dir
+    return [
+        s
+        for s in subjects
+        if not all(p.exists() for k, p in output_paths(folder, output_stem(config, s)).items() if k != "qc")
+    ]
+
+
+def _load_maps(config: Config, subject: str, axcodes: tuple[str, ...]) -> dict[str, Volume]:
+    from tfuq.inference.predict_subject import output_stem
+
+    paths = output_paths(config.inference.save_seg_dir, output_stem(config, subject))
+    return {name: load_volume(paths[name], axcodes=axcodes or None) for name in OUTPUT_MAPS}
+
+
+def _evaluate_one(
+    config: Config,
+    subject: str,
+    files: Mapping[str, Path],
+    sources: Mapping[str, Any],
+    recalibrator: Any,
+    units: str,
+) -> tuple[dict[str, Any], SubjectCurves, Path]:
+    first = config.input_sections[0]
+    maps = _load_maps(config, subject, sources[first].axcodes)
+    ref = maps[MEAN]
+    section = config.target_section
+    target = _on_grid(load_volume(files[section], axcodes=sources[section].axcodes or None), ref, 1)
+    mask_name = getattr(config.app, "mask", "")
+    mask = None
+    if mask_name and mask_name in files:
+        mask = _on_grid(load_volume(files[mask_name], axcodes=sources[mask_name].axcodes or None), ref, 0) > 0
+        mask = mask if mask.any() else None
+    arrays = {name: v.array.reshape(ref.shape).astype(np.float64) for name, v in maps.items()}
+    num_bins = config.calibration.num_bins
+    row, curves = evaluate_subject(
+        arrays[MEAN],
+        target,
+        arrays[EPISTEMIC_STD],
+        arrays[ALEATORIC_STD],
+        arrays[TOTAL_STD],
+        mask,
+        subject=subject,
+        recalibrator=None if isinstance(recalibrator, SigmaScaling) else recalibrator,
+        num_bins=num_bins,
+        return_curves=True,
+        seed=config.system.seed,
+    )
+    if isinstance(recalibrator, SigmaScaling):
+        regions = {"": mask if mask is not None else np.ones(ref.shape, bool), WHOLE_IMAGE_SUFFIX: None}
+        for suffix, selector in regions.items():
+            selector = np.ones(ref.shape, bool) if selector is None else selector
+            scores, observed = sigma_scaled_scores(
+                recalibrator,
+                arrays[MEAN],
+                target,
+                arrays[EPISTEMIC_STD],
+                arrays[ALEATORIC_STD],
+                selector,
+                num_bins=num_bins,
+            )
+            row.update({f"{k}_recalibrated{suffix}": v for k, v in scores.items()})
+            if not suffix:
+                calibration = {**curves.calibration, "observed_recalibrated": observed}
+                curves = dataclasses.replace(curves, calibration=calibration)
+    source_input = load_volume(files[first], axcodes=sources[first].axcodes or None)
+    montage = write_subject_montage(
+        config.evaluation.save_csv_dir,
+        subject,
+        input_image=_on_grid(source_input, ref, 1),
+        target=target,
+        mean=arrays[MEAN],
+        epistemic_std=arrays[EPISTEMIC_STD],
+        aleatoric_std=arrays[ALEATORIC_STD],
+        units=units,
+        affine=ref.affine,
+        overwrite=config.evaluation.overwrite,
+    )
+    return row, curves, montage
+
+
+def run_evaluation(config: Config) -> dict[str, Any]:
+    """Evaluate the inferred subjects and write the report (see the module notes).
+
+    Returns:
+        The summary (as in ``summary.json``) with ``"paths"`` of the files written.
+
+    Raises:
+        UserError: no subject with a target, no trained model for missing
+            maps, or existing outputs without ``[EVALUATION] overwrite``.
+    """
+    import json
+
+    from tfuq.inference.job import run_inference
+
+    sources = resolve_sources(config)
+    chosen = _evaluation_subjects(config, sources)
+    out_dir = Path(config.evaluation.save_csv_dir)
+    if not config.evaluation.overwrite:
+        existing = [out_dir / name for name in REPORT_FILES.values() if (out_dir / name).exists()]
+        if existing:
+            raise UserError(
+                f"{existing[0]}: already exists; refusing to overwrite: set [EVALUATION] overwrite = true "
+                "or use another save_csv_dir"
+            )
+    missing = _missing(config, chosen)
+    if missing:
+        _LOG.info("no inference maps for %s: running tfuq infer on them first", ", ".join(missing))
+        run_inference(config, subjects=missing)
+    recalibrator = load_calibration(config.model_dir, config.calibration.method)
+    units = evaluation_units(config)
+    rows, curves, montages = [], [], {}
+    for subject, files in chosen.items():
+        row, curve, montage = _evaluate_one(config, subject, files, sources, recalibrator, units)
+        rows.append(row)
+        curves.append(curve)
+        montages[subject] = montage
+        _LOG.info(
+            "%s: MAE %.4g%s, coverage_90 %.3f, calibration RMS error %.4f (recalibrated %s)",
+            subject,
+            row["mae"],
+            f" {units}" if units else "",
+            row["coverage_90"],
+            row["calibration_rms_error"],
+            "n/a"
+            if math.isnan(row["calibration_rms_error_recalibrated"])
+            else f"{row['calibration_rms_error_recalibrated']:.4f}",
+        )
+    paths = write_report(
+        out_dir,
+        rows,
+        curves,
+        montages=montages,
+        units=units,
+        title=f"tfuq evaluation: {config.path.name}",
+        overwrite=config.evaluation.overwrite,
+    )
+    summary = json.loads(paths["summary"].read_text(encoding="utf-8"))
+    return {**summary, "paths": {name: str(p) for name, p in {**paths, **montages}.items()}}

@@ -1,0 +1,175 @@
+"""``tfuq infer CONFIG``: mean and uncertainty maps of every subject to infer.
+
+The steps of :func:`run_inference`:
+
+1. the trained model of ``model_dir`` (a one-line error when there is none:
+   run tfuq train first) and the members of ``[UNCERTAINTY] ensemble``
+   (:mod:`tfuq.inference.trained_model`);
+2. the recalibration chosen by ``[CALIBRATION] method`` when ``tfuq
+   calibrate`` stored it (:mod:`tfuq.calibration.stored`);
+3. the subjects of ``[INFERENCE] dataset_to_infer`` (default ``Inference``;
+   every subject when there is no split file or with ``all``);
+4. outputs that already exist are refused before any work, unless
+   ``[INFERENCE] overwrite = true``;
+5. per subject, with a progress bar over its windows: inputs read and
+   normalised as at training (:mod:`tfuq.inference.subject_inputs`), T MC
+   passes per window (:mod:`tfuq.inference.mc_windows`), the ensemble merge
+   and the files (:mod:`tfuq.inference.predict_subject`):
+   ``<subject>_{mean,epistemic_std,aleatoric_std,total_std}.nii.gz`` in the
+   target's units on the input's grid (+ ``_alpha``, ``_beta`` for the
+   generalized normal, ``_lower95``, ``_upper95`` when calibrated) and
+   ``<subject>_qc.json`` with the ``flagged`` decision
+   (``[UNCERTAINTY] flag_threshold`` on the mean total std in the mask).
+
+The std maps are the model's decomposition as predicted; recalibration
+shows in the interval maps (a SavedModel from ``tfuq export`` reports
+recalibrated stds instead, see :mod:`tfuq.export.recalibration`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import sys
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from tfuq.calibration.stored import load_calibration
+from tfuq.config import Config
+from tfuq.config.sections import INFERENCE
+from tfuq.data.sources import resolve_sources
+from tfuq.data.split import read_split
+from tfuq.errors import UserError
+from tfuq.inference.predict_subject import (
+    predict_subject,
+    prediction_settings,
+    subject_output_paths,
+    windows_per_subject,
+    write_subject,
+)
+from tfuq.inference.subject_inputs import find_inference_subjects, load_inference_subject
+from tfuq.inference.trained_model import load_members
+
+__all__ = ["InferenceResult", "infer", "inference_subjects", "run_inference"]
+
+_LOG = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class InferenceResult:
+    """What an inference wrote.
+
+    Attributes:
+        out_dir: ``[INFERENCE] save_seg_dir``.
+        qc: Subject id -> its QC summary (with ``"paths"`` of every file).
+    """
+
+    out_dir: Path
+    qc: dict[str, dict[str, Any]]
+
+
+def infer(config: Config) -> None:
+    """The ``tfuq infer`` stage: see :func:`run_inference`."""
+    run_inference(config)
+
+
+def inference_subjects(
+    config: Config, sources: Mapping[str, Any], phase: str | None = None
+) -> dict[str, dict[str, Path]]:
+    """Subjects of ``phase`` (default ``[INFERENCE] dataset_to_infer`` or ``Inference``) with their files.
+
+    Every subject with input files is used when ``phase`` is ``"all"`` or
+    when the split file does not exist.
+
+    Raises:
+        UserError: no subject with input files in that phase.
+    """
+    found = find_inference_subjects(config, sources)
+    phase = phase or config.inference.dataset_to_infer or INFERENCE
+    split_file = Path(config.system.dataset_split_file)
+    if phase == "all":
+        return found
+    if not split_file.exists():
+        _LOG.info("no dataset split file %s: using all %d subjects", split_file, len(found))
+        return found
+    split = read_split(split_file)
+    chosen = {i: files for i, files in found.items() if split.get(i) == phase}
+    if not chosen:
+        raise UserError(
+            f"{split_file}: no {phase} subject with input files; "
+            "set [INFERENCE] dataset_to_infer (e.g. all) or check the split"
+        )
+    return chosen
+
+
+def _check_free(paths: Iterable[Path]) -> None:
+    existing = [p for p in paths if p.exists()]
+    if existing:
+        raise UserError(
+            f"{existing[0]}: already exists ({len(existing)} output file(s)); refusing to overwrite: "
+            "set [INFERENCE] overwrite = true or use another save_seg_dir"
+        )
+
+
+def run_inference(
+    config: Config,
+    *,
+    subjects: Iterable[str] | None = None,
+    overwrite: bool | None = None,
+) -> InferenceResult:
+    """Predict and write the maps of the subjects to infer (see the module notes).
+
+    Args:
+        config: The loaded configuration.
+        subjects: Restrict to these subject ids (default: the whole phase).
+        overwrite: Override ``[INFERENCE] overwrite``.
+
+    Returns:
+        InferenceResult.
+
+    Raises:
+        UserError: no trained model, no subject, existing outputs, bad data.
+    """
+    import click
+
+    members = load_members(config)
+    recalibrator = load_calibration(config.model_dir, config.calibration.method)
+    settings = prediction_settings(config)
+    overwrite = config.inference.overwrite if overwrite is None else overwrite
+    sources = resolve_sources(config)
+    chosen = inference_subjects(config, sources)
+    if subjects is not None:
+        wanted = set(subjects)
+        chosen = {i: files for i, files in chosen.items() if i in wanted}
+    if not overwrite:
+        for subject in chosen:
+            paths = subject_output_paths(
+                config, subject, family=config.family, calibrated=recalibrator is not None
+            )
+            _check_free(paths.values())
+    out_dir = Path(config.inference.save_seg_dir)
+    _LOG.info(
+        "inferring %d subject(s) with T = %d, window %s, into %s%s",
+        len(chosen),
+        settings.mc_samples,
+        "x".join(map(str, settings.window)),
+        out_dir,
+        f" ({type(recalibrator).__name__} intervals)" if recalibrator is not None else "",
+    )
+    result = InferenceResult(out_dir, {})
+    params = members[0].target_normalisation
+    for subject_id, files in chosen.items():
+        subject = load_inference_subject(config, subject_id, files, sources)
+        total = windows_per_subject(subject.shape, settings, len(members))
+        with click.progressbar(length=total, label=f"infer {subject_id}", file=sys.stderr) as bar:
+            maps = predict_subject(members, subject.normalised(), settings, progress=bar.update)
+        qc = write_subject(config, subject, maps, params, recalibrator=recalibrator, overwrite=overwrite)
+        result.qc[subject_id] = qc
+        _LOG.info(
+            "%s: mean total std %.4g in the mask%s",
+            subject_id,
+            qc["total_std"]["mean"],
+            " -- FLAGGED as unreliable" if qc["flagged"] else "",
+        )
+    return result

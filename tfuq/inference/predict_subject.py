@@ -1,0 +1,300 @@
+"""Predict one subject with the trained model(s) and write its maps: the body of ``tfuq infer``.
+
+:func:`predict_subject` runs :func:`~tfuq.inference.mc_windows.mc_predict_windows`
+with every member (the model and its deep-ensemble partners), expresses each
+member's maps in the first member's normalised units and merges them as an
+equal-weight mixture. :func:`write_subject` takes the maps back to the
+reference grid and the target's units, adds the generalized-normal maps and
+the recalibrated 95 % interval, and writes the NIfTI files and
+``<subject>_qc.json`` (:func:`tfuq.inference.write_outputs`).
+
+Mathematical details:
+    Member k's maps are in its normalised units ``y = (x - o_k) / s_k``; in
+    the first member's units ``(o, s)`` they read ``m' = (m s_k + o_k - o) / s``
+    and ``v' = v (s_k / s)^2``. K members of equal weight then combine by the
+    law of total variance (Lakshminarayanan et al.)::
+
+        mean = (1/K) sum_k m_k,   epistemic = (1/K) sum_k e_k + (1/K) sum_k (m_k - mean)^2,
+        aleatoric = (1/K) sum_k a_k
+
+    (the running merge of :func:`tfuq.inference.merge_states` with unit
+    counts); alpha and beta are averaged.
+
+Reference:
+    Lakshminarayanan, Pritzel & Blundell, NeurIPS 2017, arXiv:1612.01474.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tfuq.atomic import write_json
+from tfuq.calibration.isotonic import IsotonicRecalibrator
+from tfuq.calibration.moment_matched import recalibrated_interval
+from tfuq.calibration.sigma_scaling import SigmaScaling
+from tfuq.config import Config
+from tfuq.data.geometry import resample_to_grid, same_grid
+from tfuq.data.normalisation import NormalisationParams, denormalise, denormalise_std
+from tfuq.data.samplers import as_window
+from tfuq.inference.decomposition import ALEATORIC_VAR, EPISTEMIC_VAR, MEAN, TOTAL_VAR
+from tfuq.inference.mc_windows import ALPHA, BETA, count_windows, mc_predict_windows
+from tfuq.inference.outputs import OUTPUT_MAPS, output_paths, write_outputs
+from tfuq.inference.streaming import MomentState, merge_states
+from tfuq.inference.subject_inputs import SubjectInputs
+from tfuq.inference.trained_model import TrainedModel
+
+__all__ = [
+    "INTERVAL_MAPS",
+    "PredictionSettings",
+    "output_stem",
+    "predict_subject",
+    "prediction_settings",
+    "subject_output_paths",
+    "windows_per_subject",
+    "write_subject",
+]
+
+#: Names of the recalibrated 95 % interval maps.
+INTERVAL_MAPS = ("lower95", "upper95")
+_INTERVAL_COVERAGE = 0.95
+
+
+@dataclasses.dataclass(frozen=True)
+class PredictionSettings:
+    """How a volume is predicted (from ``[INFERENCE]``, ``[UNCERTAINTY]``, ``[NETWORK]``, ``[SYSTEM]``).
+
+    Attributes:
+        family: The head's family.
+        mc_samples: T, stochastic passes per window.
+        window: Inference window ``(X, Y, Z)`` (Z = 1 for 2D networks).
+        overlap: Window overlap fraction.
+        blending: Blending mode.
+        batch_size: Network inputs per forward call.
+        seed: Seed of the dropout streams.
+        factors: MultiRes factors, ``()`` for single-input networks.
+        padding_mode: Input padding outside the volume.
+    """
+
+    family: str
+    mc_samples: int
+    window: tuple[int, int, int]
+    overlap: float = 0.5
+    blending: str = "gaussian"
+    batch_size: int = 4
+    seed: int | None = 0
+    factors: tuple[int, ...] = ()
+    padding_mode: str = "minimum"
+
+
+def prediction_settings(config: Config, *, mc_samples: int | None = None) -> PredictionSettings:
+    """The :class:`PredictionSettings` of a configuration.
+
+    The window is ``[INFERENCE] spatial_window_size``, or the input section's
+    training window; a 2D window ``H, W`` becomes ``H, W, 1``.
+
+    Args:
+        config: The loaded configuration.
+        mc_samples: Override of ``[UNCERTAINTY] mc_samples``.
+    """
+    inf = config.inference
+    window = inf.spatial_window_size or config.sources[config.input_sections[0]].spatial_window_size
+    net = config.network
+    return PredictionSettings(
+        family=config.family,
+        mc_samples=int(mc_samples or config.uncertainty.mc_samples),
+        window=as_window(window),
+        overlap=inf.window_overlap,
+        blending=inf.blending,
+        batch_size=inf.batch_size,
+        seed=config.system.seed,
+        factors=tuple(net.multires_factors) if net.name == "multires" else (),
+        padding_mode=net.volume_padding_mode,
+    )
+
+
+def _in_units(maps: Mapping[str, np.ndarray], own: NormalisationParams, to: NormalisationParams) -> dict:
+    """Member maps from its normalised units to another normalisation's."""
+    if own == to:
+        return dict(maps)
+    ratio = own.scale / to.scale
+    out = {MEAN: (maps[MEAN] * own.scale + own.offset - to.offset) / to.scale}
+    for key in (EPISTEMIC_VAR, ALEATORIC_VAR, TOTAL_VAR):
+        out[key] = maps[key] * ratio**2
+    if ALPHA in maps:
+        out[ALPHA], out[BETA] = maps[ALPHA] * ratio, maps[BETA]
+    return out
+
+
+def predict_subject(
+    members: Sequence[TrainedModel],
+    inputs: np.ndarray,
+    settings: PredictionSettings,
+    *,
+    progress: Callable[[int], None] | None = None,
+) -> dict[str, np.ndarray]:
+    """MC maps of one normalised input volume, merged over the ensemble members.
+
+    Args:
+        members: The trained model first, then ensemble members.
+        inputs: Normalised inputs ``(X, Y, Z, C)`` on the model grid.
+        settings: How to predict.
+        progress: Called with the number of windows finished.
+
+    Returns:
+        float32 maps ``(X, Y, Z)`` in the first member's normalised units:
+        ``mean``, ``epistemic_var``, ``aleatoric_var``, ``total_var`` (and
+        ``alpha``, ``beta`` for the generalized normal).
+
+    Raises:
+        ValueError: no member, or a model output of the wrong shape.
+    """
+    if not members:
+        raise ValueError("Expected at least one trained model. Received: members=[]")
+    reference = members[0].target_normalisation
+    merged: MomentState | None = None
+    extras: dict[str, np.ndarray] = {}
+    for member in members:
+        maps = mc_predict_windows(
+            member.model,
+            inputs,
+            settings.family,
+            mc_samples=settings.mc_samples,
+            window=settings.window,
+            overlap=settings.overlap,
+            blending=settings.blending,
+            batch_size=settings.batch_size,
+            seed=settings.seed,
+            factors=settings.factors,
+            padding_mode=settings.padding_mode,
+            progress=progress,
+        )
+        maps = _in_units(maps, member.target_normalisation, reference)
+        one = np.ones_like(maps[MEAN])
+        state = MomentState(one, maps[MEAN], maps[EPISTEMIC_VAR], maps[ALEATORIC_VAR])
+        merged = (
+            state if merged is None else MomentState(*(np.asarray(v) for v in merge_states(merged, state)))
+        )
+        for key in (ALPHA, BETA):
+            if key in maps:
+                extras[key] = extras.get(key, 0.0) + maps[key] / len(members)
+    if merged is None:  # unreachable: members is not empty
+        raise ValueError("No member was predicted.")
+    epistemic = (merged.m2 / merged.count).astype(np.float32)
+    aleatoric = merged.aleatoric.astype(np.float32)
+    out = {
+        MEAN: merged.mean.astype(np.float32),
+        EPISTEMIC_VAR: epistemic,
+        ALEATORIC_VAR: aleatoric,
+        TOTAL_VAR: epistemic + aleatoric,
+    }
+    out.update({key: value.astype(np.float32) for key, value in extras.items()})
+    return out
+
+
+def windows_per_subject(shape: Sequence[int], settings: PredictionSettings, members: int) -> int:
+    """Windows :func:`predict_subject` runs for a volume (for a progress bar)."""
+    return members * count_windows(shape, settings.window, settings.overlap)
+
+
+def output_stem(config: Config, subject: str) -> str:
+    """File name stem of a subject's outputs: the id plus ``[INFERENCE] output_postfix``."""
+    return f"{subject}{config.inference.output_postfix}"
+
+
+def subject_output_paths(config: Config, subject: str, *, family: str, calibrated: bool) -> dict[str, Path]:
+    """Every file :func:`write_subject` writes for ``subject`` (map name or ``"qc"`` -> path)."""
+    names = list(OUTPUT_MAPS)
+    if family == "generalized_normal":
+        names += [ALPHA, BETA]
+    if calibrated:
+        names += list(INTERVAL_MAPS)
+    return output_paths(config.inference.save_seg_dir, output_stem(config, subject), tuple(names))
+
+
+def _to_reference(
+    subject: SubjectInputs, maps: Mapping[str, np.ndarray], order: int
+) -> dict[str, np.ndarray]:
+    """Maps from the model grid back to the reference (input) grid when they differ."""
+    if same_grid(subject.grid, subject.reference):
+        return dict(maps)
+    ref = subject.reference
+    out = {}
+    for key, value in maps.items():
+        volume = resample_to_grid(
+            subject.grid.with_array(value), ref.affine, ref.shape, order=order, cval=0.0
+        )
+        out[key] = volume.array
+    for key in (EPISTEMIC_VAR, ALEATORIC_VAR, TOTAL_VAR, ALPHA):
+        if key in out:
+            out[key] = np.maximum(out[key], 0.0)
+    return out
+
+
+def write_subject(
+    config: Config,
+    subject: SubjectInputs,
+    maps: Mapping[str, np.ndarray],
+    params: NormalisationParams,
+    *,
+    recalibrator: IsotonicRecalibrator | SigmaScaling | None = None,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Write a subject's maps (target units, reference grid) and ``<subject>_qc.json``.
+
+    Args:
+        config: The loaded configuration (output folder, postfix, flag threshold).
+        subject: The subject's inputs (reference grid, mask).
+        maps: :func:`predict_subject` output, normalised units of ``params``.
+        params: The target normalisation of those units.
+        recalibrator: Fitted recalibration; adds ``_lower95`` / ``_upper95``.
+        overwrite: Replace existing files.
+
+    Returns:
+        The QC summary written (``flagged``, std statistics, ``paths``).
+
+    Raises:
+        UserError: an output exists and ``overwrite`` is False.
+    """
+    order = config.inference.output_interp_order
+    back = _to_reference(subject, maps, order)
+    mask = subject.mask
+    if mask is not None and not same_grid(subject.grid, subject.reference):
+        ref = subject.reference
+        mask = resample_to_grid(
+            subject.grid.with_array(mask.astype(np.float32)), ref.affine, ref.shape, order=0
+        )
+        mask = mask.array > 0.5
+    extra: dict[str, np.ndarray] = {}
+    if ALPHA in back:
+        extra[ALPHA] = denormalise_std(back[ALPHA], params)
+        extra[BETA] = back[BETA]
+    if recalibrator is not None:
+        lower, upper = recalibrated_interval(
+            recalibrator, back[MEAN], back[EPISTEMIC_VAR], back[ALEATORIC_VAR], _INTERVAL_COVERAGE
+        )
+        extra[INTERVAL_MAPS[0]] = denormalise(lower, params).astype(np.float32)
+        extra[INTERVAL_MAPS[1]] = denormalise(upper, params).astype(np.float32)
+    decomposition = {key: back[key] for key in (MEAN, EPISTEMIC_VAR, ALEATORIC_VAR, TOTAL_VAR)}
+    paths = write_outputs(
+        config.inference.save_seg_dir,
+        output_stem(config, subject.id),
+        decomposition,
+        subject.reference,
+        params,
+        extra_maps=extra,
+        mask=mask if mask is not None and mask.any() else None,
+        threshold=config.uncertainty.flag_threshold,
+        overwrite=overwrite,
+    )
+    qc = json.loads(paths["qc"].read_text(encoding="utf-8"))
+    qc["family"] = config.family
+    qc["mc_samples"] = config.uncertainty.mc_samples
+    qc["recalibration"] = type(recalibrator).__name__ if recalibrator is not None else None
+    write_json(paths["qc"], qc, overwrite=True)
+    return {**qc, "paths": {name: str(path) for name, path in paths.items()}}

@@ -1,0 +1,143 @@
+"""The trained networks an inference runs: ``model.keras``, its target normalisation, ensemble members.
+
+``tfuq train`` leaves in ``model_dir`` the network (``model.keras``), the
+target normalisation (``normalisation.json``, see
+:mod:`tfuq.training.normalisation`) and checkpoints. :func:`load_trained_model`
+reads the first two back (optionally with the weights of an earlier
+checkpoint, ``[INFERENCE] inference_iter``); :func:`load_members` adds the
+deep-ensemble members of ``[UNCERTAINTY] ensemble``, each with its own target
+normalisation, so members trained on differently pooled targets still
+combine in one unit system.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from tfuq.config import Config
+from tfuq.data.normalisation import NormalisationParams
+from tfuq.errors import UserError
+from tfuq.typing import PathLike
+
+__all__ = ["TrainedModel", "head_params", "load_members", "load_trained_model"]
+
+_LOG = logging.getLogger(__name__)
+_MODEL_FILE = "model.keras"
+_CHECKPOINT_DIR = "checkpoints"
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainedModel:
+    """One trained network and the normalisation its outputs are in.
+
+    Attributes:
+        model_dir: The run folder it was read from.
+        model: The Keras network (inputs: one window, or one per MultiRes level).
+        target_normalisation: Maps the network's normalised outputs back to
+            the target's units.
+    """
+
+    model_dir: Path
+    model: keras.Model
+    target_normalisation: NormalisationParams
+
+
+def head_params(outputs: Any) -> Any:
+    """The distribution-parameter tensor of a network's outputs.
+
+    Args:
+        outputs: A tensor; a dict with a ``"params"`` entry (MultiRes with
+            deep supervision); or a list/tuple whose last entry is the final
+            prediction (UP-GAN returning every phase).
+
+    Returns:
+        The ``(B, *spatial, P)`` tensor.
+
+    Raises:
+        ValueError: a dict without ``"params"``.
+    """
+    if isinstance(outputs, dict):
+        if "params" not in outputs:
+            raise ValueError(f"Expected a 'params' output. Received: outputs with keys {sorted(outputs)}")
+        return outputs["params"]
+    if isinstance(outputs, (list, tuple)):
+        return outputs[-1]
+    return outputs
+
+
+def _restore_checkpoint(model: keras.Model, model_dir: Path, step: int) -> None:
+    """Load the network weights of ``<model_dir>/checkpoints/ckpt-<step>`` into ``model``."""
+    prefix = model_dir / _CHECKPOINT_DIR / f"ckpt-{step}"
+    try:
+        names = {name for name, _ in tf.train.list_variables(str(prefix))}
+    except (tf.errors.OpError, ValueError):
+        raise UserError(
+            f"{prefix}: no checkpoint of step {step}; set [INFERENCE] inference_iter = -1 or a saved step"
+        ) from None
+    attribute = "network" if any(n.startswith("model/network/") for n in names) else "generator"
+    holder = tf.train.Checkpoint(model=tf.train.Checkpoint(**{attribute: model}))
+    try:
+        holder.restore(str(prefix)).expect_partial().assert_existing_objects_matched()
+    except (tf.errors.OpError, AssertionError, ValueError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise UserError(f"{prefix}: cannot restore the network from this checkpoint: {first}") from None
+
+
+def load_trained_model(model_dir: PathLike, inference_iter: int = -1) -> TrainedModel:
+    """Read a trained network and its target normalisation from ``model_dir``.
+
+    Args:
+        model_dir: A folder written by ``tfuq train``.
+        inference_iter: ``-1`` (default) for the final network; ``k > 0`` for
+            the network weights of the checkpoint of step k.
+
+    Returns:
+        TrainedModel.
+
+    Raises:
+        UserError: no ``model.keras`` (one line: run tfuq train first), no or
+            a broken ``normalisation.json``, or a missing checkpoint.
+    """
+    from tfuq import layers, losses, networks  # noqa: F401  (register tfuq's Keras classes)
+    from tfuq.training.normalisation import read_target_normalisation
+
+    folder = Path(model_dir)
+    path = folder / _MODEL_FILE
+    if not path.is_file():
+        raise UserError(f"no trained model in {folder}; run tfuq train first")
+    try:
+        model = keras.saving.load_model(path, compile=False)
+    except (OSError, ValueError, TypeError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise UserError(f"{path}: cannot load the trained model: {first}") from None
+    if inference_iter > 0:
+        _restore_checkpoint(model, folder, inference_iter)
+    params = read_target_normalisation(folder)
+    if params is None:
+        raise UserError(f"no normalisation.json in {folder}; run tfuq train first")
+    return TrainedModel(folder, model, params)
+
+
+def load_members(config: Config) -> list[TrainedModel]:
+    """The configured model and the deep-ensemble members of ``[UNCERTAINTY] ensemble``.
+
+    Every member is applied with the configuration's inputs, window and
+    MultiRes geometry; only its weights and target normalisation are its own.
+
+    Raises:
+        UserError: a member without a trained model.
+    """
+    members = [load_trained_model(config.model_dir, config.inference.inference_iter)]
+    for folder in config.uncertainty.ensemble:
+        members.append(load_trained_model(folder))
+    if len(members) > 1:
+        _LOG.info(
+            "deep ensemble of %d members: %s", len(members), ", ".join(str(m.model_dir) for m in members)
+        )
+    return members
