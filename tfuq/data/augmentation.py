@@ -244,7 +244,8 @@ def augment_crop(
         out = crop_padded(data, start, size, mode=mode, cval=cval)
     else:
         if mode in ("constant", "minimum") and cval is None:
-            cval = 0.0 if mode == "constant" else data.min(axis=(0, 1, 2))
+            channels = [data[..., c] for c in range(data.shape[3])] if data.ndim == 4 else [data]
+            cval = 0.0 if mode == "constant" else [c.min() for c in channels]
         out = _resample(data, start, size, augmentation.matrix, order, mode, cval)
     if augmentation is not None and augmentation.flips:
         out = np.ascontiguousarray(np.flip(out, axis=augmentation.flips))

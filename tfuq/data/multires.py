@@ -98,7 +98,7 @@ def average_pool(array: npt.ArrayLike, factor: int) -> np.ndarray:
         factor: Block side, ``>= 1``.
 
     Returns:
-        ``(X/f, Y/f, Z/f[, C])``, float32 for float32 input (accumulated in float64).
+        ``(X/f, Y/f, Z/f[, C])`` in ``array``'s float type (float32 for integers).
 
     Raises:
         ValueError: a spatial size not divisible by ``factor``.
@@ -109,13 +109,19 @@ def average_pool(array: npt.ArrayLike, factor: int) -> np.ndarray:
             f"Expected a (X, Y, Z[, C]) array with sizes divisible by factor >= 1. "
             f"Received: shape={data.shape}, factor={factor}"
         )
+    dtype = np.result_type(data.dtype, np.float32)
     if factor == 1:
-        return data.copy()
-    blocks = []
-    for n in data.shape[:3]:
-        blocks += [n // factor, factor]
-    pooled = data.reshape(*blocks, *data.shape[3:]).mean(axis=(1, 3, 5), dtype=np.float64)
-    return pooled.astype(np.result_type(data.dtype, np.float32))
+        return data.astype(dtype, copy=True)
+    out = data
+    for axis in range(3):  # sum the factor strided slices of each axis (~8x faster than a reshaped mean)
+        index: list[slice] = [slice(None)] * data.ndim
+        total = None
+        for k in range(factor):
+            index[axis] = slice(k, None, factor)
+            part = out[tuple(index)]
+            total = part.astype(dtype, copy=True) if total is None else np.add(total, part, out=total)
+        out = total
+    return out / np.asarray(factor**3, dtype=dtype)
 
 
 def multires_from_context(

@@ -282,38 +282,30 @@ def sample_windows(
         method, arrays.shape, window, n, rng, sampling_map=arrays.sampling_map, padding=padding
     )
     offset = [(r - w) // 2 for r, w in zip(region, window)]
-    centre = tuple(slice(o, o + w) for o, w in zip(offset, window))
     out = []
     for start in starts:
         aug = None
         if augmentation is not None and augmentation.enabled:
             aug = draw_augmentation(augmentation, rng, window, arrays.inputs.shape[-1])
         origin = start - np.asarray(offset)
-        crop = [
-            augment_crop(
-                arrays.inputs[..., c],
-                origin,
-                region,
-                aug,
-                order=o,
-                mode=geometry.padding_mode,
-                cval=arrays.minima[c],
+        pad, orders = geometry.padding_mode, arrays.orders[:-1]
+        if len(set(orders)) == 1:
+            x = augment_crop(
+                arrays.inputs, origin, region, aug, order=orders[0], mode=pad, cval=arrays.minima[:-1]
             )
-            for c, o in enumerate(arrays.orders[:-1])
-        ]
-        x = augment_intensity(np.stack(crop, axis=-1), aug)
-        t = augment_crop(
-            arrays.target,
-            origin,
-            region,
-            aug,
-            order=arrays.orders[-1],
-            mode=geometry.padding_mode,
-            cval=arrays.minima[-1],
-        )
-        m = augment_crop(arrays.mask, origin, region, aug, order=0, mode="constant")[centre].astype(
-            np.float32
-        )
+        else:
+            channels = [
+                augment_crop(
+                    arrays.inputs[..., c], origin, region, aug, order=o, mode=pad, cval=arrays.minima[c]
+                )
+                for c, o in enumerate(orders)
+            ]
+            x = np.stack(channels, axis=-1)
+        x = augment_intensity(x, aug)
+        # the transform is about the window's centre, so the target's window is cut directly
+        order = arrays.orders[-1]
+        t = augment_crop(arrays.target, start, window, aug, order=order, mode=pad, cval=arrays.minima[-1])
+        m = augment_crop(arrays.mask, start, window, aug, order=0, mode="constant").astype(np.float32)
         if geometry.loss_border:
             b = geometry.loss_border
             for axis, w in enumerate(window):
@@ -321,7 +313,7 @@ def sample_windows(
                     index = [slice(None)] * 4
                     index[axis] = np.r_[0:b, w - b : w]
                     m[tuple(index)] = 0
-        targets = np.concatenate([t[centre], m], axis=-1).astype(np.float32)
+        targets = np.concatenate([t, m], axis=-1).astype(np.float32)
         inputs: Any = multires_from_context(x, window, geometry.factors) if geometry.factors else [x]
         inputs = [np.asarray(v, np.float32) for v in inputs]
         if geometry.squeeze:
