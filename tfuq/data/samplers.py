@@ -218,7 +218,7 @@ def grid_locations(
     Along an axis of length ``N`` with window ``w`` and overlap ``o`` the
     starts are ``0, s, 2s, ...`` while ``< N - w``, then ``N - w``, with stride
     ``s = max(1, floor(w * (1 - o)))``: neighbours share at least
-    ``round(w * o)`` voxels (more for the last pair), every voxel is covered,
+    ``ceil(w * o)`` voxels (more for the last pair), every voxel is covered,
     no window leaves the volume. The windows are all combinations of the
     per-axis starts, in C order (last axis fastest).
 
