@@ -217,8 +217,8 @@ def grid_locations(
 
     Along an axis of length ``N`` with window ``w`` and overlap ``o`` the
     starts are ``0, s, 2s, ...`` while ``< N - w``, then ``N - w``, with stride
-    ``s = max(1, floor(w * (1 - o)))``: neighbours share at least
-    ``ceil(w * o)`` voxels (more for the last pair), every voxel is covered,
+    ``s = max(1, floor(w * (1 - o)))``: neighbours share ``w - s >= min(ceil(w * o),
+    w - 1)`` voxels (more for the last pair), every voxel is covered,
     no window leaves the volume. The windows are all combinations of the
     per-axis starts, in C order (last axis fastest).
 
