@@ -238,3 +238,16 @@ def test_compile_rejects_keras_losses_and_wrong_optimizer_counts() -> None:
         trainer.compile(generator_optimizer=["adam", "adam"])
     with pytest.raises(ValueError, match="pairs"):
         GANTrainer(generator(), PatchDiscriminator(SHAPE, base_filters=4))
+
+
+def test_grad_clip_norm_bounds_each_networks_step() -> None:
+    keras.utils.set_random_seed(8)
+    trainer = GANTrainer(generator("normal", dropout=None), discriminator(), grad_clip_norm=1e-3)
+    trainer.compile(keras.optimizers.SGD(1.0), keras.optimizers.SGD(1.0))  # step = -gradient
+    networks = (trainer.generator, trainer.discriminator)
+    before = [values(network.trainable_variables) for network in networks]
+    trainer.train_step(batch())
+    for network, old in zip(networks, before):
+        step = [a - b for a, b in zip(values(network.trainable_variables), old)]
+        norm = np.sqrt(sum(np.sum(s.astype(np.float64) ** 2) for s in step))
+        np.testing.assert_allclose(norm, 1e-3, rtol=1e-3)  # the raw gradients are far larger

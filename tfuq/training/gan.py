@@ -25,6 +25,7 @@ Reference:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -43,7 +44,6 @@ from tfuq.training.gan_losses import (
     generator_loss,
     generator_terms,
 )
-from tfuq.training.gan_optimizers import make_gan_optimizer
 
 __all__ = ["GANTrainer", "OptimizerFactory", "build_gan_trainer"]
 
@@ -65,6 +65,7 @@ class GANTrainer(GanTrainerBase):
         loss_weights: :class:`~tfuq.training.gan_losses.LossWeights` or its
             dict; default adv 1, l1 100, nll 1, kl 100.
         loss_border: Voxels ignored at each window side for L1 and NLL.
+        grad_clip_norm: Clip each network's gradient to this global norm; 0 = off.
         **kwargs: Base ``keras.Model`` arguments.
 
     Attributes:
@@ -95,6 +96,7 @@ class GANTrainer(GanTrainerBase):
         adversarial_loss: str = "lsgan",
         loss_weights: LossWeights | Mapping[str, float] | None = None,
         loss_border: int = 0,
+        grad_clip_norm: float = 0.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(
@@ -103,6 +105,7 @@ class GANTrainer(GanTrainerBase):
             adversarial_loss=adversarial_loss,
             loss_weights=loss_weights,
             loss_border=loss_border,
+            grad_clip_norm=grad_clip_norm,
             **kwargs,
         )
         inputs = getattr(discriminator, "inputs", None) if isinstance(discriminator, keras.Model) else ()
@@ -152,8 +155,9 @@ class GANTrainer(GanTrainerBase):
         return self._record(values)
 
     def test_step(self, data: Any) -> dict[str, tf.Tensor]:
-        """The loss terms in inference mode (validation), no update."""
-        return self._record(self._loss_terms(data, training=False))
+        """The loss terms in inference mode (validation), no update; running means over the evaluation."""
+        self._record(self._loss_terms(data, training=False))
+        return self._results()
 
     def get_config(self) -> dict[str, Any]:
         """Every constructor argument (networks serialised)."""
@@ -170,6 +174,17 @@ class GANTrainer(GanTrainerBase):
 
 def _fail(config: Config, key: str, message: str) -> ConfigError:
     return ConfigError(f"{config.path}: {key}: {message}")
+
+
+def _optimizer(config: Config, learning_rate: float, iterations: int, name: str) -> Any:
+    """``[TRAINING]``'s optimiser at ``learning_rate`` whose schedule spans ``iterations``."""
+    from tfuq.training.optimizers import build_optimizer
+
+    training = dataclasses.replace(config.training, max_iter=max(int(iterations), 1))
+    try:
+        return build_optimizer(training, learning_rate=learning_rate, clip=False, name=name)
+    except ValueError as err:
+        raise _fail(config, "[TRAINING] optimiser", str(err)) from None
 
 
 def build_gan_trainer(
@@ -192,8 +207,10 @@ def build_gan_trainer(
     Args:
         config: A loaded configuration with a ``[GAN]`` section.
         optimizer_factory: ``(learning_rate, iterations, name) -> optimizer``;
-            default :func:`~tfuq.training.gan_optimizers.make_gan_optimizer`
-            on ``[TRAINING]``.
+            default :func:`~tfuq.training.optimizers.build_optimizer` on
+            ``[TRAINING]`` with ``max_iter`` = the optimiser's iterations (the
+            horizon of a cosine or step schedule); gradient clipping
+            (``grad_clip_norm``) is done by the trainer.
         compile: Compile with those optimisers (else the caller compiles).
 
     Returns:
@@ -219,7 +236,7 @@ def build_gan_trainer(
     if name not in ("pix2pix", "upgan"):
         raise _fail(config, "[NETWORK] name", f"a [GAN] application trains pix2pix or upgan, got {name!r}")
     gan, training = config.app, config.training
-    factory = optimizer_factory or functools.partial(make_gan_optimizer, training)
+    factory = optimizer_factory or functools.partial(_optimizer, config)
     schedule = ProgressiveSchedule.from_config(config) if name == "upgan" else None
     generator = build_model(config)
     discriminators = build_discriminators(config)
@@ -228,6 +245,7 @@ def build_gan_trainer(
         "adversarial_loss": gan.adversarial_loss,
         "loss_weights": LossWeights.from_config(gan),
         "loss_border": gan.loss_border,
+        "grad_clip_norm": training.grad_clip_norm,
     }
     if schedule is None:
         trainer: GanTrainerBase = GANTrainer(generator, discriminators[0], name="gan_trainer", **common)
@@ -253,5 +271,5 @@ def build_gan_trainer(
             for f, n, s in zip(factors, lengths, stages)
         ]
     if compile:
-        trainer.compile(generator_optimizer=g_opt, discriminator_optimizer=d_opt)
+        trainer.compile(generator_optimizer=g_opt, discriminator_optimizer=d_opt, jit_compile=False)
     return trainer

@@ -7,14 +7,17 @@ attributes a ``tf.train.Checkpoint`` of the trainer tracks). ``call`` is the
 generator's, so ``predict`` and export see the generator alone (also exposed
 as ``.generator``).
 
-Each step reports the unweighted loss terms and their weighted sum as Keras
-metrics (running means over the epoch, like Keras' own ``loss``): ``loss``
-(= ``g_total``), ``g_total``, ``g_adv``, ``g_l1``, ``g_nll`` (families with
-a likelihood), ``g_kl`` and ``d_loss``.
+Logs (:attr:`GanTrainerBase.term_names`): ``loss`` (= ``g_total``, what
+Keras callbacks watch), ``g_total``, ``g_adv``, ``g_l1``, ``g_nll`` (families
+with a likelihood), ``g_kl`` and ``d_loss``: the unweighted terms and the
+weighted generator loss (:mod:`tfuq.training.gan_losses`). ``train_step``
+returns this step's values; ``test_step`` returns running means over the
+evaluation (the trackers Keras resets).
 
 Distribution: under a ``tf.distribute`` strategy each replica's losses are
 divided by the number of replicas before differentiation (the optimiser sums
-the replicas' gradients), so a step follows the mean over the global batch.
+the replicas' gradients), so a step follows the mean over the global batch;
+``grad_clip_norm`` clips that summed gradient (not each replica's part).
 Mixed precision: with a ``mixed_float16`` policy the optimisers are wrapped
 in ``keras.optimizers.LossScaleOptimizer``; losses are computed in float32.
 """
@@ -36,11 +39,12 @@ from tfuq.training.gan_losses import (
     G_L1,
     G_NLL,
     G_TOTAL,
+    LOSS,
     LossWeights,
     check_adversarial,
 )
 
-__all__ = ["GanTrainerBase", "default_gan_optimizer"]
+__all__ = ["GanTrainerBase", "default_gan_optimizer", "replica_fraction"]
 
 #: Keras ``compile`` arguments a GAN trainer sets itself.
 _RESERVED_COMPILE_ARGS = ("optimizer", "loss", "loss_weights", "metrics", "weighted_metrics")
@@ -73,6 +77,8 @@ class GanTrainerBase(keras.Model):
         adversarial_loss: ``"lsgan"`` or ``"bce"``.
         loss_weights: :class:`LossWeights` or its dict.
         loss_border: Voxels ignored at each window side for L1 and NLL.
+        grad_clip_norm: Clip each network's (replica-summed) gradient to this
+            global norm; 0 = off.
         **kwargs: Base ``keras.Model`` arguments (``name``, ...).
 
     Raises:
@@ -89,6 +95,7 @@ class GanTrainerBase(keras.Model):
         adversarial_loss: str = "lsgan",
         loss_weights: LossWeights | Mapping[str, float] | None = None,
         loss_border: int = 0,
+        grad_clip_norm: float = 0.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -103,6 +110,13 @@ class GanTrainerBase(keras.Model):
         weights = self._default_loss_weights if loss_weights is None else loss_weights
         self.loss_weights = LossWeights.from_value(weights)
         self.loss_border = check_border(loss_border)
+        if (
+            isinstance(grad_clip_norm, bool)
+            or not isinstance(grad_clip_norm, (int, float))
+            or grad_clip_norm < 0
+        ):
+            raise ValueError(f"Expected grad_clip_norm >= 0. Received: grad_clip_norm={grad_clip_norm!r}")
+        self.grad_clip_norm = float(grad_clip_norm)
         self.gan_step = self.add_weight(
             name="gan_step",
             shape=(),
@@ -111,7 +125,8 @@ class GanTrainerBase(keras.Model):
             trainable=False,
             aggregation="only_first_replica",
         )
-        names = [G_TOTAL, G_ADV, G_L1, *([G_NLL] if self.family != "point" else []), G_KL, D_LOSS]
+        names = (LOSS, G_TOTAL, G_ADV, G_L1, *([G_NLL] if self.family != "point" else []), G_KL, D_LOSS)
+        self.term_names = names
         self.loss_trackers = {name: keras.metrics.Mean(name=name) for name in names}
         self.generator_optimizer: Any = None
         self.discriminator_optimizer: Any = None
@@ -175,6 +190,10 @@ class GanTrainerBase(keras.Model):
         super().compile(optimizer=generators[0], auto_scale_loss=False, **kwargs)
         if self._stacked_optimizers:
             self.generator_optimizer, self.discriminator_optimizer = generators, discriminators
+            # One attribute per optimiser as well: checkpoints track attributes, not lists.
+            for k, (g, d) in enumerate(zip(generators, discriminators)):
+                setattr(self, f"generator_optimizer_stage_{k}", g)
+                setattr(self, f"discriminator_optimizer_stage_{k}", d)
         else:
             self.generator_optimizer, self.discriminator_optimizer = generators[0], discriminators[0]
 
@@ -182,20 +201,33 @@ class GanTrainerBase(keras.Model):
 
     @property
     def metrics(self) -> list[keras.metrics.Metric]:
-        """Keras ``loss`` (= ``g_total``) and one mean per loss term."""
-        own = list(self.loss_trackers.values())
-        return [self._loss_tracker, *own] if self._loss_tracker is not None else own
+        """Running means of every term (reset by Keras at each epoch and evaluation)."""
+        return list(self.loss_trackers.values())
 
     def _record(self, values: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        """Update the trackers; return this step's values keyed by :attr:`term_names`."""
+        values = {**values, LOSS: values[G_TOTAL]}
         for name, tracker in self.loss_trackers.items():
             tracker.update_state(values[name])
-        if self._loss_tracker is not None:
-            self._loss_tracker.update_state(values[G_TOTAL])
-        return {metric.name: metric.result() for metric in self.metrics}
+        return {name: values[name] for name in self.term_names}
 
-    @staticmethod
-    def _apply(optimizer: Any, tape: tf.GradientTape, scaled_loss: tf.Tensor, variables: list[Any]) -> None:
+    def _results(self) -> dict[str, tf.Tensor]:
+        return {name: tracker.result() for name, tracker in self.loss_trackers.items()}
+
+    def _apply(
+        self, optimizer: Any, tape: tf.GradientTape, scaled_loss: tf.Tensor, variables: list[Any]
+    ) -> None:
         gradients = tape.gradient(scaled_loss, variables)
+        if self.grad_clip_norm:
+            replicas = tf.distribute.get_strategy().num_replicas_in_sync
+            if replicas > 1:  # clip the global (summed) gradient, hand each replica its share back
+                gradients = tf.distribute.get_replica_context().all_reduce(
+                    tf.distribute.ReduceOp.SUM, gradients
+                )
+            loss_scale = tf.cast(optimizer.scale_loss(tf.constant(1.0)), tf.float32)
+            gradients, _ = tf.clip_by_global_norm(gradients, self.grad_clip_norm * loss_scale)
+            if replicas > 1:
+                gradients = [g / replicas for g in gradients]
         optimizer.apply_gradients(zip(gradients, variables))
 
     def call(self, inputs: Any, training: bool | None = None) -> Any:
@@ -216,6 +248,7 @@ class GanTrainerBase(keras.Model):
             "adversarial_loss": self.adversarial_loss,
             "loss_weights": self.loss_weights.to_dict(),
             "loss_border": self.loss_border,
+            "grad_clip_norm": self.grad_clip_norm,
             "name": self.name,
             "trainable": self.trainable,
         }

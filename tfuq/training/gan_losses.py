@@ -57,6 +57,7 @@ __all__ = [
     "G_L1",
     "G_NLL",
     "G_TOTAL",
+    "LOSS",
     "LossWeights",
     "check_adversarial",
     "discriminator_loss",
@@ -64,7 +65,8 @@ __all__ = [
     "generator_terms",
 ]
 
-#: Log keys of the loss terms (``training.csv`` columns, Keras logs).
+#: Log keys of the loss terms (``training.csv`` columns, Keras logs); ``loss`` = ``g_total``.
+LOSS = "loss"
 G_TOTAL, G_ADV, G_L1, G_NLL, G_KL, D_LOSS = "g_total", "g_adv", "g_l1", "g_nll", "g_kl", "d_loss"
 
 #: ``[GAN] adversarial_loss`` -> (generator loss, discriminator loss) on raw scores.

@@ -14,19 +14,23 @@ of the trainer's ``gan_step``):
   and in inference mode (``training=False``: BatchNorm uses and keeps its
   moving statistics, dropout is off) outside the gradient tapes; later phases
   are not run.
-- stage M: all phases and discriminators are trained end to end on the sum
-  of every phase's losses (gradients flow through the uncertainty-attention
-  inputs into earlier phases), with the fine-tuning optimisers (built by
-  :func:`~tfuq.training.gan.build_gan_trainer` at ``[GAN]
-  finetune_lr_factor`` times the learning rates).
+- stage M: all phases and discriminators are trained end to end on the
+  combined losses of every phase (gradients flow through the
+  uncertainty-attention inputs into earlier phases), with the fine-tuning
+  optimisers (built by :func:`~tfuq.training.gan.build_gan_trainer` at
+  ``[GAN] finetune_lr_factor`` times the learning rates). The combination is
+  the mean over the phases (the paper's sum divided by M: the same Adam
+  steps, and logs on the scale of one phase).
 
 ``generator_optimizer`` and ``discriminator_optimizer`` are lists of M + 1
-optimisers, one per stage. Each stage has its own compiled train/test
-function: ``fit``'s ``train_function`` reads the stage before every call and
-traces a stage's function the first time it is needed (with
+optimisers, one per stage (``optimizer``, which Keras and the CSV log's
+``lr`` column read, is the first phase's). Each stage has its own compiled
+train function: ``fit``'s ``train_function`` reads the stage before every
+call and traces a stage's function the first time it is needed (with
 ``steps_per_execution`` k > 1 a stage may run up to k - 1 steps past its
-end). Logs report the terms summed over the phases trained in the current
-stage (validation: the same phases, in inference mode) and ``stage``.
+end). Logs report the terms of the phases trained in the current stage
+(validation: the same phases in inference mode, selected in-graph so one
+traced test function serves every stage) and ``stage``.
 
 Reference:
     Upadhyay et al., "Uncertainty-guided progressive GANs for medical image
@@ -75,6 +79,7 @@ class UPGANTrainer(GanTrainerBase):
         loss_weights: Default UP-GAN's ``adv = 0.001`` (lambda2),
             ``nll = 1`` (lambda1), ``l1 = 0``, ``kl = 100``.
         loss_border: Voxels ignored at each window side for L1 and NLL.
+        grad_clip_norm: Clip each stage's gradients to this global norm; 0 = off.
         **kwargs: Base ``keras.Model`` arguments.
 
     Attributes:
@@ -107,6 +112,7 @@ class UPGANTrainer(GanTrainerBase):
         adversarial_loss: str = "lsgan",
         loss_weights: LossWeights | Mapping[str, float] | None = None,
         loss_border: int = 0,
+        grad_clip_norm: float = 0.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(
@@ -115,6 +121,7 @@ class UPGANTrainer(GanTrainerBase):
             adversarial_loss=adversarial_loss,
             loss_weights=loss_weights,
             loss_border=loss_border,
+            grad_clip_norm=grad_clip_norm,
             **kwargs,
         )
         phases = list(getattr(generator, "generators", None) or [])
@@ -135,6 +142,8 @@ class UPGANTrainer(GanTrainerBase):
                 f"Received: phase_iterations={phase_iterations!r}"
             )
         self.discriminators = discriminators
+        for m, disc in enumerate(discriminators):  # checkpoints track attributes, not lists
+            setattr(self, f"discriminator_{m}", disc)
         self.schedule = schedule
         self.built = True
 
@@ -182,45 +191,57 @@ class UPGANTrainer(GanTrainerBase):
             params.append(tf.stop_gradient(tf.cast(out, tf.float32)))
         return params
 
-    def _loss_terms(self, data: Any, stage: int, training: bool) -> dict[str, tf.Tensor]:
-        x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
-        trained = self._trained(stage)
-        params = self._frozen_params(x, trained[0]) if training else []
-        for m in range(len(params), trained[-1] + 1):
+    def _run_phases(self, x: Any, params: list[tf.Tensor], last: int, training: bool) -> list[tf.Tensor]:
+        """Append the outputs of phases ``len(params)..last`` to ``params``."""
+        for m in range(len(params), last + 1):
             out = self.phases[m](self._phase_input(x, params), training=training)
             params.append(tf.cast(out, tf.float32))
-        target, mask = split_target(y, params[0].shape.rank)
-        target = tf.cast(target, tf.float32)
-        totals: dict[str, tf.Tensor] = {}
-        for m in trained:
-            disc = self.discriminators[m]
-            fake = disc(params[m][..., :1], training=training)
-            real = disc(target[..., None], training=training)
-            terms = generator_terms(
-                self.family,
-                params[m],
-                target,
-                fake,
-                mask=mask,
-                adversarial=self.adversarial_loss,
-                border=self.loss_border,
-                regularization=self.phases[m].losses,
-            )
-            terms[D_LOSS] = discriminator_loss(self.adversarial_loss, real, fake)
-            for key, value in terms.items():
-                totals[key] = totals[key] + value if key in totals else value
-        totals[G_TOTAL] = generator_loss(totals, self.loss_weights)
-        return totals
+        return params
+
+    def _phase_terms(self, m: int, params: tf.Tensor, target: tf.Tensor, mask: Any, training: bool) -> dict:
+        """Generator terms and discriminator loss of phase m (``D_m`` on its mean and on the target)."""
+        disc = self.discriminators[m]
+        fake = disc(params[..., :1], training=training)
+        real = disc(target[..., None], training=training)
+        terms = generator_terms(
+            self.family,
+            params,
+            target,
+            fake,
+            mask=mask,
+            adversarial=self.adversarial_loss,
+            border=self.loss_border,
+            regularization=self.phases[m].losses,
+        )
+        terms[D_LOSS] = discriminator_loss(self.adversarial_loss, real, fake)
+        return terms
+
+    @staticmethod
+    def _combine(per_phase: list[dict], weights: Any) -> dict[str, tf.Tensor]:
+        return {
+            key: tf.add_n([w * terms[key] for w, terms in zip(weights, per_phase)]) for key in per_phase[0]
+        }
+
+    def _targets(self, y: Any, params: tf.Tensor) -> tuple[tf.Tensor, Any]:
+        target, mask = split_target(y, params.shape.rank)
+        return tf.cast(target, tf.float32), mask
 
     # -- steps -------------------------------------------------------------------------------------
 
     def train_step(self, data: Any) -> dict[str, tf.Tensor]:
-        """One update of the current stage's generator(s) and discriminator(s); returns the loss logs."""
+        """One update of the current stage's generator(s) and discriminator(s); returns this step's terms."""
+        x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
         stage = self.current_stage
+        trained = self._trained(stage)
         g_opt, d_opt = self.generator_optimizer[stage], self.discriminator_optimizer[stage]
         g_vars, d_vars = self._stage_variables(stage)
+        frozen = self._frozen_params(x, trained[0])
         with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
-            values = self._loss_terms(data, stage, training=True)
+            params = self._run_phases(x, list(frozen), trained[-1], training=True)
+            target, mask = self._targets(y, params[0])
+            per_phase = [self._phase_terms(m, params[m], target, mask, training=True) for m in trained]
+            values = self._combine(per_phase, [1.0 / len(trained)] * len(trained))
+            values[G_TOTAL] = generator_loss(values, self.loss_weights)
             g_scaled = g_opt.scale_loss(replica_fraction(values[G_TOTAL]))
             d_scaled = d_opt.scale_loss(replica_fraction(values[D_LOSS]))
         self._apply(g_opt, g_tape, g_scaled, g_vars)
@@ -229,38 +250,41 @@ class UPGANTrainer(GanTrainerBase):
         return {**self._record(values), STAGE: tf.constant(float(stage))}
 
     def test_step(self, data: Any) -> dict[str, tf.Tensor]:
-        """The current stage's loss terms in inference mode (validation), no update."""
-        stage = self.current_stage
-        return {
-            **self._record(self._loss_terms(data, stage, training=False)),
-            STAGE: tf.constant(float(stage)),
-        }
-
-    def _staged(self, attribute: str, make: Any) -> Any:
-        functions: dict[int, Any] = {}
-
-        def function(iterator: Any) -> Any:
-            stage = self.current_stage
-            if stage not in functions:
-                make(self, force=True)  # Keras' factory sets the attribute to the new function
-                functions[stage] = getattr(self, attribute)
-                setattr(self, attribute, function)
-            return functions[stage](iterator)
-
-        setattr(self, attribute, function)
-        return function
+        """The current stage's terms in inference mode (validation), no update; running means."""
+        x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
+        params = self._run_phases(x, [], self.num_phases - 1, training=False)
+        target, mask = self._targets(y, params[0])
+        per_phase = [self._phase_terms(m, p, target, mask, training=False) for m, p in enumerate(params)]
+        boundaries = tf.constant(self.schedule.boundaries, tf.int64)
+        stage = tf.searchsorted(boundaries, tf.reshape(tf.cast(self.gan_step, tf.int64), [1]), side="right")[
+            0
+        ]
+        weights = tf.where(
+            stage < self.num_phases,
+            tf.one_hot(stage, self.num_phases, dtype=tf.float32),
+            tf.fill([self.num_phases], 1.0 / self.num_phases),
+        )
+        values = self._combine(per_phase, tf.unstack(weights))
+        values[G_TOTAL] = generator_loss(values, self.loss_weights)
+        self._record(values)
+        return {**self._results(), STAGE: tf.cast(stage, tf.float32)}
 
     def make_train_function(self, force: bool = False) -> Any:
         """A train function that runs (and first traces) the current stage's step."""
         if self.train_function is not None and not force:
             return self.train_function
-        return self._staged("train_function", keras.Model.make_train_function)
+        functions: dict[int, Any] = {}
 
-    def make_test_function(self, force: bool = False) -> Any:
-        """A test function that runs (and first traces) the current stage's validation step."""
-        if self.test_function is not None and not force:
-            return self.test_function
-        return self._staged("test_function", keras.Model.make_test_function)
+        def train_function(iterator: Any) -> Any:
+            stage = self.current_stage
+            if stage not in functions:
+                keras.Model.make_train_function(self, force=True)  # sets self.train_function
+                functions[stage] = self.train_function
+                self.train_function = train_function
+            return functions[stage](iterator)
+
+        self.train_function = train_function
+        return train_function
 
     # -- serialisation -----------------------------------------------------------------------------
 
