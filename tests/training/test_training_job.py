@@ -127,9 +127,13 @@ def test_starting_iter_rules(tiny_config) -> None:
     assert {p.name: p.stat().st_mtime_ns for p in ckpt.iterdir()} == before
     with pytest.raises(UserError, match=r"starting_iter = 7: no checkpoint of that step .*found: 1, 2"):
         run_training(tiny_config("TRAINING.max_iter=3", "TRAINING.starting_iter=7"))
+    first_run = rows(config.model_dir / "logs" / "training.csv")
     result = run_training(tiny_config("TRAINING.max_iter=3", "TRAINING.starting_iter=1"))
     assert (result.start_step, result.final_step) == (1, 3)
     assert int(result.trainer.optimizer.iterations.numpy()) == 3
+    resumed = rows(config.model_dir / "logs" / "training.csv")
+    assert [r["step"] for r in resumed] == ["1", "2", "3"]
+    assert resumed[1]["loss"] == first_run[1]["loss"]  # step 2 again from checkpoint 1: the same loss
     done = run_training(tiny_config("TRAINING.max_iter=3"))
     assert (done.start_step, done.final_step, done.stopped) == (3, 3, "already_trained")
 

@@ -60,7 +60,7 @@ from tfuq.training.normalisation import (
 from tfuq.training.strategy import distribute_dataset, is_chief, make_strategy, precision_policy
 from tfuq.training.summaries import TensorBoardLog, prediction_images
 
-__all__ = ["CONFIG_FILE", "TrainingResult", "run_training", "train"]
+__all__ = ["CONFIG_FILE", "TrainingResult", "build_trainer", "make_loss", "run_training", "train"]
 
 logger = logging.getLogger(__name__)
 
@@ -142,7 +142,17 @@ def make_loss(config: Config) -> keras.losses.Loss:
     return NLLLoss(config.family)  # the pipeline's mask channel already excludes loss_border
 
 
-def _build_trainer(config: Config) -> keras.Model:
+def build_trainer(config: Config) -> keras.Model:
+    """The compiled trainer of ``config`` (call under the strategy's scope and precision policy).
+
+    ``[REGRESSION]``: a :class:`~tfuq.training.trainer.RegressionTrainer` with
+    the ``[TRAINING]`` optimiser, built (a ``LossScaleOptimizer`` under
+    ``mixed_float16``); ``[GAN]``: ``tfuq.training.gan.build_gan_trainer(config)``.
+
+    Raises:
+        ConfigError: an optimiser setting that does not apply.
+        NotAvailableError: ``[GAN]`` before the GAN trainers exist.
+    """
     from tfuq.networks import build_model
     from tfuq.training.optimizers import build_optimizer
     from tfuq.training.trainer import RegressionTrainer
@@ -274,7 +284,7 @@ def run_training(config: Config, *, strategy: tf.distribute.Strategy | None = No
 
     keras.utils.set_random_seed(config.system.seed)  # initial weights are a function of the seed
     with precision_policy(config.system.mixed_precision), strategy.scope():
-        trainer = _build_trainer(config)
+        trainer = build_trainer(config)
     checkpoints = TrainingCheckpoints(trainer, ckpt_dir, max_to_keep=t.max_checkpoints, chief=chief)
     best = TrainingCheckpoints(trainer, ckpt_dir / "best", max_to_keep=1, chief=chief)
     try:

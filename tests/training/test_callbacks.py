@@ -1,0 +1,172 @@
+"""Training callbacks driven by hand: clock, NaN guard, CSV rows and resume, stopping rules, TensorBoard."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+tf = pytest.importorskip("tensorflow")
+keras = pytest.importorskip("keras")
+
+from tfuq.training import callbacks as cb  # noqa: E402
+from tfuq.training.summaries import TensorBoardLog, mid_slice, to_image  # noqa: E402
+
+
+class FakeCheckpoints:
+    """Records saved steps like TrainingCheckpoints.save."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory, self.saved = directory, []
+
+    def save(self, step: int) -> str:
+        self.saved.append(step)
+        return str(self.directory / f"ckpt-{step}")
+
+
+def model() -> keras.Model:
+    net = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    net.compile(optimizer=keras.optimizers.SGD(0.25))
+    net.term_names = ("loss", "nll", "dropout_kl")
+    return net
+
+
+def drive(
+    callbacks: list[keras.callbacks.Callback], losses: list[float], start: int = 0, **extra: float
+) -> None:
+    """Call the hooks as fit does: train begin, one batch per loss, stop when asked."""
+    net = model()
+    for callback in callbacks:
+        callback.set_model(net)
+        callback.on_train_begin()
+    for batch, loss in enumerate(losses):
+        logs = {"nll": tf.constant(loss), "dropout_kl": 0.0, "loss": np.float32(loss), **extra}
+        for callback in callbacks:
+            callback.on_train_batch_end(batch, logs)
+        if net.stop_training:
+            break
+
+
+def test_relative_change_and_clock() -> None:
+    assert cb.relative_change(2.0, 1.9) == pytest.approx(0.05)
+    assert cb.relative_change(-2.0, -2.2) == pytest.approx(0.1)
+    assert cb.relative_change(0.0, 0.0) == 0.0 and cb.relative_change(0.0, 1.0) == math.inf
+    clock = cb.StepClock(3, 5)
+    drive([clock], [1.0] * 10)
+    assert clock.step == 5  # stopped at max_iter
+    assert cb.scalar_logs({"a": tf.constant(2.0), "b": np.ones(1), "c": np.ones(3), "d": "x"}) == {
+        "a": 2.0,
+        "b": 1.0,
+    }
+
+
+def test_nan_guard_stops_and_no_checkpoint_is_saved_at_the_bad_step(tmp_path: Path) -> None:
+    clock = cb.StepClock(0, 100)
+    guard = cb.NaNGuard(clock)
+    ckpts = FakeCheckpoints(tmp_path)
+    drive([clock, guard, cb.CheckpointSaver(clock, ckpts, 2, guard)], [3.0, 2.0, 1.0, float("nan"), 0.5, 0.4])
+    assert guard.bad_step == 4 and math.isnan(guard.bad_values["loss"])
+    assert ckpts.saved == [2] and clock.step == 4
+
+
+def test_csv_rows_columns_validation_and_resume(tmp_path: Path) -> None:
+    clock = cb.StepClock(0, 100)
+    log = cb.CSVLog(clock, tmp_path, every_n=2)
+    drive([clock, log], [5.0, 4.0, 3.0, 2.0, 1.0])
+    log.on_epoch_end(0, {"val_loss": 0.7, "val_nll": 0.6, "loss": 1.0})
+    with (tmp_path / "training.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["step"] for r in rows] == ["1", "2", "4"]
+    assert list(rows[0]) == ["step", "loss", "nll", "dropout_kl", "lr"]
+    assert [float(r["loss"]) for r in rows] == [5.0, 4.0, 2.0] and rows[0]["lr"] == "0.25"
+    assert (tmp_path / "validation.csv").read_text().splitlines() == ["step,val_loss,val_nll", "5,0.7,0.6"]
+
+    resumed_clock = cb.StepClock(2, 100)  # resumed from checkpoint 2: rows after it go
+    resumed = cb.CSVLog(resumed_clock, tmp_path, every_n=2)
+    drive([resumed_clock, resumed], [9.0, 8.0])
+    with (tmp_path / "training.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(r["step"], float(r["loss"])) for r in rows] == [("1", 5.0), ("2", 4.0), ("3", 9.0), ("4", 8.0)]
+    assert (tmp_path / "validation.csv").read_text().splitlines() == ["step,val_loss,val_nll"]
+
+
+def test_klaser_convergence_over_blocks_and_after_resume(tmp_path: Path) -> None:
+    losses = [12.0, 10.0, 8.0, 6.0, 5.0, 4.0, 5.0, 4.9, 4.8]  # block means 10, 5, 4.9
+    clock = cb.StepClock(0, 100)
+    stop = cb.ConvergenceStop(clock, window=3, tolerance=0.05)
+    drive([clock, stop], losses)
+    assert stop.stopped and clock.step == 9
+    clock = cb.StepClock(0, 100)
+    strict = cb.ConvergenceStop(clock, window=3, tolerance=0.01)  # 2% change: keep going
+    drive([clock, strict], losses)
+    assert not strict.stopped and clock.step == 9
+
+    rows = ["step,loss"] + [f"{s},{v}" for s, v in enumerate(losses[:6], start=1)]
+    (tmp_path / "training.csv").write_text("\n".join(rows) + "\n")
+    clock = cb.StepClock(6, 100)
+    resumed = cb.ConvergenceStop(clock, window=3, tolerance=0.05, csv_path=tmp_path / "training.csv")
+    drive([clock, resumed], losses[6:])
+    assert resumed.stopped and clock.step == 9
+
+
+def test_validation_early_stopping_and_best_checkpoint(tmp_path: Path) -> None:
+    clock = cb.StepClock(0, 100)
+    ckpts = FakeCheckpoints(tmp_path)
+    early, best = cb.ValidationEarlyStopping(patience=2), cb.BestCheckpoint(clock, ckpts)
+    net = model()
+    for callback in (early, best):
+        callback.set_model(net)
+    for value in (1.0, 0.9, float("nan"), 0.95, 0.92):
+        clock.step += 10
+        for callback in (early, best):
+            callback.on_epoch_end(0, {"loss": 5.0, "val_loss": value})
+        if net.stop_training:
+            break
+    assert early.stopped and clock.step == 40  # 0.9 at step 20 was not beaten twice (nan counts as no gain)
+    assert ckpts.saved == [10, 20]
+    record = json.loads((tmp_path / "best.json").read_text())
+    assert record == {"step": 20, "val_loss": 0.9, "checkpoint": str(tmp_path / "ckpt-20")}
+    assert cb.BestCheckpoint(clock, ckpts).best == 0.9  # a resumed run keeps the record
+
+
+def test_progress_logs_steps_without_a_terminal(caplog: pytest.LogCaptureFixture) -> None:
+    clock = cb.StepClock(0, 4)
+    with caplog.at_level(logging.INFO, logger="tfuq.training.callbacks"):
+        drive([clock, cb.Progress(clock, every_n=2)], [3.0, 2.0, 1.0, 0.5])
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 2 and lines[0].startswith("step 2/4 ") and "loss 2" in lines[0]
+
+
+def test_mid_slices_images_and_tensorboard_events(tmp_path: Path) -> None:
+    volume = np.arange(24.0).reshape(2, 3, 4)
+    np.testing.assert_array_equal(mid_slice(volume), volume[:, :, 2])
+    np.testing.assert_array_equal(mid_slice(volume[:, :, 0]), volume[:, :, 0])
+    with pytest.raises(ValueError, match="2D or 3D"):
+        mid_slice(np.zeros(3))
+    image = to_image(np.array([[1.0, 3.0], [2.0, np.nan]]))
+    assert image.shape == (1, 2, 2, 1) and image.dtype == np.float32
+    np.testing.assert_allclose(image[0, ..., 0], [[1 / 3, 1.0], [2 / 3, 0.0]])
+    assert not to_image(np.ones((2, 2))).any()
+
+    clock = cb.StepClock(0, 4)
+    planes = {"input": np.eye(3), "mean": np.ones((3, 3))}
+    board = TensorBoardLog(clock, tmp_path, every_n=2, images=lambda: planes, image_every_n=3)
+    drive([clock, board], [3.0, 2.0, 1.0, 0.5])
+    board.on_epoch_end(0, {"val_loss": 0.25})
+    board.on_train_end()
+    found: dict[tuple[str, int], object] = {}
+    for path in tmp_path.glob("events.out.tfevents.*"):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                found[(value.tag, event.step)] = tf.make_ndarray(value.tensor)
+    assert float(found[("train/loss", 2)]) == 2.0 and float(found[("train/lr", 4)]) == 0.25
+    assert ("train/loss", 1) not in found and float(found[("validation/loss", 4)]) == 0.25
+    width, height, png = found[("mid_slice/input", 3)]
+    assert (int(width), int(height)) == (3, 3)
+    np.testing.assert_array_equal(tf.io.decode_png(png).numpy()[..., 0], np.eye(3, dtype=np.uint8) * 255)
+    assert ("mid_slice/mean", 4) in found  # and at the end
