@@ -175,13 +175,19 @@ def run_calibration(config: Config) -> dict[str, Any]:
     """
     import click
 
-    from tfuq.inference.predict_subject import predict_subject, prediction_settings, windows_per_subject
+    from tfuq.inference.predict_subject import (
+        check_windows,
+        predict_subject,
+        prediction_settings,
+        windows_per_subject,
+    )
     from tfuq.inference.subject_inputs import load_inference_subject
     from tfuq.inference.trained_model import load_members
 
     members = load_members(config)
     params = members[0].target_normalisation
     settings = prediction_settings(config)
+    check_windows(members, settings)
     sources = resolve_sources(config)
     phase, chosen = _calibration_subjects(config, sources)
     cal = config.calibration

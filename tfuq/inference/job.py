@@ -42,6 +42,7 @@ from tfuq.data.sources import resolve_sources
 from tfuq.data.split import read_split
 from tfuq.errors import UserError
 from tfuq.inference.predict_subject import (
+    check_windows,
     predict_subject,
     prediction_settings,
     subject_output_paths,
@@ -136,6 +137,7 @@ def run_inference(
     members = load_members(config)
     recalibrator = load_calibration(config.model_dir, config.calibration.method)
     settings = prediction_settings(config)
+    check_windows(members, settings)
     overwrite = config.inference.overwrite if overwrite is None else overwrite
     sources = resolve_sources(config)
     chosen = inference_subjects(config, sources)

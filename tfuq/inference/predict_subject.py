@@ -42,6 +42,7 @@ from tfuq.config import Config
 from tfuq.data.geometry import resample_to_grid, same_grid
 from tfuq.data.normalisation import NormalisationParams, denormalise, denormalise_std
 from tfuq.data.samplers import as_window
+from tfuq.errors import UserError
 from tfuq.inference.decomposition import ALEATORIC_VAR, EPISTEMIC_VAR, MEAN, TOTAL_VAR
 from tfuq.inference.mc_windows import ALPHA, BETA, count_windows, mc_predict_windows
 from tfuq.inference.outputs import OUTPUT_MAPS, output_paths, write_outputs
@@ -52,6 +53,7 @@ from tfuq.inference.trained_model import TrainedModel
 __all__ = [
     "INTERVAL_MAPS",
     "PredictionSettings",
+    "check_windows",
     "output_stem",
     "predict_subject",
     "prediction_settings",
@@ -116,6 +118,36 @@ def prediction_settings(config: Config, *, mc_samples: int | None = None) -> Pre
         factors=tuple(net.multires_factors) if net.name == "multires" else (),
         padding_mode=net.volume_padding_mode,
     )
+
+
+def _fixed_window(model: Any) -> tuple[int, ...] | None:
+    """Spatial input shape of a network built for one window size, or None when any size works."""
+    inputs = getattr(model, "inputs", None) or []
+    shapes = [tuple(t.shape[1:-1]) for t in inputs]
+    if not shapes or any(None in shape for shape in shapes):
+        return None
+    return shapes[0]
+
+
+def check_windows(members: Sequence[TrainedModel], settings: PredictionSettings) -> None:
+    """Refuse an inference window a network cannot take (networks built for their training window).
+
+    Raises:
+        UserError: a member's input has a fixed size other than the window
+            (the 2D slice axis of size 1 is ignored).
+    """
+    window = settings.window
+    for member in members:
+        fixed = _fixed_window(member.model)
+        if fixed is None:
+            continue
+        sizes = tuple(w for w in window if w != 1) if len(fixed) == 2 else window
+        if tuple(fixed) != sizes:
+            raise UserError(
+                f"{member.model_dir}: the network takes windows of {', '.join(map(str, fixed))} voxels; "
+                f"set [INFERENCE] spatial_window_size to that (or leave it empty), "
+                f"not {', '.join(map(str, window))}"
+            )
 
 
 def _in_units(maps: Mapping[str, np.ndarray], own: NormalisationParams, to: NormalisationParams) -> dict:

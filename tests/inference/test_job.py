@@ -1,0 +1,203 @@
+"""tfuq infer end to end on the tiny phantom: analytic models with exact outputs, a trained model
+against a direct mc_predict_volume oracle, geometry, qc flag, ensembles, GGD maps, intervals, refusals."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+from pathlib import Path
+
+import keras
+import nibabel as nib
+import numpy as np
+import pytest
+from scipy import special, stats
+from uq_job_setup import CT_PARAMS, normalised_mr, save_analytic_model, tiny_config
+
+from tfuq.calibration import IsotonicRecalibrator, SigmaScaling
+from tfuq.data import NormalisationParams, load_volume, read_split
+from tfuq.errors import UserError
+from tfuq.inference import mc_predict_volume, to_target_units
+from tfuq.inference.job import infer, run_inference
+from tfuq.workflow import prepare_data
+
+
+@pytest.fixture(scope="module")
+def job(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Tiny phantom with its split; the Inference subject and its phantom files."""
+    tmp = tmp_path_factory.mktemp("infer_job")
+    config = tiny_config(tmp)
+    prepare_data(config)
+    split = read_split(config.system.dataset_split_file)
+    subject = next(i for i, p in split.items() if p == "Inference")
+    folder = next((tmp / "phantom").iterdir())
+    return {"tmp": tmp, "subject": subject, "phantom": folder, "split": split}
+
+
+def _config(job: dict, name: str, overrides: tuple[str, ...] = ()):
+    model_dir = job["tmp"] / name
+    shutil.copy(job["tmp"] / "run" / "dataset_split.csv", model_dir / "dataset_split.csv")
+    return tiny_config(job["tmp"], overrides, model_dir=model_dir)
+
+
+def _read(path: Path) -> np.ndarray:
+    return np.asarray(nib.load(path).dataobj, dtype=np.float64)
+
+
+def test_missing_model_is_a_one_line_user_error(job: dict) -> None:
+    config = tiny_config(job["tmp"], model_dir=job["tmp"] / "empty")
+    with pytest.raises(UserError, match=r"^no trained model in .*empty; run tfuq train first$"):
+        infer(config)
+
+
+@pytest.mark.parametrize(
+    ("window", "overlap", "blending"),
+    [((24, 16, 32), 0.5, "gaussian"), ((16, 16, 16), 0.5, "gaussian"), ((16, 12, 20), 0.3, "hann")],
+)
+def test_identity_model_reproduces_the_input_in_target_units(job: dict, window, overlap, blending) -> None:
+    """Oracle: loc = normalised MR, fixed scale -> mean = MR_norm * 4095 - 1024 HU, aleatoric 0.02 * 4095."""
+    name = f"identity_{'x'.join(map(str, window))}_{blending}"
+    save_analytic_model(job["tmp"] / name, base=0.02)
+    overrides = (
+        f"INFERENCE.spatial_window_size={', '.join(map(str, window))}",
+        f"INFERENCE.window_overlap={overlap}",
+        f"INFERENCE.blending={blending}",
+        "UNCERTAINTY.mc_samples=1",
+    )
+    result = run_inference(_config(job, name, overrides))
+    subject = job["subject"]
+    assert list(result.qc) == [subject]
+    out = Path(result.out_dir)
+    mr_file = job["phantom"] / f"{subject}_mr.nii.gz"
+    expected = normalised_mr(mr_file) * 4095.0 - 1024.0
+    np.testing.assert_allclose(_read(out / f"{subject}_mean.nii.gz"), expected, atol=0.02, rtol=1e-6)
+    np.testing.assert_allclose(_read(out / f"{subject}_aleatoric_std.nii.gz"), 0.02 * 4095.0, rtol=1e-4)
+    np.testing.assert_allclose(_read(out / f"{subject}_total_std.nii.gz"), 0.02 * 4095.0, rtol=1e-4)
+    assert np.abs(_read(out / f"{subject}_epistemic_std.nii.gz")).max() < 1e-3
+    reference = nib.load(mr_file)
+    for name_ in ("mean", "epistemic_std", "aleatoric_std", "total_std"):
+        image = nib.load(out / f"{subject}_{name_}.nii.gz")
+        np.testing.assert_array_equal(image.affine, reference.affine)
+        assert image.shape == reference.shape
+    assert not (out / f"{subject}_lower95.nii.gz").exists()  # no calibration stored
+
+
+def test_qc_flag_follows_the_threshold(job: dict) -> None:
+    save_analytic_model(job["tmp"] / "flag", base=0.02)
+    subject, mean_std = job["subject"], 0.02 * 4095.0
+    for threshold, flagged in ((mean_std * 0.99, True), (mean_std * 1.01, False), (0.0, False)):
+        config = _config(job, "flag", (f"UNCERTAINTY.flag_threshold={threshold}", "INFERENCE.overwrite=true"))
+        run_inference(config)
+        qc = json.loads((Path(config.inference.save_seg_dir) / f"{subject}_qc.json").read_text())
+        assert qc["flagged"] is flagged
+        assert qc["total_std"]["mean"] == pytest.approx(mean_std, rel=1e-4)
+        body = _read(job["phantom"] / f"{subject}_mask.nii.gz") > 0
+        assert qc["mask_voxels"] == int(body.sum())
+
+
+def test_existing_outputs_are_refused_before_any_work(job: dict) -> None:
+    save_analytic_model(job["tmp"] / "refuse", base=0.02)
+    config = _config(job, "refuse")
+    run_inference(config)
+    mean_file = Path(config.inference.save_seg_dir) / f"{job['subject']}_mean.nii.gz"
+    before = mean_file.stat().st_mtime_ns
+    with pytest.raises(UserError, match=r"already exists .*set \[INFERENCE\] overwrite = true"):
+        run_inference(config)
+    assert mean_file.stat().st_mtime_ns == before
+    run_inference(_config(job, "refuse", ("INFERENCE.overwrite=true",)))
+    assert mean_file.stat().st_mtime_ns >= before
+
+
+def test_generalized_normal_writes_alpha_and_beta(job: dict) -> None:
+    """Oracle: alpha = 0.03 * 4095 HU, beta = 1.5, aleatoric std = alpha sqrt(G(3/b)/G(1/b))."""
+    save_analytic_model(job["tmp"] / "ggd", family="generalized_normal", base=0.03, power=1.5)
+    config = _config(job, "ggd", ("UNCERTAINTY.family=generalized_normal", "UNCERTAINTY.mc_samples=1"))
+    out = Path(run_inference(config).out_dir)
+    subject = job["subject"]
+    alpha = 0.03 * 4095.0
+    np.testing.assert_allclose(_read(out / f"{subject}_alpha.nii.gz"), alpha, rtol=1e-4)
+    np.testing.assert_allclose(_read(out / f"{subject}_beta.nii.gz"), 1.5, rtol=1e-4)
+    std = alpha * math.sqrt(special.gamma(3 / 1.5) / special.gamma(1 / 1.5))
+    np.testing.assert_allclose(_read(out / f"{subject}_aleatoric_std.nii.gz"), std, rtol=1e-4)
+
+
+def test_deep_ensemble_mixes_members_in_target_units(job: dict) -> None:
+    """Oracle: two members with other target normalisations -> mixture mean, between-member spread."""
+    other = NormalisationParams("window", -1000.0, 3000.0)
+    save_analytic_model(job["tmp"] / "member_a", base=0.02)
+    save_analytic_model(job["tmp"] / "member_b", params=other, base=0.05)
+    config = _config(job, "member_a", (f"UNCERTAINTY.ensemble={job['tmp'] / 'member_b'}",))
+    out = Path(run_inference(config).out_dir)
+    subject = job["subject"]
+    x = normalised_mr(job["phantom"] / f"{subject}_mr.nii.gz")
+    m1, m2 = x * 4095.0 - 1024.0, x * 3000.0 - 1000.0
+    np.testing.assert_allclose(_read(out / f"{subject}_mean.nii.gz"), (m1 + m2) / 2, atol=0.02)
+    np.testing.assert_allclose(_read(out / f"{subject}_epistemic_std.nii.gz"), np.abs(m1 - m2) / 2, atol=0.02)
+    aleatoric = math.sqrt(((0.02 * 4095.0) ** 2 + (0.05 * 3000.0) ** 2) / 2)
+    np.testing.assert_allclose(_read(out / f"{subject}_aleatoric_std.nii.gz"), aleatoric, rtol=1e-4)
+
+
+@pytest.mark.parametrize("method", ["isotonic", "sigma_scaling"])
+def test_stored_calibration_adds_the_recalibrated_interval(job: dict, method: str) -> None:
+    """Oracle: identity isotonic map -> mean -+ 1.96 total std; sigma scaling s=2 -> 1.96 * 2 * aleatoric."""
+    name = f"interval_{method}"
+    save_analytic_model(job["tmp"] / name, base=0.02)
+    folder = job["tmp"] / name / "calibration"
+    folder.mkdir()
+    if method == "isotonic":
+        IsotonicRecalibrator().fit(np.linspace(0.0, 1.0, 10001)).save(folder / "isotonic.json")
+        half = stats.norm.ppf(0.975) * 0.02 * 4095.0
+    else:
+        scaling = SigmaScaling()
+        scaling.scale_factor = 2.0
+        scaling.save(folder / "sigma_scaling.json")
+        half = stats.norm.ppf(0.975) * 2.0 * 0.02 * 4095.0
+    config = _config(job, name, (f"CALIBRATION.method={method}",))
+    result = run_inference(config)
+    out, subject = Path(result.out_dir), job["subject"]
+    mean = _read(out / f"{subject}_mean.nii.gz")
+    np.testing.assert_allclose(_read(out / f"{subject}_lower95.nii.gz"), mean - half, atol=0.2)
+    np.testing.assert_allclose(_read(out / f"{subject}_upper95.nii.gz"), mean + half, atol=0.2)
+    assert result.qc[subject]["recalibration"] == (
+        "IsotonicRecalibrator" if method == "isotonic" else "SigmaScaling"
+    )
+    # the std maps stay the model's decomposition
+    np.testing.assert_allclose(_read(out / f"{subject}_total_std.nii.gz"), 0.02 * 4095.0, rtol=1e-4)
+
+
+def test_train_calibrate_infer_evaluate_end_to_end(job: dict, caplog: pytest.LogCaptureFixture) -> None:
+    """train (2 iterations) -> calibrate -> infer -> evaluate; oracle: mc_predict_volume + to_target_units."""
+    from tfuq.calibration.job import calibrate
+    from tfuq.evaluation.job import evaluate
+    from tfuq.evaluation.report import SUMMARY_KEYS
+    from tfuq.training.job import train
+
+    overrides = ("UNCERTAINTY.mc_samples=3", "INFERENCE.spatial_window_size=16, 16, 16")
+    config = tiny_config(job["tmp"], overrides, model_dir=job["tmp"] / "trained")
+    train(config)
+    calibrate(config)
+    with caplog.at_level(logging.INFO, logger="tfuq"):
+        infer(config)
+    assert "inferring 1 subject(s) with T = 3" in caplog.text
+    subject = job["subject"]
+    model = keras.saving.load_model(config.model_dir / "model.keras", compile=False)
+    mr = load_volume(job["phantom"] / f"{subject}_mr.nii.gz")  # RAS, as the job reads it
+    low, high = np.percentile(mr.array, [1.0, 99.0])
+    volume = ((mr.array - low) / (high - low)).astype(np.float32)[..., None]
+    maps = mc_predict_volume(model, volume, "normal", mc_samples=3, window=16, batch_size=4, seed=0)
+    expected = to_target_units(maps, CT_PARAMS)
+    out = Path(config.inference.save_seg_dir)
+    for key in ("mean", "epistemic_std", "aleatoric_std", "total_std", "lower95", "upper95"):
+        written = load_volume(out / f"{subject}_{key}.nii.gz")
+        np.testing.assert_allclose(written.affine, mr.affine)
+        if key in expected:
+            np.testing.assert_allclose(written.array, expected[key], rtol=1e-4, atol=0.05)
+    assert expected["epistemic_std"].max() > 0  # dropout sampled
+    evaluate(config)
+    summary = json.loads((Path(config.evaluation.save_csv_dir) / "summary.json").read_text())
+    assert set(SUMMARY_KEYS) <= set(summary) and summary["subjects"] == [subject]
+    body = load_volume(job["phantom"] / f"{subject}_mask.nii.gz").array > 0
+    ct = load_volume(job["phantom"] / f"{subject}_ct.nii.gz").array
+    assert summary["mae"] == pytest.approx(np.abs(ct - expected["mean"])[body].mean(), rel=1e-4)

@@ -1,0 +1,314 @@
+"""``tfuq validate-uq CONFIG``: the papers' uncertainty checks, run on the trained model.
+
+The experiments of Reinhold et al. (ISBI 2020, section 3), on held-out
+subjects (the Inference phase, else Validation, at most ``[EVALUATION]
+uq_subjects``), predicted as ``tfuq infer`` does with T = ``[EVALUATION]
+uq_mc_samples`` (default ``[UNCERTAINTY] mc_samples``); stds in target units:
+
+1. input noise sweep: Gaussian noise of each std in ``[EVALUATION]
+   noise_levels`` added to the *normalised* inputs (so a level is a fraction
+   of each input's normalisation span, the same for every modality); the mean
+   aleatoric std inside the mask must rise;
+2. training-set size sweep: a model per size in ``[EVALUATION] size_sweep``,
+   trained from scratch on nested subsets of the Training subjects with the
+   same configuration for ``size_sweep_iter`` iterations in a temporary
+   model_dir (deleted afterwards); the mean epistemic std on the held-out
+   subjects must fall;
+3. synthetic anomaly: ``anomaly_trials`` zero cubes of side ``anomaly_size``
+   (input units) at seeded random places inside the mask; epistemic std
+   inside against outside the cube (ratio, AUROC);
+4. on data with a true-noise section (``[REGRESSION] noise_std``, the
+   phantom): the estimated aleatoric std of the clean inputs against it
+   (ratio of means, Spearman inside the mask).
+
+``validate_uq.json`` and the plots go to ``[EVALUATION] save_csv_dir``
+(:func:`tfuq.evaluation.write_validation`). When an expected direction fails
+(the noise sweep does not rise, the size sweep does not fall, AUROC <= 0.5,
+ratio <= 1, Spearman <= 0), :class:`UQValidationError` -- a
+:class:`~tfuq.errors.UserError` -- names the failures in one line after the
+files are written, so ``tfuq validate-uq`` exits with code 2.
+
+Reference:
+    Reinhold, Carass, Prince et al., "Validating uncertainty in medical image
+    translation", ISBI 2020, arXiv:2002.04639.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import logging
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tfuq.config import Config, ConfigError
+from tfuq.config.sections import INFERENCE, TRAINING, VALIDATION
+from tfuq.data.sources import resolve_sources
+from tfuq.data.split import read_split, write_split
+from tfuq.errors import UserError
+from tfuq.evaluation.validation import (
+    aleatoric_vs_noise,
+    anomaly_scores,
+    insert_anomaly,
+    nested_subsets,
+    noise_sweep_inputs,
+    validation_summary,
+)
+from tfuq.evaluation.validation_report import VALIDATION_FILES, write_validation
+from tfuq.inference.decomposition import ALEATORIC_VAR, EPISTEMIC_VAR
+from tfuq.inference.predict_subject import (
+    PredictionSettings,
+    check_windows,
+    predict_subject,
+    prediction_settings,
+)
+from tfuq.inference.subject_inputs import SubjectInputs, load_inference_subject
+from tfuq.inference.trained_model import TrainedModel, load_members, load_trained_model
+
+__all__ = ["UQValidationError", "run_validation", "size_sweep_config", "validate_uq"]
+
+_LOG = logging.getLogger(__name__)
+_MAX_PLOT_VOXELS = 200_000
+
+
+class UQValidationError(UserError):
+    """An expected direction of the uncertainty checks failed (exit code 2, one line)."""
+
+
+def validate_uq(config: Config) -> None:
+    """The ``tfuq validate-uq`` stage: see :func:`run_validation`."""
+    run_validation(config)
+
+
+def _std(maps: Mapping[str, np.ndarray], key: str, scale: float) -> np.ndarray:
+    return np.sqrt(np.maximum(maps[key], 0.0)) * scale
+
+
+def _held_out(config: Config, sources: Mapping[str, Any]) -> list[SubjectInputs]:
+    from tfuq.inference.subject_inputs import find_inference_subjects
+
+    split_file = Path(config.system.dataset_split_file)
+    if not split_file.exists():
+        raise UserError(f"no dataset split file {split_file}; run tfuq train first")
+    split = read_split(split_file)
+    found = find_inference_subjects(config, sources)
+    with_target = {i: f for i, f in found.items() if config.target_section in f}
+    for phase in (INFERENCE, VALIDATION):
+        ids = [i for i in with_target if split.get(i) == phase]
+        if ids:
+            break
+    if not ids:
+        raise UserError(f"{split_file}: no Inference or Validation subject with a target for validate-uq")
+    if config.evaluation.uq_subjects:
+        ids = ids[: config.evaluation.uq_subjects]
+    return [load_inference_subject(config, i, with_target[i], sources, need_target=True) for i in ids]
+
+
+def _region(subject: SubjectInputs) -> np.ndarray:
+    return subject.mask if subject.mask is not None and subject.mask.any() else np.ones(subject.shape, bool)
+
+
+def _noise_sweep(
+    members: Sequence[TrainedModel],
+    subjects: Sequence[SubjectInputs],
+    settings: PredictionSettings,
+    config: Config,
+) -> tuple[list[float], list[float], dict[str, dict[str, np.ndarray]]]:
+    """Mean aleatoric std (mask, whole image) per noise level, and the clean maps per subject."""
+    levels = list(config.evaluation.noise_levels)
+    scale = members[0].target_normalisation.scale
+    inside = np.zeros((len(levels), len(subjects)))
+    image = np.zeros_like(inside)
+    clean: dict[str, dict[str, np.ndarray]] = {}
+    for j, subject in enumerate(subjects):
+        noisy = noise_sweep_inputs(subject.normalised(), levels, seed=config.system.seed + j)
+        for i, (level, inputs) in enumerate(zip(levels, noisy)):
+            maps = predict_subject(members, inputs, settings)
+            std = _std(maps, ALEATORIC_VAR, scale)
+            inside[i, j], image[i, j] = float(std[_region(subject)].mean()), float(std.mean())
+            if level == 0.0:
+                clean[subject.id] = maps
+            _LOG.info("noise sweep %s: level %g -> mean aleatoric std %.4g", subject.id, level, inside[i, j])
+    return inside.mean(axis=1).tolist(), image.mean(axis=1).tolist(), clean
+
+
+def _anomalies(
+    members: Sequence[TrainedModel],
+    subjects: Sequence[SubjectInputs],
+    settings: PredictionSettings,
+    config: Config,
+) -> list[dict[str, float]]:
+    scale = members[0].target_normalisation.scale
+    trials = []
+    for k in range(config.evaluation.anomaly_trials):
+        subject = subjects[k % len(subjects)]
+        side = config.evaluation.anomaly_size or max(2, round(min(subject.shape) / 6))
+        side = min(side, min(subject.shape))
+        raw, cube, center = insert_anomaly(subject.raw, _region(subject), side, seed=config.system.seed + k)
+        maps = predict_subject(members, subject.normalised(raw), settings)
+        scores = anomaly_scores(_std(maps, EPISTEMIC_VAR, scale), cube, _region(subject))
+        trials.append({**scores, "subject": subject.id, "center": list(center), "side": side})
+        _LOG.info("anomaly %d in %s at %s: AUROC %.3f, ratio %.3f", k, subject.id, center, scores["auroc"],
+                  scores["ratio"])  # fmt: skip
+    return trials
+
+
+def size_sweep_config(config: Config, model_dir: Path) -> Config:
+    """One size-sweep model's configuration: same settings, its own model_dir and split, few iterations."""
+    system = dataclasses.replace(
+        config.system, model_dir=str(model_dir), dataset_split_file=str(model_dir / "dataset_split.csv")
+    )
+    training = dataclasses.replace(
+        config.training,
+        max_iter=config.evaluation.size_sweep_iter,
+        starting_iter=-1,
+        save_every_n=0,
+        tensorboard_every_n=0,
+        validation_every_n=-1,
+        early_stopping_patience=0,
+        convergence_window=0,
+    )
+    return dataclasses.replace(config, system=system, training=training)
+
+
+def _size_sweep(
+    config: Config, subjects: Sequence[SubjectInputs], settings: PredictionSettings, split: Mapping[str, str]
+) -> tuple[list[int], list[float]]:
+    from tfuq.training.job import run_training
+
+    sizes = list(config.evaluation.size_sweep)
+    if len(sizes) < 2:
+        _LOG.info("[EVALUATION] size_sweep has fewer than 2 sizes: no training-set size sweep")
+        return [], []
+    train_ids = sorted(i for i, p in split.items() if p == TRAINING)
+    if sizes[-1] > len(train_ids) or any(b <= a for a, b in itertools.pairwise(sizes)):
+        raise ConfigError(
+            f"{config.path}: [EVALUATION] size_sweep: expected rising sizes of at most {len(train_ids)} "
+            f"(the Training subjects), got {', '.join(map(str, sizes))}"
+        )
+    held = {s.id: INFERENCE for s in subjects}
+    values = []
+    for size, subset in zip(sizes, nested_subsets(train_ids, sizes, seed=config.system.seed)):
+        with tempfile.TemporaryDirectory(prefix=f"tfuq-size-sweep-{size}-") as tmp:
+            folder = Path(tmp)
+            write_split(folder / "dataset_split.csv", {**{i: TRAINING for i in subset}, **held})
+            _LOG.info(
+                "size sweep: training on %d subject(s) for %d iterations",
+                size,
+                config.evaluation.size_sweep_iter,
+            )
+            run_training(size_sweep_config(config, folder))
+            member = load_trained_model(folder)
+            scale = member.target_normalisation.scale
+            means = [
+                float(
+                    _std(predict_subject([member], s.normalised(), settings), EPISTEMIC_VAR, scale)[
+                        _region(s)
+                    ].mean()
+                )
+                for s in subjects
+            ]
+        values.append(float(np.mean(means)))
+        _LOG.info("size sweep: %d subject(s) -> mean held-out epistemic std %.4g", size, values[-1])
+    return sizes, values
+
+
+def _noise_check(
+    config: Config,
+    subjects: Sequence[SubjectInputs],
+    clean: Mapping[str, Mapping[str, np.ndarray]],
+    scale: float,
+) -> tuple[dict[str, float] | None, tuple[np.ndarray, np.ndarray] | None]:
+    pairs = [
+        (_std(clean[s.id], ALEATORIC_VAR, scale)[_region(s)], s.noise_std[_region(s)])
+        for s in subjects
+        if s.noise_std is not None and s.id in clean
+    ]
+    if not pairs:
+        return None, None
+    estimate = np.concatenate([p[0] for p in pairs])
+    truth = np.concatenate([p[1] for p in pairs])
+    scores = aleatoric_vs_noise(estimate, truth)
+    if estimate.size > _MAX_PLOT_VOXELS:
+        keep = np.random.default_rng(config.system.seed).choice(
+            estimate.size, _MAX_PLOT_VOXELS, replace=False
+        )
+        estimate, truth = estimate[keep], truth[keep]
+    return scores, (estimate, truth)
+
+
+def run_validation(config: Config) -> dict[str, Any]:
+    """Run the checks, write validate_uq.json and plots, and fail on a wrong direction.
+
+    Returns:
+        The summary written (:func:`tfuq.evaluation.validation_summary` plus
+        ``subjects``, ``mc_samples``, ``size_sweep_iter`` and ``paths``).
+
+    Raises:
+        UQValidationError: an expected direction failed (after writing).
+        UserError: no trained model or held-out subject, existing outputs
+            without ``[EVALUATION] overwrite``, bad data.
+        ConfigError: a size sweep larger than the Training phase.
+    """
+    ev = config.evaluation
+    out_dir = Path(ev.save_csv_dir)
+    json_path = out_dir / VALIDATION_FILES["json"]
+    if json_path.exists() and not ev.overwrite:
+        raise UserError(
+            f"{json_path}: already exists; refusing to overwrite: set [EVALUATION] overwrite = true"
+        )
+    if len(ev.noise_levels) < 2:
+        raise ConfigError(f"{config.path}: [EVALUATION] noise_levels: expected at least 2 rising levels")
+    members = load_members(config)
+    settings = prediction_settings(config, mc_samples=ev.uq_mc_samples or None)
+    check_windows(members, settings)
+    sources = resolve_sources(config)
+    subjects = _held_out(config, sources)
+    scale = members[0].target_normalisation.scale
+    _LOG.info("validate-uq on %s with T = %d", ", ".join(s.id for s in subjects), settings.mc_samples)
+    noise_inside, noise_image, clean = _noise_sweep(members, subjects, settings, config)
+    if not clean:
+        clean = {s.id: predict_subject(members, s.normalised(), settings) for s in subjects}
+    trials = _anomalies(members, subjects, settings, config)
+    sizes, size_values = _size_sweep(config, subjects, settings, read_split(config.system.dataset_split_file))
+    noise_scores, sample = _noise_check(config, subjects, clean, scale)
+    summary = validation_summary(
+        noise_levels=ev.noise_levels,
+        noise_aleatoric=noise_inside,
+        sizes=sizes or [0, 1],
+        size_epistemic=size_values or [1.0, 0.0],
+        anomaly_trials=trials,
+        aleatoric_noise=noise_scores,
+        noise_aleatoric_image=noise_image,
+    )
+    if not sizes:  # no sweep run: nothing to check
+        summary["size_sweep"] = {"sizes": [], "mean_epistemic_std": []}
+        summary["size_sweep_monotonic"] = None
+    summary.update(
+        {
+            "subjects": [s.id for s in subjects],
+            "mc_samples": settings.mc_samples,
+            "size_sweep_iter": ev.size_sweep_iter,
+            "noise_levels_units": "normalised input units (fraction of each input's normalisation scale)",
+        }
+    )
+    units = _units(config)
+    paths = write_validation(out_dir, summary, aleatoric_sample=sample, units=units, overwrite=ev.overwrite)
+    summary["paths"] = {name: str(p) for name, p in paths.items()}
+    if summary["failures"]:
+        raise UQValidationError(
+            f"validate-uq: {len(summary['failures'])} expected direction(s) failed: "
+            f"{'; '.join(summary['failures'])} (see {paths['json']})"
+        )
+    _LOG.info("validate-uq: every expected direction holds (see %s)", paths["json"])
+    return summary
+
+
+def _units(config: Config) -> str:
+    from tfuq.evaluation.job import evaluation_units
+
+    return evaluation_units(config)
