@@ -1,0 +1,124 @@
+"""tfuq calibrate on the tiny phantom with an analytic, deliberately over-confident model.
+
+Oracles: PIT values and the closed-form sigma-scaling factor computed here with scipy from the
+phantom files; the calibration error of the held-out (Inference) subject before and after."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from scipy import stats
+from uq_job_setup import normalised_mr, save_analytic_model, tiny_config
+
+from tfuq.calibration import IsotonicRecalibrator, SigmaScaling
+from tfuq.calibration.job import calibrate, run_calibration
+from tfuq.data import read_split, write_split
+from tfuq.errors import UserError
+from tfuq.workflow import prepare_data
+
+SCALE = 0.05  # normalised units: 205 HU, far below the identity model's error
+
+
+@pytest.fixture(scope="module")
+def job(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    tmp = tmp_path_factory.mktemp("calibrate_job")
+    config = tiny_config(tmp)
+    prepare_data(config)
+    split = read_split(config.system.dataset_split_file)
+    phases = {p: next(i for i, q in split.items() if q == p) for p in ("Validation", "Inference")}
+    return {"tmp": tmp, "split": split, "phantom": next((tmp / "phantom").iterdir()), **phases}
+
+
+def _model(job: dict, name: str, overrides: tuple[str, ...] = (), split: dict | None = None):
+    model_dir = job["tmp"] / name
+    save_analytic_model(model_dir, base=SCALE)
+    write_split(model_dir / "dataset_split.csv", split or job["split"])
+    return tiny_config(job["tmp"], ("UNCERTAINTY.mc_samples=1", *overrides), model_dir=model_dir)
+
+
+def _z(job: dict, subject: str) -> np.ndarray:
+    """Standardised errors of the identity model in normalised CT units (every voxel: the mask is full)."""
+    x = normalised_mr(job["phantom"] / f"{subject}_mr.nii.gz")
+    ct = np.asarray(nib.load(job["phantom"] / f"{subject}_ct.nii.gz").dataobj, dtype=np.float64)
+    body = np.asarray(nib.load(job["phantom"] / f"{subject}_mask.nii.gz").dataobj) > 0
+    return (((ct + 1024.0) / 4095.0 - x) / SCALE)[body]
+
+
+def _rms(pit: np.ndarray, bins: int = 100) -> float:
+    grid = np.linspace(0.0, 1.0, bins)
+    observed = np.array([np.mean(pit <= p) for p in grid])
+    return float(np.sqrt(np.mean((observed - grid) ** 2)))
+
+
+def test_calibrate_stores_both_recalibrators_and_a_summary(job: dict) -> None:
+    config = _model(job, "both")
+    calibrate(config)
+    folder = config.model_dir / "calibration"
+    iso = IsotonicRecalibrator.load(folder / "isotonic.json")
+    sigma = SigmaScaling.load(folder / "sigma_scaling.json")
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["dataset"] == "Validation" and summary["subjects"] == [job["Validation"]]
+    z = _z(job, job["Validation"])
+    assert summary["num_voxels"] == summary["num_fitted"] == z.size
+    pit = stats.norm.cdf(z)
+    assert summary["before"]["calibration_rms_error"] == pytest.approx(_rms(pit), abs=1e-9)
+    assert summary["before"]["coverage_90"] == pytest.approx(
+        np.mean(np.abs(z) <= stats.norm.ppf(0.95)), abs=1e-9
+    )
+    assert summary["isotonic"]["calibration_rms_error"] < 0.01 < summary["before"]["calibration_rms_error"]
+    # Closed form of the sigma-scaling NLL optimum without epistemic spread: s^2 = mean(z^2).
+    assert sigma.scale_factor == pytest.approx(np.sqrt(np.mean(z**2)), rel=1e-5)
+    assert summary["sigma_scaling"]["scale_factor"] == sigma.scale_factor
+    np.testing.assert_allclose(iso.transform(pit), iso.transform(pit))  # fitted and usable
+
+
+@pytest.mark.parametrize("method", ["isotonic", "sigma_scaling"])
+def test_calibration_lowers_the_held_out_calibration_error(job: dict, method: str) -> None:
+    """Fitted on the Validation subject, checked on the Inference subject (independent PIT values)."""
+    config = _model(job, f"held_out_{method}")
+    run_calibration(config)
+    z = _z(job, job["Inference"])
+    before = _rms(stats.norm.cdf(z))
+    folder = config.model_dir / "calibration"
+    if method == "isotonic":
+        after = _rms(IsotonicRecalibrator.load(folder / "isotonic.json").transform(stats.norm.cdf(z)))
+    else:
+        after = _rms(stats.norm.cdf(z / SigmaScaling.load(folder / "sigma_scaling.json").scale_factor))
+    assert before > 0.1
+    # One scale factor cannot undo the identity model's bias: sigma scaling helps, isotonic much more.
+    assert after < (0.5 if method == "isotonic" else 0.9) * before
+
+
+def test_empty_validation_phase_falls_back_to_training(job: dict, caplog: pytest.LogCaptureFixture) -> None:
+    split = {i: ("Training" if p == "Validation" else p) for i, p in job["split"].items()}
+    config = _model(job, "fallback", split=split)
+    with caplog.at_level(logging.WARNING, logger="tfuq"):
+        summary = run_calibration(config)
+    assert "calibrating on the Training subjects instead" in caplog.text
+    assert summary["dataset"] == "Training"
+    assert summary["subjects"] == sorted(i for i, p in split.items() if p == "Training")
+
+
+def test_max_voxels_subsamples_the_calibration_set(job: dict) -> None:
+    summary = run_calibration(_model(job, "subsample", ("CALIBRATION.max_voxels=100",)))
+    assert summary["num_fitted"] == 100 < summary["num_voxels"]
+    iso = IsotonicRecalibrator.load(Path(job["tmp"] / "subsample" / "calibration" / "isotonic.json"))
+    assert iso.num_fitted == 100
+
+
+def test_calibrate_needs_a_split_and_a_model(job: dict) -> None:
+    config = _model(job, "nosplit")
+    Path(config.system.dataset_split_file).unlink()
+    with pytest.raises(UserError, match=r"no dataset split file .*run tfuq train first"):
+        run_calibration(config)
+    empty = job["tmp"] / "nomodel"
+    empty.mkdir()
+    shutil.copy(job["tmp"] / "run" / "dataset_split.csv", empty / "dataset_split.csv")
+    with pytest.raises(UserError, match=r"^no trained model in .*nomodel; run tfuq train first$"):
+        run_calibration(tiny_config(job["tmp"], model_dir=empty))
