@@ -124,9 +124,32 @@ def export(config: Path, overrides: tuple[str, ...], version: int | None, overwr
 @click.argument("destination", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--head", type=click.Choice(["normal", "generalized_normal", "laplace"]), default="normal")
 @click.option("--dropout", type=click.Choice(["mc", "concrete", "none"]), default="mc")
-def import_keras(source: Path, destination: Path, head: str, dropout: str) -> None:
-    """Turn a deterministic Keras image-to-image model into an uncertainty-aware one."""
-    _not_available("import-keras")
+@click.option(
+    "--rate",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    default=0.2,
+    show_default=True,
+    help="Drop probability (the initial one for concrete dropout).",
+)
+@click.option("--seed", type=click.IntRange(min=0), default=None, help="Base seed of the dropout layers.")
+@click.option("--overwrite", is_flag=True, help="Replace DESTINATION if it exists.")
+def import_keras(
+    source: Path, destination: Path, head: str, dropout: str, rate: float, seed: int | None, overwrite: bool
+) -> None:
+    """Turn a deterministic Keras image-to-image model into an uncertainty-aware one.
+
+    SOURCE and DESTINATION are .keras files; train the result with
+    [NETWORK] name = keras:DESTINATION.
+    """
+    from tfuq.atomic import atomic_path
+    from tfuq.export.keras_import import import_keras as convert
+
+    if destination.suffix != ".keras":
+        raise UserError(f"{destination}: expected a .keras destination file")
+    model = convert(source, head=head, dropout=dropout, rate=rate, seed=seed)
+    with atomic_path(destination, overwrite=overwrite) as tmp:
+        model.save(tmp)
+    click.echo(f"wrote {destination}: {head} head, {dropout} dropout, {model.count_params()} parameters")
 
 
 @cli.command()

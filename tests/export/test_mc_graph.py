@@ -6,7 +6,7 @@ import tensorflow as tf
 from scipy import special
 
 from tfuq.distributions import params_size
-from tfuq.export.mc_graph import head_params, mc_maps, param_maps
+from tfuq.export.mc_graph import mc_maps, param_maps
 from tfuq.export.recalibration import ExportedRecalibration
 
 
@@ -114,12 +114,3 @@ def test_param_maps_in_target_units():
     ggd = param_maps(tf.zeros((1, 2, 3)), "generalized_normal")
     np.testing.assert_allclose(ggd["power"], 2.0, rtol=1e-6)  # raw 0 is beta = 2 by construction
     assert sorted(param_maps(tf.zeros((1, 2, 1)), "point")) == ["loc", "params"]
-
-
-def test_head_params_picks_the_final_prediction():
-    a, b = tf.zeros((1, 2)), tf.ones((1, 2))
-    assert head_params(a) is a
-    assert head_params({"params": b, "level_1": a}) is b
-    assert head_params([a, b]) is b
-    with pytest.raises(ValueError, match="params"):
-        head_params({"level_1": a})

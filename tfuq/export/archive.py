@@ -47,10 +47,11 @@ import keras
 import tensorflow as tf
 
 from tfuq.distributions import check_family, params_size
-from tfuq.export.mc_graph import ALPHA, BETA, LOWER, UPPER, Units, head_params, mc_maps, param_maps
+from tfuq.export.mc_graph import ALPHA, BETA, LOWER, UPPER, Units, mc_maps, param_maps
 from tfuq.export.recalibration import ExportedRecalibration
 from tfuq.inference.mc import seeded_generators
 from tfuq.inference.outputs import OUTPUT_MAPS
+from tfuq.inference.trained_model import head_params
 from tfuq.layers import mc_sampling, stochastic_layers
 from tfuq.typing import PathLike
 

@@ -27,8 +27,7 @@ Reference:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable
 
 import tensorflow as tf
 
@@ -44,7 +43,6 @@ __all__ = [
     "LOWER",
     "UPPER",
     "Units",
-    "head_params",
     "mc_maps",
     "param_maps",
 ]
@@ -58,27 +56,6 @@ BETA = "beta"
 
 #: ``(offset, scale)`` of the target's normalisation, or None for normalised units.
 Units = tuple[float, float] | None
-
-
-def head_params(outputs: Any) -> Any:
-    """The distribution-parameter tensor of a network's output structure.
-
-    Args:
-        outputs: A tensor; a dict with a ``"params"`` entry (MultiRes with
-            deep supervision); or a list/tuple whose last entry is the final
-            prediction (UP-GAN with all phases). Symbolic Keras tensors work
-            too.
-
-    Returns:
-        The ``(B, *spatial, P)`` parameter tensor (not cast).
-    """
-    if isinstance(outputs, Mapping):
-        if "params" not in outputs:
-            raise ValueError(f"Expected a 'params' output. Received: outputs with keys {sorted(outputs)}")
-        outputs = outputs["params"]
-    elif isinstance(outputs, (list, tuple)):
-        outputs = outputs[-1]
-    return outputs
 
 
 def _location(value: tf.Tensor, units: Units) -> tf.Tensor:

@@ -1,0 +1,126 @@
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+import tensorflow as tf
+from export_setup import UNITS, load, make_app, save_trained
+
+from tfuq.calibration import IsotonicRecalibrator
+from tfuq.calibration.stored import calibration_path
+from tfuq.cli import main
+from tfuq.errors import UserError
+from tfuq.export.client import ServingClient, saved_model_transport
+from tfuq.export.job import export
+from tfuq.export.recalibration import ExportedRecalibration
+from tfuq.export.remote_inference import serve_subject
+from tfuq.export.serving import MODELS_CONFIG
+from tfuq.workflow import STAGES, find_stage
+
+
+@pytest.fixture
+def app(tmp_path):
+    return make_app(tmp_path, "[EXPORT]", "mc_samples = 3")
+
+
+def test_without_a_trained_model_it_says_to_train(app):
+    config = load(app)
+    with pytest.raises(UserError, match=r"^no trained model in .*model; run tfuq train first$"):
+        export(config)
+
+
+def test_versions_assets_and_models_config(app):
+    config = load(app)
+    save_trained(config)
+    first = export(config)
+    base = config.model_dir / "export" / "app"
+    assert first == base / "1" and (first / "saved_model.pb").is_file()
+    assert export(config) == base / "2"
+    with pytest.raises(UserError, match="version 1 of model 'app' already exists"):
+        export(config, version=1)
+    assert sorted(p.name for p in base.iterdir()) == ["1", "2"]  # (overwrite: see test_serving)
+    extra = first / "assets.extra"
+    assert sorted(p.name for p in extra.iterdir()) == [
+        "config.ini",
+        "normalisation.json",
+        "tfuq_export.json",
+    ]
+    assert load(extra / "config.ini").to_ini() == config.to_ini()  # the resolved config round-trips
+    assert json.loads((extra / "normalisation.json").read_text())["target"]["scale"] == UNITS.scale
+    meta = json.loads((extra / "tfuq_export.json").read_text())
+    assert meta["mc_samples"] == 3 and meta["seed"] == 3 and meta["family"] == "normal"
+    assert meta["units"] == {"offset": UNITS.offset, "scale": UNITS.scale}
+    text = (config.model_dir / "export" / MODELS_CONFIG).read_text()
+    assert 'name: "app"' in text and f'base_path: "{base}"' in text
+
+
+def test_normalised_units_without_normalisation_file(app):
+    config = load(app, "UNCERTAINTY.mc_samples=2", "EXPORT.mc_samples=0", "EXPORT.model_name=raw")
+    model = save_trained(config, normalisation=False)
+    path = export(config)
+    assert path == config.model_dir / "export" / "raw" / "1"
+    meta = json.loads((path / "assets.extra" / "tfuq_export.json").read_text())
+    assert meta["units"] == "normalised" and meta["mc_samples"] == 2  # [UNCERTAINTY] mc_samples
+    x = np.random.default_rng(0).normal(size=(1, 8, 8, 8, 1)).astype(np.float32)
+    params = tf.saved_model.load(str(path)).signatures["predict_params"](windows=tf.constant(x))
+    np.testing.assert_allclose(params["loc"].numpy(), model(x, training=False).numpy()[..., 0], atol=1e-6)
+
+
+def test_stored_isotonic_calibration_is_exported(app):
+    config = load(app)
+    save_trained(config)
+    pit = np.random.default_rng(0).normal(0.0, 2.0, 20_000)
+    iso = IsotonicRecalibrator().fit(1.0 / (1.0 + np.exp(-1.7 * pit)))  # any overconfident map
+    iso.save(calibration_path(config.model_dir, "isotonic"))
+    path = export(config)
+    meta = json.loads((path / "assets.extra" / "tfuq_export.json").read_text())
+    expected = ExportedRecalibration.from_recalibrator(iso).to_dict()
+    assert meta["recalibration"] == pytest.approx(expected)
+    assert (
+        json.loads((path / "assets.extra" / "calibration.json").read_text())["kind"] == "IsotonicRecalibrator"
+    )
+    signature = tf.saved_model.load(str(path)).signatures["serving_default"]
+    out = signature(windows=tf.zeros((1, 8, 8, 8, 1)))
+    assert {"lower95", "upper95"} <= set(out)
+    assert np.all(out["lower95"].numpy() < out["mean"].numpy())
+    assert np.all(out["mean"].numpy() < out["upper95"].numpy())
+
+
+def test_cli_export_is_the_stage(app, capsys):
+    assert find_stage(next(s for s in STAGES if s.name == "export")) is export
+    config = load(app)
+    save_trained(config)
+    with pytest.raises(SystemExit) as stop:
+        main(["export", str(app)])
+    assert stop.value.code == 0
+    assert (config.model_dir / "export" / "app" / "1" / "saved_model.pb").is_file()
+
+
+def test_served_subject_equals_tfuq_infer(tmp_path):
+    # The whole chain on a deterministic network (no dropout): export -> REST requests answered by
+    # the SavedModel in process -> tiling/blending/writing, against `tfuq infer` on the same model.
+    from tfuq.inference.job import run_inference
+
+    ini = make_app(tmp_path, "[UNCERTAINTY]", "dropout = none", "mc_samples = 2")
+    config = load(ini, "INFERENCE.window_overlap=0.5")
+    save_trained(config)
+    version = export(config)
+    local = run_inference(config)
+    served_dir = tmp_path / "served"
+    served_config = load(ini, "INFERENCE.window_overlap=0.5", f"INFERENCE.save_seg_dir={served_dir}")
+    client = ServingClient("http://localhost:8501", "app", transport=saved_model_transport(version))
+    files = {"MR": tmp_path / "data" / "s0_mr.nii.gz", "CT": tmp_path / "data" / "s0_ct.nii.gz"}
+    paths = serve_subject(client, served_config, "s0", files, units=UNITS)
+    expected = local.qc["s0"]["paths"]
+    assert sorted(paths) == sorted(expected)
+    for name in ("mean", "epistemic_std", "aleatoric_std", "total_std"):
+        ours = nib.load(paths[name]).get_fdata()
+        theirs = nib.load(expected[name]).get_fdata()
+        np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=0.05, err_msg=name)  # HU; float32 paths
+    assert np.ptp(nib.load(paths["mean"]).get_fdata()) > 10.0
+    qc = json.loads(paths["qc"].read_text())
+    assert qc["served"] is True and qc["flagged"] == local.qc["s0"]["flagged"]
+    with pytest.raises(UserError, match="already exists"):
+        serve_subject(client, served_config, "s0", files, units=UNITS)

@@ -1,0 +1,299 @@
+"""Whole-volume inference through a served model: tile, send, blend, write the maps of ``tfuq infer``.
+
+The volume is tiled by :func:`tfuq.inference.window_grid` (same padding,
+window origins and blending weights as local inference), each batch of
+windows is sent to the server (:class:`~tfuq.export.client.ServingClient`),
+whose ``serving_default`` answers mean and std maps per window (MC inside the
+SavedModel), and the windows are blended into whole-volume maps.
+
+Mathematical details:
+    Overlapping windows are blended as the mixture of their predictive
+    distributions, exactly as :func:`tfuq.inference.mc_predict_volume` does
+    (normalised weights ``u_i``)::
+
+        mean          = sum_i u_i m_i
+        epistemic_var = sum_i u_i e_i + sum_i u_i (m_i - mean)^2
+        aleatoric_var = sum_i u_i a_i,    total_std = sqrt(epistemic_var + aleatoric_var)
+
+    merged window by window with Chan et al.'s update
+    (:func:`tfuq.inference.merge_states`, weight as count, float64). The
+    other outputs (``lower95``, ``upper95``, ``alpha``, ``beta``) are
+    blended as weighted means, like :func:`tfuq.inference.sliding_window_predict`.
+    Because the units map is affine, blending served target-unit maps equals
+    blending normalised maps and converting afterwards.
+
+Reference:
+    Chan, Golub & LeVeque 1979 (pairwise variance updates); TF Serving REST
+    API, https://www.tensorflow.org/tfx/serving/api_rest.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tfuq.atomic import write_json
+from tfuq.config import Config, InputSource
+from tfuq.data.multires import multires_windows
+from tfuq.data.normalisation import NormalisationParams
+from tfuq.errors import UserError
+from tfuq.export.archive import SERVING_DEFAULT, input_names
+from tfuq.export.client import ServingClient
+from tfuq.export.mc_graph import LOWER, UPPER
+from tfuq.inference.decomposition import ALEATORIC_VAR, EPISTEMIC_VAR, MEAN, TOTAL_VAR
+from tfuq.inference.outputs import ALEATORIC_STD, EPISTEMIC_STD, TOTAL_STD, write_outputs
+from tfuq.inference.sliding_window import check_volume
+from tfuq.inference.streaming import MomentState, merge_states
+from tfuq.inference.windows import WindowGrid, blending_weights, check_window, pad_volume, window_grid
+
+__all__ = ["serve_subject", "serve_volume"]
+
+_MOMENT_KEYS = (MEAN, EPISTEMIC_STD, ALEATORIC_STD)
+#: Served maps that are locations (may be negative), not spreads.
+_LOCATIONS = (MEAN, LOWER, UPPER)
+
+
+def _model_inputs(
+    values: np.ndarray,
+    padded: np.ndarray,
+    grid: WindowGrid,
+    origins: np.ndarray,
+    squeeze: int | None,
+    factors: Sequence[int] | None,
+    padding_mode: str,
+) -> dict[str, np.ndarray]:
+    """Signature inputs for a batch of windows, plus the coarser MultiRes levels.
+
+    The levels are cut from the unpadded volume around each window and
+    padded by ``padding_mode`` (channel minima for ``"minimum"``), exactly as
+    :func:`tfuq.inference.mc_windows.mc_predict_windows` builds them.
+    """
+    names = input_names(factors)
+    batch = np.stack([padded[grid.slices(o)] for o in origins])
+    inputs = {names[0]: batch if squeeze is None else np.squeeze(batch, axis=squeeze)}
+    if factors:
+        before = np.array([lo for lo, _ in grid.padding])
+        minima = values.reshape(-1, values.shape[-1]).min(axis=0)
+        levels = [
+            multires_windows(values, o - before, grid.window, factors, mode=padding_mode, cval=minima)
+            for o in origins
+        ]
+        for k, name in enumerate(names[1:], start=1):
+            inputs[name] = np.stack([lv[k] for lv in levels]).astype(np.float32)
+    return inputs
+
+
+def _check_outputs(
+    outputs: Mapping[str, np.ndarray], batch: int, window: tuple[int, ...], squeeze: int | None
+):
+    missing = [k for k in _MOMENT_KEYS if k not in outputs]
+    if missing:
+        raise UserError(f"serving answer lacks {missing}; is this a tfuq SavedModel's serving_default?")
+    checked = {}
+    for key, value in outputs.items():
+        array = np.asarray(value, dtype=np.float64)
+        if squeeze is not None:
+            array = np.expand_dims(array, axis=squeeze)
+        if array.shape != (batch, *window):
+            raise UserError(
+                f"serving answer {key!r} has shape {array.shape}; expected {(batch, *window)} for "
+                f"{batch} window(s) of {window}"
+            )
+        if not np.all(np.isfinite(array)):
+            raise UserError(f"serving answer {key!r} holds NaN or infinite values")
+        checked[key] = array
+    return checked
+
+
+def serve_volume(
+    client: ServingClient,
+    volume: Any,
+    window: int | Sequence[int],
+    *,
+    overlap: float = 0.5,
+    blending: str = "gaussian",
+    batch_size: int = 4,
+    spatial_rank: int = 3,
+    factors: Sequence[int] | None = None,
+    signature: str = SERVING_DEFAULT,
+    padding_mode: str = "minimum",
+) -> dict[str, np.ndarray]:
+    """Mean and uncertainty maps of a whole volume from a served model.
+
+    Args:
+        client: Client of a model exported by :func:`tfuq.export.export_saved_model`.
+        volume: ``(X, Y, Z, C)`` input, normalised as at training.
+        window: The model's window, one int or three (a 2D model: one axis 1).
+        overlap: Fraction of a window shared with its neighbour, [0, 1).
+        blending: ``"constant"``, ``"gaussian"`` or ``"hann"``.
+        batch_size: Windows per request, ``>= 1``.
+        spatial_rank: 2 for a 2D model (the size-1 window axis is dropped in
+            requests), else 3.
+        factors: MultiRes downsampling factors (inputs ``windows_x<f>`` are
+            built per window, see :func:`tfuq.data.multires.multires_windows`);
+            None for single-input models.
+        signature: Signature to call. Default ``serving_default``.
+        padding_mode: How inputs are padded outside the volume, as
+            ``[NETWORK] volume_padding_mode``: ``"minimum"``/``"constant"``
+            (channel minima), ``"edge"``, ``"reflect"`` or ``"symmetric"``.
+
+    Returns:
+        dict of float32 ``(X, Y, Z)`` maps: ``mean``, ``epistemic_std``,
+        ``aleatoric_std``, ``total_std`` (in the units the server answers,
+        blended as mixtures) and any other output (``lower95``, ``upper95``,
+        ``alpha``, ``beta``) blended as a weighted mean.
+
+    Raises:
+        ValueError: bad volume, window, overlap, blending or batch size.
+        UserError: a server error or an answer of the wrong shape.
+    """
+    values = check_volume(volume)
+    grid = window_grid(values.shape[:3], check_window(window), overlap)
+    squeeze = None
+    if spatial_rank == 2:
+        ones = [i for i, w in enumerate(grid.window) if w == 1]
+        if len(ones) != 1:
+            raise ValueError(
+                f"A 2D model needs exactly one window axis of size 1. Received: window={grid.window}"
+            )
+        squeeze = ones[0] + 1
+    elif spatial_rank != 3:
+        raise ValueError(f"Expected spatial_rank 2 or 3. Received: spatial_rank={spatial_rank!r}")
+    weights = blending_weights(grid.window, blending).astype(np.float64)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"Expected batch_size to be an int >= 1. Received: batch_size={batch_size!r}")
+    values = values.astype(np.float32, copy=False)
+    constant = padding_mode in ("minimum", "constant")
+    padded = pad_volume(values, grid, pad_mode="constant" if constant else padding_mode)
+    acc = MomentState(*(np.zeros(grid.padded_shape) for _ in range(4)))
+    sums: dict[str, np.ndarray] = {}
+    all_origins = grid.origins
+    for first in range(0, len(all_origins), batch_size):
+        origins = all_origins[first : first + batch_size]
+        inputs = _model_inputs(values, padded, grid, origins, squeeze, factors, padding_mode)
+        outputs = _check_outputs(client.predict(inputs, signature), len(origins), grid.window, squeeze)
+        for k, origin in enumerate(origins):
+            index = grid.slices(origin)
+            part = MomentState(*(field[index] for field in acc))
+            window_state = MomentState(
+                weights,
+                outputs[MEAN][k],
+                weights * outputs[EPISTEMIC_STD][k] ** 2,
+                outputs[ALEATORIC_STD][k] ** 2,
+            )
+            for target, value in zip(acc, merge_states(part, window_state)):
+                target[index] = np.asarray(value)
+            for key in set(outputs) - {*_MOMENT_KEYS, TOTAL_STD}:
+                sums.setdefault(key, np.zeros(grid.padded_shape))[index] += weights * outputs[key][k]
+    count = grid.crop(acc.count)
+    epistemic, aleatoric = grid.crop(acc.m2) / count, grid.crop(acc.aleatoric)
+    maps = {
+        MEAN: grid.crop(acc.mean),
+        EPISTEMIC_STD: np.sqrt(epistemic),
+        ALEATORIC_STD: np.sqrt(aleatoric),
+        TOTAL_STD: np.sqrt(epistemic + aleatoric),
+        **{key: grid.crop(total) / count for key, total in sorted(sums.items())},
+    }
+    return {key: np.ascontiguousarray(value, dtype=np.float32) for key, value in maps.items()}
+
+
+def serve_subject(
+    client: ServingClient,
+    config: Config,
+    subject: str,
+    files: Mapping[str, Path],
+    *,
+    units: NormalisationParams | None = None,
+    sources: Mapping[str, InputSource] | None = None,
+    overwrite: bool = False,
+) -> dict[str, Path]:
+    """Infer one subject through a served model and write the files of ``tfuq infer``.
+
+    The inputs are read and normalised exactly as ``tfuq infer`` does
+    (:func:`tfuq.inference.subject_inputs.load_inference_subject`), the
+    volume is served by :func:`serve_volume` with the configuration's window,
+    overlap, blending, batch size, MultiRes factors and padding, and the maps
+    are written on the first input's grid by :func:`tfuq.inference.write_outputs`
+    into ``[INFERENCE] save_seg_dir``: ``<subject>_mean``,
+    ``_epistemic_std``, ``_aleatoric_std``, ``_total_std`` (as served, i.e.
+    recalibrated when the export was), ``_lower95``/``_upper95`` from a
+    recalibrated export, ``_alpha``/``_beta`` for the generalized normal, and
+    ``<subject>_qc.json`` (with ``"served": true``).
+
+    Args:
+        client: Client of the model exported from this configuration.
+        config: The loaded configuration.
+        subject: Subject id.
+        files: Section name -> file (from
+            :func:`tfuq.inference.subject_inputs.find_inference_subjects`).
+        units: The target normalisation the SavedModel answers in (its
+            ``assets.extra/normalisation.json``); None: normalised units.
+        sources: Resolved input sources; default ``config.sources``.
+        overwrite: Replace existing outputs.
+
+    Returns:
+        dict map name (and ``"qc"``) -> path written.
+
+    Raises:
+        UserError: unreadable inputs, a server error, existing outputs.
+    """
+    from tfuq.data.geometry import resample_to_grid, same_grid
+    from tfuq.data.samplers import as_window
+    from tfuq.inference.predict_subject import output_stem
+    from tfuq.inference.subject_inputs import load_inference_subject
+    from tfuq.networks.factory import input_geometry
+
+    inputs = load_inference_subject(config, subject, files, sources or config.sources)
+    window = (
+        config.inference.spatial_window_size or config.sources[config.input_sections[0]].spatial_window_size
+    )
+    net = config.network
+    maps = serve_volume(
+        client,
+        inputs.normalised(),
+        as_window(window),
+        overlap=config.inference.window_overlap,
+        blending=config.inference.blending,
+        batch_size=config.inference.batch_size,
+        spatial_rank=2 if input_geometry(config).mode == "2d" else 3,
+        factors=tuple(net.multires_factors) if net.name == "multires" else None,
+        padding_mode=net.volume_padding_mode,
+    )
+    mask = inputs.mask
+    if not same_grid(inputs.grid, inputs.reference):  # back to the input's grid, as tfuq infer does
+        ref, order = inputs.reference, config.inference.output_interp_order
+        for key, value in list(maps.items()):
+            back = resample_to_grid(inputs.grid.with_array(value), ref.affine, ref.shape, order=order).array
+            maps[key] = back if key in _LOCATIONS else np.maximum(back, 0.0)  # spreads stay >= 0
+        if mask is not None:
+            grid_mask = inputs.grid.with_array(mask.astype(np.float32))
+            mask = resample_to_grid(grid_mask, ref.affine, ref.shape, order=0).array > 0.5
+    params = units or NormalisationParams("none", 0.0, 1.0)
+    s = params.scale
+    epistemic, aleatoric = (maps[EPISTEMIC_STD] / s) ** 2, (maps[ALEATORIC_STD] / s) ** 2
+    decomposition = {
+        MEAN: (maps[MEAN] - params.offset) / s,
+        EPISTEMIC_VAR: epistemic,
+        ALEATORIC_VAR: aleatoric,
+        TOTAL_VAR: epistemic + aleatoric,
+    }
+    extras = {k: v for k, v in maps.items() if k not in (MEAN, EPISTEMIC_STD, ALEATORIC_STD, TOTAL_STD)}
+    paths = write_outputs(
+        config.inference.save_seg_dir,
+        output_stem(config, subject),
+        decomposition,
+        inputs.reference,
+        params,
+        extra_maps=extras,
+        mask=mask if mask is not None and mask.any() else None,
+        threshold=config.uncertainty.flag_threshold,
+        overwrite=overwrite,
+    )
+    qc = json.loads(paths["qc"].read_text(encoding="utf-8"))
+    qc.update({"family": config.family, "served": True, "serving_url": client.url})
+    write_json(paths["qc"], qc, overwrite=True)
+    return paths
