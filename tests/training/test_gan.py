@@ -251,3 +251,25 @@ def test_grad_clip_norm_bounds_each_networks_step() -> None:
         step = [a - b for a, b in zip(values(network.trainable_variables), old)]
         norm = np.sqrt(sum(np.sum(s.astype(np.float64) ** 2) for s in step))
         np.testing.assert_allclose(norm, 1e-3, rtol=1e-3)  # the raw gradients are far larger
+
+
+@pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
+def test_one_step_under_mixed_precision(policy: str) -> None:
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(policy)
+    try:
+        keras.utils.set_random_seed(9)
+        trainer = GANTrainer(generator("normal"), discriminator())
+        trainer.compile()
+        scaled = isinstance(trainer.generator_optimizer, keras.optimizers.LossScaleOptimizer)
+        assert scaled == (policy == "mixed_float16")
+        g = trainer.generator.trainable_variables
+        g0 = values(g)
+        for _ in range(10):  # float16 loss scaling skips the steps whose scaled gradients overflow
+            logs = trainer.train_step(batch())
+            if any(changed(g0, g)):
+                break
+    finally:
+        keras.config.set_dtype_policy(previous)
+    assert all(np.isfinite(float(v)) and v.dtype == tf.float32 for v in logs.values())
+    assert any(changed(g0, g))

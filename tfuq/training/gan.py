@@ -149,8 +149,10 @@ class GANTrainer(GanTrainerBase):
             values = self._loss_terms(data, training=True)
             g_scaled = self.generator_optimizer.scale_loss(replica_fraction(values[G_TOTAL]))
             d_scaled = self.discriminator_optimizer.scale_loss(replica_fraction(values[D_LOSS]))
-        self._apply(self.generator_optimizer, g_tape, g_scaled, g_vars)
-        self._apply(self.discriminator_optimizer, d_tape, d_scaled, d_vars)
+        self._apply_both(
+            (self.generator_optimizer, g_tape, g_scaled, g_vars),
+            (self.discriminator_optimizer, d_tape, d_scaled, d_vars),
+        )
         self.gan_step.assign_add(1)
         return self._record(values)
 

@@ -230,6 +230,17 @@ class GanTrainerBase(keras.Model):
                 gradients = [g / replicas for g in gradients]
         optimizer.apply_gradients(zip(gradients, variables))
 
+    def _apply_both(self, generator: tuple, discriminator: tuple) -> None:
+        """Apply ``(optimizer, tape, scaled_loss, variables)`` of the generator, then of the discriminator.
+
+        Under a multi-replica strategy every replica must run its gradient
+        all-reduces in the same order: the discriminator's update waits for
+        the generator's (nothing else orders the two in a traced step).
+        """
+        self._apply(*generator)
+        with tf.control_dependencies([tf.identity(generator[0].iterations)]):
+            self._apply(*discriminator)
+
     def call(self, inputs: Any, training: bool | None = None) -> Any:
         """The generator's output (head parameters)."""
         return self.generator(inputs, training=training)

@@ -244,8 +244,7 @@ class UPGANTrainer(GanTrainerBase):
             values[G_TOTAL] = generator_loss(values, self.loss_weights)
             g_scaled = g_opt.scale_loss(replica_fraction(values[G_TOTAL]))
             d_scaled = d_opt.scale_loss(replica_fraction(values[D_LOSS]))
-        self._apply(g_opt, g_tape, g_scaled, g_vars)
-        self._apply(d_opt, d_tape, d_scaled, d_vars)
+        self._apply_both((g_opt, g_tape, g_scaled, g_vars), (d_opt, d_tape, d_scaled, d_vars))
         self.gan_step.assign_add(1)
         return {**self._record(values), STAGE: tf.constant(float(stage))}
 
