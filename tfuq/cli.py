@@ -138,8 +138,7 @@ def import_keras(
 ) -> None:
     """Turn a deterministic Keras image-to-image model into an uncertainty-aware one.
 
-    SOURCE and DESTINATION are .keras files; train the result with
-    [NETWORK] name = keras:DESTINATION.
+    SOURCE and DESTINATION are .keras files (load the result with tfuq.load_model).
     """
     from tfuq.atomic import atomic_path
     from tfuq.export.keras_import import import_keras as convert

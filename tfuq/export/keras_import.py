@@ -232,9 +232,9 @@ def import_keras(
 
     Returns:
         keras.Model: input as the original; output ``(B, *spatial,
-        params_size(head))`` unconstrained head channels (train it with a
-        tfuq NLL loss, or with ``tfuq train`` and ``[NETWORK] name =
-        keras:path.keras`` after saving it).
+        params_size(head))`` unconstrained head channels (train it with
+        :class:`tfuq.losses.NLLLoss`; save it with ``model.save`` and load
+        it back with :func:`load_model`).
 
     Raises:
         UserError: a model that is not image-to-image, Lambda or shared
