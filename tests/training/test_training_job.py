@@ -160,15 +160,22 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny_config) -
     assert int(logged[-1]["step"]) == bad and not np.isfinite(float(logged[-1]["loss"]))
 
 
-def test_mixed_bfloat16_trains_with_a_float32_head_and_restores_the_policy(tiny_config) -> None:
-    result = run_training(tiny_config("SYSTEM.mixed_precision=mixed_bfloat16", "TRAINING.max_iter=1"))
+@pytest.mark.parametrize(
+    ("policy", "compute"), [("mixed_bfloat16", "bfloat16"), ("mixed_float16", "float16")]
+)
+def test_mixed_precision_trains_with_a_float32_head_and_restores_the_policy(
+    policy: str, compute: str, tiny_config
+) -> None:
+    result = run_training(tiny_config(f"SYSTEM.mixed_precision={policy}", "TRAINING.max_iter=1"))
     network = result.trainer.network
     convs = [layer for layer in network._flatten_layers() if isinstance(layer, keras.layers.Conv3D)]
-    assert convs and all(layer.compute_dtype == "bfloat16" for layer in convs[:-1])
+    assert convs and all(layer.compute_dtype == compute for layer in convs[:-1])
     assert all(v.dtype == "float32" for v in network.trainable_variables)
     x = np.zeros((1, 16, 16, 16, 1), "float32")
     assert keras.ops.convert_to_numpy(network(x)).dtype == np.float32
     assert keras.config.dtype_policy().name == "float32"
+    scaled = isinstance(result.trainer.optimizer, keras.optimizers.LossScaleOptimizer)
+    assert scaled == (policy == "mixed_float16")
     (row,) = rows(result.model_dir / "logs" / "training.csv")
     assert np.isfinite(float(row["loss"]))
 

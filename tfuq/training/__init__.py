@@ -7,7 +7,9 @@ stored target normalisation (:func:`fit_target_normalisation`).
 """
 
 from tfuq.training.checkpoints import TrainingCheckpoints, resolve_start, save_network
-from tfuq.training.job import TrainingResult, run_training, train
+from tfuq.training.inputs import TrainingInputs, prepare_inputs
+from tfuq.training.job import TrainingResult, build_trainer, run_training, train
+from tfuq.training.loop import distributed_fit
 from tfuq.training.normalisation import (
     fit_pooled_normalisation,
     fit_target_normalisation,
@@ -21,14 +23,18 @@ from tfuq.training.trainer import RegressionTrainer
 __all__ = [
     "RegressionTrainer",
     "TrainingCheckpoints",
+    "TrainingInputs",
     "TrainingResult",
     "build_optimizer",
     "build_schedule",
+    "build_trainer",
     "distribute_dataset",
+    "distributed_fit",
     "fit_pooled_normalisation",
     "fit_target_normalisation",
     "make_strategy",
     "precision_policy",
+    "prepare_inputs",
     "read_target_normalisation",
     "resolve_start",
     "run_training",

@@ -3,22 +3,22 @@
 The steps of :func:`run_training`:
 
 1. devices and precision (:mod:`tfuq.training.strategy`), seeds;
-2. subjects and their split (``[SYSTEM] dataset_split_file``, made on first use);
-3. the start step from ``[TRAINING] starting_iter`` and the checkpoints
+2. the start step from ``[TRAINING] starting_iter`` and the checkpoints
    (:func:`~tfuq.training.checkpoints.resolve_start`);
-4. the target normalisation for every subject, stored in
-   ``<model_dir>/normalisation.json`` (:mod:`tfuq.training.normalisation`);
-5. the tf.data pipelines, one per worker, distributed over the replicas; a
-   resumed run replays the deterministic window stream up to its step so it
-   continues with the windows an uninterrupted run would have seen;
-6. the trainer: :class:`~tfuq.training.trainer.RegressionTrainer` for
+3. the inputs (:func:`~tfuq.training.inputs.prepare_inputs`): subjects and
+   their split, the target normalisation stored in
+   ``<model_dir>/normalisation.json``, and the tf.data pipelines, one per
+   worker, distributed over the replicas; a resumed run replays the
+   deterministic window stream up to its step, so it continues with the
+   windows an uninterrupted run would have seen;
+4. the trainer: :class:`~tfuq.training.trainer.RegressionTrainer` for
    ``[REGRESSION]``; for ``[GAN]``, ``tfuq.training.gan.build_gan_trainer``;
-7. Keras ``fit`` (under ``multi_worker``: :func:`~tfuq.training.loop.distributed_fit`,
+5. Keras ``fit`` (under ``multi_worker``: :func:`~tfuq.training.loop.distributed_fit`,
    see there) for ``max_iter`` iterations with the callbacks of
    :mod:`tfuq.training.callbacks` (checkpoints every ``save_every_n``,
    CSV/TensorBoard logs, validation every ``validation_every_n``, early
    stopping, NaN guard, progress);
-8. the final checkpoint, ``<model_dir>/model.keras`` (the network) and
+6. the final checkpoint, ``<model_dir>/model.keras`` (the network) and
    ``<model_dir>/training_config.ini`` (the resolved configuration).
 
 Keras epochs are only a bookkeeping unit here: one epoch is the greatest
@@ -51,13 +51,9 @@ from tfuq.training.checkpoints import (
     resolve_start,
     save_network,
 )
+from tfuq.training.inputs import TrainingInputs, prepare_inputs
 from tfuq.training.loop import distributed_fit
-from tfuq.training.normalisation import (
-    fit_target_normalisation,
-    read_target_normalisation,
-    write_normalisation,
-)
-from tfuq.training.strategy import distribute_dataset, is_chief, make_strategy, precision_policy
+from tfuq.training.strategy import is_chief, make_strategy, precision_policy
 from tfuq.training.summaries import TensorBoardLog, prediction_images
 
 __all__ = ["CONFIG_FILE", "TrainingResult", "build_trainer", "make_loss", "run_training", "train"]
@@ -110,25 +106,6 @@ def _check(config: Config) -> None:
         )
     if config.training.max_iter < 1:
         raise _fail(config, "[TRAINING] max_iter", "expected at least 1 iteration")
-
-
-def _split(config: Config, sources: Any, chief: bool) -> dict[str, str]:
-    from tfuq.data.split import load_or_create_split, make_split, read_split
-    from tfuq.data.subjects import find_subjects
-
-    ids = [s.id for s in find_subjects(sources)]
-    fractions = {
-        "validation_fraction": config.training.exclude_fraction_for_validation,
-        "inference_fraction": config.training.exclude_fraction_for_inference,
-        "seed": config.system.seed,
-    }
-    path = Path(config.system.dataset_split_file)
-    if chief:
-        return load_or_create_split(path, ids, **fractions)
-    if path.exists():  # non-chief workers never write; the split is a function of ids and seed
-        listed = read_split(path)
-        return {i: listed[i] for i in ids if i in listed}
-    return make_split(ids, **fractions)
 
 
 def make_loss(config: Config) -> keras.losses.Loss:
@@ -218,10 +195,6 @@ def run_training(config: Config, *, strategy: tf.distribute.Strategy | None = No
             and the last good checkpoint, which is kept).
         NotAvailableError: ``[GAN]`` configs before the GAN trainers exist.
     """
-    from tfuq.data.pipeline import make_training_dataset, make_validation_dataset
-    from tfuq.data.sources import resolve_sources
-    from tfuq.data.split import TRAINING, VALIDATION, subjects_in_phase
-
     _check(config)
     t = config.training
     strategy = make_strategy(config.system) if strategy is None else strategy
@@ -235,52 +208,7 @@ def run_training(config: Config, *, strategy: tf.distribute.Strategy | None = No
             f"{model_dir / MODEL_FILE}: a trained model exists but there is no checkpoint to resume from; "
             "refusing to overwrite it: move it away or use another [SYSTEM] model_dir"
         )
-    sources = resolve_sources(config)
-    split = _split(config, sources, chief)
-    train_ids, valid_ids = subjects_in_phase(split, TRAINING), subjects_in_phase(split, VALIDATION)
-    if not train_ids:
-        raise UserError(
-            f"{config.system.dataset_split_file}: no Training subject; check the split and the data"
-        )
-
-    target_norm = read_target_normalisation(model_dir) if start else None
-    if target_norm is None:
-        target_norm = fit_target_normalisation(config, train_ids, sources)
-        if chief:
-            write_normalisation(model_dir, config, target_norm)
-
-    validating = t.validation_every_n > 0 and bool(valid_ids)
-    if t.validation_every_n > 0 and not valid_ids:
-        logger.warning(
-            "validation_every_n = %d but no Validation subject: not validating", t.validation_every_n
-        )
-    data = {"sources": sources, "target_normalisation": target_norm}
-
-    def train_pipeline(shards: int, index: int, batch: int) -> tf.data.Dataset:
-        return make_training_dataset(
-            config,
-            train_ids,
-            num_shards=shards,
-            shard_index=index,
-            batch_size=batch,
-            fixed_stream=True,
-            **data,
-        )
-
-    def valid_pipeline(shards: int, index: int, batch: int) -> tf.data.Dataset:
-        return make_validation_dataset(
-            config, valid_ids, num_shards=shards, shard_index=index, batch_size=batch, **data
-        )
-
-    global_batch = config.network.batch_size
-    if start:
-        logger.info("resuming from step %d (replaying the window stream to that step)", start)
-    train_data = distribute_dataset(strategy, train_pipeline, global_batch, skip_steps=start)
-    valid_data = None
-    if validating:
-        valid_data = distribute_dataset(
-            strategy, valid_pipeline, global_batch, take_steps=t.validation_max_iter
-        )
+    data = prepare_inputs(config, strategy, start=start, chief=chief)
 
     keras.utils.set_random_seed(config.system.seed)  # initial weights are a function of the seed
     with precision_policy(config.system.mixed_precision), strategy.scope():
@@ -293,41 +221,35 @@ def run_training(config: Config, *, strategy: tf.distribute.Strategy | None = No
         logger.info(
             "training %s on %d subject(s), steps %d -> %d, %s with %d replica(s), global batch %d",
             config.network.name,
-            len(train_ids),
+            len(data.train_ids),
             start,
             t.max_iter,
             type(strategy).__name__,
             strategy.num_replicas_in_sync,
-            global_batch,
+            config.network.batch_size,
         )
         clock = cb.StepClock(start, t.max_iter)
         guard = cb.NaNGuard(clock)
-
-        def sample() -> tf.data.Dataset:  # one fixed window for the TensorBoard images
-            if validating:
-                return valid_pipeline(1, 0, 1)
-            return make_training_dataset(config, train_ids[:1], batch_size=1, **data)
-
-        callbacks = _callbacks(config, clock, guard, checkpoints, best, trainer, chief, validating, sample)
+        callbacks = _callbacks(config, clock, guard, checkpoints, best, trainer, chief, data)
         stopped = "already_trained"
         if start < t.max_iter:
-            epoch = _epoch_length(config, validating)
+            epoch = _epoch_length(config, data.validating)
             first = start // epoch
             fit_args = {
                 "epochs": first + math.ceil((t.max_iter - start) / epoch),
                 "initial_epoch": first,
                 "steps_per_epoch": epoch,
-                "validation_data": valid_data,
-                "validation_freq": max(1, t.validation_every_n // epoch) if validating else 1,
+                "validation_data": data.valid_data,
+                "validation_freq": max(1, t.validation_every_n // epoch) if data.validating else 1,
                 "callbacks": callbacks,
             }
             if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-                distributed_fit(trainer, strategy, train_data, **fit_args)  # Keras fit cannot (loop.py)
+                distributed_fit(trainer, strategy, data.train_data, **fit_args)  # Keras fit cannot (loop.py)
             else:
                 with warnings.catch_warnings():  # tf.data has no shuffle flag; validation ends unannounced
                     warnings.filterwarnings("ignore", message=r"`shuffle=True` was passed")
                     warnings.filterwarnings("ignore", message=r"Your input ran out of data")
-                    trainer.fit(train_data, verbose=0, **fit_args)
+                    trainer.fit(data.train_data, verbose=0, **fit_args)
             stopped = _reason(callbacks, clock)
         if not guard.ok:
             raise UserError(_nan_message(guard, checkpoints, ckpt_dir))
@@ -349,8 +271,7 @@ def _callbacks(
     best: TrainingCheckpoints,
     trainer: keras.Model,
     chief: bool,
-    validating: bool,
-    sample: Any,
+    data: TrainingInputs,
 ) -> list[keras.callbacks.Callback]:
     t = config.training
     log_dir = config.model_dir / "logs"
@@ -360,7 +281,7 @@ def _callbacks(
         cb.CheckpointSaver(clock, checkpoints, t.save_every_n, guard),
         cb.CSVLog(clock, log_dir, t.log_every_n, enabled=chief),
     ]
-    if validating:
+    if data.validating:
         out.append(cb.BestCheckpoint(clock, best, enabled=chief))
         if t.early_stopping_patience:
             out.append(cb.ValidationEarlyStopping(t.early_stopping_patience))
@@ -374,7 +295,7 @@ def _callbacks(
                 clock,
                 log_dir / "tensorboard",
                 t.tensorboard_every_n,
-                images=_image_source(config, trainer, sample),
+                images=_image_source(config, trainer, data.sample),
                 image_every_n=t.save_every_n,
             )
         )

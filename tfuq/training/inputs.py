@@ -1,0 +1,148 @@
+"""The data a training run consumes: split, fixed target normalisation, distributed pipelines.
+
+:func:`prepare_inputs` resolves the sources (the phantom on first use),
+reads or makes the dataset split (only the chief writes files), fixes the
+target normalisation for every subject (stored in ``normalisation.json``,
+:mod:`tfuq.training.normalisation`; a resumed run reuses the stored one) and
+builds the training and validation pipelines, one per worker, distributed
+over the replicas (:func:`~tfuq.training.strategy.distribute_dataset`).
+
+The training stream is a deterministic function of the seed that starts
+afresh on every iteration (``fixed_stream``); a run resumed at step k skips
+its first k global batches, so it sees the windows an uninterrupted run
+would have seen.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import tensorflow as tf
+
+from tfuq.config import Config
+from tfuq.data.normalisation import NormalisationParams
+from tfuq.errors import UserError
+from tfuq.training.normalisation import (
+    fit_target_normalisation,
+    read_target_normalisation,
+    write_normalisation,
+)
+from tfuq.training.strategy import distribute_dataset
+
+__all__ = ["TrainingInputs", "prepare_inputs", "training_split"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class TrainingInputs:
+    """Subjects, target normalisation and datasets of one run.
+
+    Attributes:
+        train_ids: Training subjects.
+        valid_ids: Validation subjects.
+        target_normalisation: The target's parameters for every subject.
+        train_data: Endless distributed training dataset.
+        valid_data: Finite distributed validation dataset (``validation_max_iter``
+            global batches), or None when not validating.
+        sample: ``() -> tf.data.Dataset`` of single windows (validation, else
+            training) for TensorBoard images.
+    """
+
+    train_ids: list[str]
+    valid_ids: list[str]
+    target_normalisation: NormalisationParams
+    train_data: Any
+    valid_data: Any
+    sample: Callable[[], tf.data.Dataset]
+
+    @property
+    def validating(self) -> bool:
+        """Whether validation runs."""
+        return self.valid_data is not None
+
+
+def training_split(config: Config, sources: Any, *, chief: bool = True) -> dict[str, str]:
+    """Subject -> phase: the split file, made on first use by the chief (others only read or compute it)."""
+    from tfuq.data.split import load_or_create_split, make_split, read_split
+    from tfuq.data.subjects import find_subjects
+
+    ids = [s.id for s in find_subjects(sources)]
+    fractions = {
+        "validation_fraction": config.training.exclude_fraction_for_validation,
+        "inference_fraction": config.training.exclude_fraction_for_inference,
+        "seed": config.system.seed,
+    }
+    path = Path(config.system.dataset_split_file)
+    if chief:
+        return load_or_create_split(path, ids, **fractions)
+    if path.exists():  # the split is a function of the ids and the seed
+        listed = read_split(path)
+        return {i: listed[i] for i in ids if i in listed}
+    return make_split(ids, **fractions)
+
+
+def prepare_inputs(
+    config: Config, strategy: tf.distribute.Strategy, *, start: int = 0, chief: bool = True
+) -> TrainingInputs:
+    """Split, target normalisation and distributed datasets of a run resumed at ``start``.
+
+    Raises:
+        UserError: no training subject, or data problems (one line).
+    """
+    from tfuq.data.pipeline import make_training_dataset, make_validation_dataset
+    from tfuq.data.sources import resolve_sources
+    from tfuq.data.split import TRAINING, VALIDATION, subjects_in_phase
+
+    t = config.training
+    sources = resolve_sources(config)
+    split = training_split(config, sources, chief=chief)
+    train_ids, valid_ids = subjects_in_phase(split, TRAINING), subjects_in_phase(split, VALIDATION)
+    if not train_ids:
+        raise UserError(
+            f"{config.system.dataset_split_file}: no Training subject; check the split and the data"
+        )
+    target = read_target_normalisation(config.model_dir) if start else None
+    if target is None:
+        target = fit_target_normalisation(config, train_ids, sources)
+        if chief:
+            write_normalisation(config.model_dir, config, target)
+    shared = {"sources": sources, "target_normalisation": target}
+
+    def train_pipeline(shards: int, index: int, batch: int) -> tf.data.Dataset:
+        return make_training_dataset(
+            config,
+            train_ids,
+            num_shards=shards,
+            shard_index=index,
+            batch_size=batch,
+            fixed_stream=True,
+            **shared,
+        )
+
+    def valid_pipeline(shards: int, index: int, batch: int) -> tf.data.Dataset:
+        return make_validation_dataset(
+            config, valid_ids, num_shards=shards, shard_index=index, batch_size=batch, **shared
+        )
+
+    def sample() -> tf.data.Dataset:
+        if valid_ids:
+            return valid_pipeline(1, 0, 1)
+        return make_training_dataset(config, train_ids[:1], batch_size=1, **shared)
+
+    batch = config.network.batch_size
+    if start:
+        logger.info("resuming from step %d (replaying the window stream to that step)", start)
+    train_data = distribute_dataset(strategy, train_pipeline, batch, skip_steps=start)
+    valid_data = None
+    if t.validation_every_n > 0 and valid_ids:
+        valid_data = distribute_dataset(strategy, valid_pipeline, batch, take_steps=t.validation_max_iter)
+    elif t.validation_every_n > 0:
+        logger.warning(
+            "validation_every_n = %d but no Validation subject: not validating", t.validation_every_n
+        )
+    return TrainingInputs(train_ids, valid_ids, target, train_data, valid_data, sample)
