@@ -38,7 +38,7 @@ def job(tmp_path_factory: pytest.TempPathFactory) -> dict:
 def _model(job: dict, name: str, overrides: tuple[str, ...] = (), split: dict | None = None):
     model_dir = job["tmp"] / name
     save_analytic_model(model_dir, base=SCALE)
-    write_split(model_dir / "dataset_split.csv", split or job["split"])
+    write_split(model_dir / "dataset_split.csv", split or job["split"], overwrite=True)
     return tiny_config(job["tmp"], ("UNCERTAINTY.mc_samples=1", *overrides), model_dir=model_dir)
 
 

@@ -203,6 +203,7 @@ def _size_sweep(
             )
             run_training(size_sweep_config(config, folder))
             member = load_trained_model(folder)
+            check_windows([member], settings)
             scale = member.target_normalisation.scale
             means = [
                 float(

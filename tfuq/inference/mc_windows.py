@@ -32,6 +32,7 @@ Reference:
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -72,8 +73,26 @@ def _spatial_rank(model: keras.Model) -> int:
         return 3
 
 
+#: Compiled passes per model, traced with MC sampling on (reused across subjects and runs).
+_FORWARDS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def _forward(model: keras.Model, window: tuple[int, ...], levels: int) -> Callable[[list[np.ndarray]], Any]:
-    """Compiled pass: a list of level inputs -> float32 head parameters ``(B, *window, P)``."""
+    """Compiled MC pass: a list of level inputs -> float32 head parameters ``(B, *window, P)``.
+
+    Traced under :func:`tfuq.layers.mc_sampling` (the switch is read when tracing), so it is
+    only called inside that context; one function per model and input layout is kept.
+    """
+    cache = _FORWARDS.setdefault(model, {})
+    key = (window, levels)
+    if key not in cache:
+        cache[key] = _make_forward(model, window, levels)
+    return cache[key]
+
+
+def _make_forward(
+    model: keras.Model, window: tuple[int, ...], levels: int
+) -> Callable[[list[np.ndarray]], Any]:
     axis: int | None = None
     if _spatial_rank(model) == 2:
         ones = [i for i, w in enumerate(window) if w == 1]

@@ -1,0 +1,122 @@
+"""tfuq evaluate on the tiny phantom with an analytic over-confident model: files, summary keys,
+and metrics against values computed here from the phantom files (scipy PITs, coverage, MAE)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from scipy import stats
+from uq_job_setup import normalised_mr, save_analytic_model, tiny_config
+
+from tfuq.calibration import IsotonicRecalibrator, SigmaScaling
+from tfuq.calibration.job import run_calibration
+from tfuq.data import read_split, write_split
+from tfuq.errors import UserError
+from tfuq.evaluation.job import evaluate, run_evaluation
+from tfuq.evaluation.report import SUMMARY_KEYS
+from tfuq.workflow import prepare_data
+
+SCALE = 0.05
+
+
+@pytest.fixture(scope="module")
+def job(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    tmp = tmp_path_factory.mktemp("evaluate_job")
+    config = tiny_config(tmp)
+    prepare_data(config)
+    split = read_split(config.system.dataset_split_file)
+    subject = next(i for i, p in split.items() if p == "Inference")
+    return {"tmp": tmp, "split": split, "subject": subject, "phantom": next((tmp / "phantom").iterdir())}
+
+
+def _config(job: dict, name: str, overrides: tuple[str, ...] = ()):
+    model_dir = job["tmp"] / name
+    save_analytic_model(model_dir, base=SCALE)
+    write_split(model_dir / "dataset_split.csv", job["split"], overwrite=True)
+    return tiny_config(job["tmp"], ("UNCERTAINTY.mc_samples=1", *overrides), model_dir=model_dir)
+
+
+def _truth(job: dict) -> dict[str, np.ndarray]:
+    s, folder = job["subject"], job["phantom"]
+    ct = np.asarray(nib.load(folder / f"{s}_ct.nii.gz").dataobj, dtype=np.float64)
+    body = np.asarray(nib.load(folder / f"{s}_mask.nii.gz").dataobj) > 0
+    mean = normalised_mr(folder / f"{s}_mr.nii.gz") * 4095.0 - 1024.0
+    return {"ct": ct[body], "mean": mean[body], "z": (ct - mean)[body] / (SCALE * 4095.0)}
+
+
+def _rms(pit: np.ndarray, bins: int = 100) -> float:
+    grid = np.linspace(0.0, 1.0, bins)
+    return float(np.sqrt(np.mean((np.array([np.mean(pit <= p) for p in grid]) - grid) ** 2)))
+
+
+def test_evaluate_infers_missing_maps_and_writes_the_report(
+    job: dict, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = _config(job, "report")
+    run_calibration(config)
+    with caplog.at_level(logging.INFO, logger="tfuq"):
+        summary = run_evaluation(config)
+    assert f"no inference maps for {job['subject']}: running tfuq infer" in caplog.text
+    out = Path(config.evaluation.save_csv_dir)
+    for name in (
+        "metrics.csv",
+        "summary.json",
+        "calibration.png",
+        "rmse_vs_retained.png",
+        "error_histograms.png",
+    ):
+        assert (out / name).stat().st_size > 0
+    montage = out / "montages" / f"{job['subject']}_montage.png"
+    assert montage.stat().st_size > 0
+    html = (out / "report.html").read_text()
+    assert all(name in html for name in ("calibration.png", "rmse_vs_retained.png", montage.name))
+    written = json.loads((out / "summary.json").read_text())
+    assert set(SUMMARY_KEYS) <= set(written) and written["units"] == "HU"
+    rows = list(csv.DictReader((out / "metrics.csv").open()))
+    assert [r["subject"] for r in rows] == [job["subject"]]
+    truth = _truth(job)
+    assert summary["mae"] == pytest.approx(np.mean(np.abs(truth["ct"] - truth["mean"])), rel=1e-5)
+    pit = stats.norm.cdf(truth["z"])
+    assert summary["calibration_rms_error"] == pytest.approx(_rms(pit), abs=1e-6)
+    assert summary["coverage_90"] == pytest.approx(
+        np.mean(np.abs(truth["z"]) <= stats.norm.ppf(0.95)), abs=1e-4
+    )
+    assert summary["sharpness"] == pytest.approx(SCALE * 4095.0, rel=1e-4)
+    iso = IsotonicRecalibrator.load(config.model_dir / "calibration" / "isotonic.json")
+    assert summary["calibration_rms_error_recalibrated"] == pytest.approx(_rms(iso.transform(pit)), abs=1e-6)
+    assert summary["calibration_rms_error_recalibrated"] < summary["calibration_rms_error"]
+
+
+def test_sigma_scaling_scores_scale_the_aleatoric_std(job: dict) -> None:
+    config = _config(job, "sigma", ("CALIBRATION.method=sigma_scaling",))
+    run_calibration(config)
+    summary = run_evaluation(config)
+    s = SigmaScaling.load(config.model_dir / "calibration" / "sigma_scaling.json").scale_factor
+    z = _truth(job)["z"]
+    assert summary["calibration_rms_error_recalibrated"] == pytest.approx(
+        _rms(stats.norm.cdf(z / s)), abs=1e-6
+    )
+    assert summary["coverage_90_recalibrated"] == pytest.approx(
+        np.mean(np.abs(z / s) <= stats.norm.ppf(0.95)), abs=1e-4
+    )
+    assert summary["sharpness_recalibrated"] == pytest.approx(s * SCALE * 4095.0, rel=1e-4)
+
+
+def test_existing_outputs_are_refused_unless_overwrite(job: dict) -> None:
+    config = _config(job, "again")
+    evaluate(config)
+    with pytest.raises(UserError, match=r"summary.json|metrics.csv"):
+        evaluate(config)
+    evaluate(_config(job, "again", ("EVALUATION.overwrite=true",)))
+
+
+def test_evaluation_needs_the_target(job: dict) -> None:
+    config = _config(job, "notarget", ("CT.filename_contains=_no_such_file",))
+    with pytest.raises(UserError, match=r"\[CT\] no target file"):
+        evaluate(config)

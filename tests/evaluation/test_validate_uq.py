@@ -1,0 +1,160 @@
+"""tfuq validate-uq on the tiny phantom with analytic models whose uncertainty is known in closed form.
+
+Oracles: the mean aleatoric std of ``scale = base + slope * x^2`` under the same seeded input noise,
+Spearman (scipy) against the phantom's noise map, and the epistemic std of a two-member ensemble
+``loc_b - loc_a = bump * (1 - x)^4`` inside and around the same zero cubes (Mann-Whitney AUROC)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats
+from uq_job_setup import save_analytic_model, tiny_config
+
+from tfuq.cli import main
+from tfuq.data import fit_normalisation, load_volume, normalise, read_split, write_split
+from tfuq.evaluation import insert_anomaly, noise_sweep_inputs
+from tfuq.evaluation.validate_uq import UQValidationError, run_validation
+from tfuq.workflow import prepare_data
+
+
+@pytest.fixture(scope="module")
+def job(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    tmp = tmp_path_factory.mktemp("validate_job")
+    config = tiny_config(tmp)
+    prepare_data(config)
+    split = read_split(config.system.dataset_split_file)
+    subject = next(i for i, p in split.items() if p == "Inference")
+    folder = next((tmp / "phantom").iterdir())
+    volumes = {k: load_volume(folder / f"{subject}_{k}.nii.gz").array for k in ("mr", "mask", "noise_std")}
+    return {"tmp": tmp, "split": split, "subject": subject, **volumes}
+
+
+def _config(job: dict, name: str, overrides: tuple[str, ...] = ()):
+    model_dir = job["tmp"] / name
+    write_split(model_dir / "dataset_split.csv", job["split"], overwrite=True)
+    return tiny_config(job["tmp"], ("UNCERTAINTY.mc_samples=1", *overrides), model_dir=model_dir)
+
+
+def _run(config) -> tuple[dict, str]:
+    try:
+        run_validation(config)
+        message = ""
+    except UQValidationError as err:
+        message = str(err)
+    return json.loads((Path(config.evaluation.save_csv_dir) / "validate_uq.json").read_text()), message
+
+
+def _normalised(mr: np.ndarray) -> tuple[np.ndarray, object]:
+    params = fit_normalisation(mr, "percentile", cutoff=(0.01, 0.99))
+    return normalise(mr.astype(np.float64), params), params
+
+
+def test_noise_sweep_and_true_noise_against_the_analytic_aleatoric_std(job: dict) -> None:
+    base, slope, levels = 0.01, 0.5, (0.0, 0.1, 0.2)
+    save_analytic_model(job["tmp"] / "noise", base=base, slope=slope)
+    overrides = ("EVALUATION.noise_levels=0, 0.1, 0.2", "EVALUATION.anomaly_trials=0")
+    result, message = _run(_config(job, "noise", overrides))
+    body = job["mask"] > 0
+    x, _ = _normalised(job["mr"])
+    noisy = noise_sweep_inputs(x[..., None].astype(np.float32), levels, seed=0)
+    expected = [
+        float(np.mean(4095.0 * (base + slope * v[..., 0].astype(np.float64) ** 2)[body])) for v in noisy
+    ]
+    np.testing.assert_allclose(result["noise_sweep"]["mean_aleatoric_std"], expected, rtol=1e-4)
+    assert result["noise_sweep_monotonic"] is True and result["size_sweep_monotonic"] is None
+    estimate = 4095.0 * (base + slope * x**2)
+    rho = stats.spearmanr(estimate[body], job["noise_std"][body]).statistic
+    assert result["aleatoric_vs_noise_spearman"] == pytest.approx(rho, abs=1e-3)
+    ratio = np.mean(estimate[body]) / np.mean(job["noise_std"][body])
+    assert result["aleatoric_vs_noise_ratio"] == pytest.approx(ratio, rel=1e-4)
+    assert ("Spearman" in message) == (rho <= 0) and result["passed"] == (rho > 0)
+    folder = Path(job["tmp"] / "noise" / "evaluation")
+    assert all((folder / f).stat().st_size > 0 for f in ("uq_sweeps.png", "aleatoric_vs_noise.png"))
+
+
+def test_anomaly_epistemic_of_an_analytic_ensemble(job: dict) -> None:
+    bump, side, trials = 0.3, 4, 2
+    save_analytic_model(job["tmp"] / "member_a", base=0.02)
+    save_analytic_model(job["tmp"] / "member_b", base=0.02, bump=bump)
+    overrides = (
+        f"UNCERTAINTY.ensemble={job['tmp'] / 'member_b'}",
+        "EVALUATION.noise_levels=0, 0.1",
+        f"EVALUATION.anomaly_trials={trials}",
+        f"EVALUATION.anomaly_size={side}",
+    )
+    result, message = _run(_config(job, "member_a", overrides))
+    body = job["mask"] > 0
+    _, params = _normalised(job["mr"])
+    for k, trial in enumerate(result["anomaly"]["trials"]):
+        raw, cube, center = insert_anomaly(job["mr"], body, side, seed=k)
+        assert trial["center"] == list(center) and trial["side"] == side
+        x = normalise(raw.astype(np.float64), params)
+        epistemic = 4095.0 * bump * (1.0 - x) ** 4 / 2.0
+        outside = body & ~cube
+        assert trial["inside"] == pytest.approx(epistemic[cube].mean(), rel=1e-4)
+        assert trial["outside"] == pytest.approx(epistemic[outside].mean(), rel=1e-4)
+        u = stats.mannwhitneyu(epistemic[cube], epistemic[outside]).statistic
+        assert trial["auroc"] == pytest.approx(u / (cube.sum() * outside.sum()), abs=1e-3)
+    assert result["anomaly_auroc"] > 0.9 and result["anomaly_ratio"] > 1.0
+    # The aleatoric std does not depend on the input: the noise sweep is flat, an expected direction fails.
+    assert result["noise_sweep_monotonic"] is False
+    assert message.startswith("validate-uq: ") and "noise sweep" in message and "\n" not in message
+
+
+@pytest.fixture
+def restore_logging():
+    """The CLI reconfigures the ``tfuq`` logger (handlers on captured streams): put it back afterwards."""
+    logger = logging.getLogger("tfuq")
+    saved = (list(logger.handlers), logger.propagate, logger.level)
+    yield
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+        handler.close()
+    for handler in saved[0]:
+        logger.addHandler(handler)
+    logger.propagate, logger.level = saved[1], saved[2]
+
+
+def test_failed_direction_exits_with_code_2(
+    job: dict, capsys: pytest.CaptureFixture, restore_logging
+) -> None:
+    save_analytic_model(job["tmp"] / "flat", base=0.02)
+    config = _config(job, "flat", ("EVALUATION.anomaly_trials=0",))
+    with pytest.raises(SystemExit) as stop:
+        main(
+            [
+                "validate-uq",
+                str(config.path),
+                "--set",
+                "UNCERTAINTY.mc_samples=1",
+                "--set",
+                "EVALUATION.anomaly_trials=0",
+            ]
+        )
+    assert stop.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("tfuq: error: validate-uq: ") and "noise sweep" in err[-1]
+    with pytest.raises(SystemExit) as again:  # the outputs are refused without overwrite
+        main(["validate-uq", str(config.path), "--set", "UNCERTAINTY.mc_samples=1"])
+    assert again.value.code == 2 and "already exists" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_size_sweep_trains_a_model_per_nested_subset(job: dict) -> None:
+    save_analytic_model(job["tmp"] / "sizes", base=0.02, slope=0.5)
+    overrides = (
+        "EVALUATION.size_sweep=1, 2",
+        "EVALUATION.size_sweep_iter=2",
+        "EVALUATION.anomaly_trials=0",
+        "INFERENCE.spatial_window_size=16, 16, 16",  # the trained U-Nets take their training window
+    )
+    result, _ = _run(_config(job, "sizes", overrides))
+    sweep = result["size_sweep"]
+    assert sweep["sizes"] == [1, 2] and len(sweep["mean_epistemic_std"]) == 2
+    assert all(v > 0 for v in sweep["mean_epistemic_std"])  # trained U-Nets with MC dropout
+    assert isinstance(result["size_sweep_monotonic"], bool)
