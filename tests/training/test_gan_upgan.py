@@ -151,9 +151,8 @@ def test_fit_runs_each_stage_in_turn_and_lowers_the_nll() -> None:
 def test_compiled_fit_traces_one_function_per_stage() -> None:
     trainer = make_trainer(phase_iterations=(1, 1), seed=8)
     data = tf.data.Dataset.from_tensors(batch(9)).repeat()
-    history = trainer.fit(
-        data, steps_per_epoch=1, epochs=4, verbose=0, validation_data=data, validation_steps=1
-    )
+    fit = trainer.fit(data, steps_per_epoch=1, epochs=4, verbose=0, validation_data=data, validation_steps=1)
+    history = fit.history
     assert history["stage"] == [0.0, 1.0, 2.0, 2.0]
     assert history["val_stage"] == [1.0, 2.0, 2.0, 2.0]  # validated after the step
     assert all(np.isfinite(history["val_loss"]))
