@@ -245,6 +245,7 @@ def test_recalibrated_export_outputs_the_interval(tmp_path):
     np.testing.assert_allclose(out["upper95"].numpy(), d["mean"] + 1.959964 * total, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow  # building MultiRes takes ~10 s on the shared CPUs
 def test_multires_levels_are_named_inputs(tmp_path):
     model = MultiRes(
         (8, 8, 8, 1),
