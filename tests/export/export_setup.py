@@ -19,7 +19,7 @@ from tfuq.data.normalisation import NormalisationParams
 from tfuq.networks import build_model
 from tfuq.training.normalisation import write_normalisation
 
-__all__ = ["AFFINE", "UNITS", "make_app", "save_trained"]
+__all__ = ["AFFINE", "UNITS", "load", "make_app", "save_trained"]
 
 #: The CT window normalisation of the target.
 UNITS = NormalisationParams("window", -1024.0, 4095.0)
