@@ -214,3 +214,14 @@ def test_build_gan_trainer_from_the_demo_config(tmp_path: Path) -> None:
         assert [s["decay_steps"] for s in schedules] == [50, 60, 70, 120]  # cosine over each stage
         np.testing.assert_allclose([s["initial_learning_rate"] for s in schedules], [lr] * 3 + [lr * 0.25])
         assert all(o.beta_1 == 0.9 and o.beta_2 == 0.999 for o in optimizers)
+
+
+def test_a_step_traced_once_refuses_to_run_past_its_stage() -> None:
+    trainer = make_trainer(phase_iterations=(1, 1), seed=12)
+    step = tf.function(trainer.train_step)  # what a hand-written loop would do
+    step(batch(0))  # stage 0: traced and run
+    before = snapshot(trainer)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="traced for stage 0 ran in another stage"):
+        step(batch(1))  # gan_step = 1 is stage 1
+    after = snapshot(trainer)
+    assert all(np.array_equal(before[p], after[p]) for p in before)  # nothing was updated

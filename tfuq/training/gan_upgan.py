@@ -164,6 +164,12 @@ class UPGANTrainer(GanTrainerBase):
             step = int(keras.ops.convert_to_numpy(self.gan_step))
         return self.schedule.stage_at(step)
 
+    def _stage_tensor(self) -> tf.Tensor:
+        """The stage of ``gan_step`` as an int64 tensor, computed in the graph."""
+        boundaries = tf.constant(self.schedule.boundaries, tf.int64)
+        step = tf.reshape(tf.cast(self.gan_step, tf.int64), [1])
+        return tf.searchsorted(boundaries, step, side="right", out_type=tf.int64)[0]
+
     def _trained(self, stage: int) -> list[int]:
         return list(range(self.num_phases)) if stage == self.num_phases else [stage]
 
@@ -235,18 +241,25 @@ class UPGANTrainer(GanTrainerBase):
         trained = self._trained(stage)
         g_opt, d_opt = self.generator_optimizer[stage], self.discriminator_optimizer[stage]
         g_vars, d_vars = self._stage_variables(stage)
-        frozen = self._frozen_params(x, trained[0])
-        with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
-            params = self._run_phases(x, list(frozen), trained[-1], training=True)
-            target, mask = self._targets(y, params[0])
-            per_phase = [self._phase_terms(m, params[m], target, mask, training=True) for m in trained]
-            values = self._combine(per_phase, [1.0 / len(trained)] * len(trained))
-            values[G_TOTAL] = generator_loss(values, self.loss_weights)
-            g_scaled = g_opt.scale_loss(replica_fraction(values[G_TOTAL]))
-            d_scaled = d_opt.scale_loss(replica_fraction(values[D_LOSS]))
-        self._apply_both((g_opt, g_tape, g_scaled, g_vars), (d_opt, d_tape, d_scaled, d_vars))
-        self.gan_step.assign_add(1)
-        return {**self._record(values), STAGE: tf.constant(float(stage))}
+        check = tf.debugging.assert_equal(  # a step traced once and reused past its stage fails here
+            self._stage_tensor(),
+            tf.constant(stage, tf.int64),
+            message=f"UPGANTrainer: a train step traced for stage {stage} ran in another stage; run it "
+            "through trainer.make_train_function() (one traced function per stage)",
+        )
+        with tf.control_dependencies([check] if check is not None else []):  # before any update
+            frozen = self._frozen_params(x, trained[0])
+            with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
+                params = self._run_phases(x, list(frozen), trained[-1], training=True)
+                target, mask = self._targets(y, params[0])
+                per_phase = [self._phase_terms(m, params[m], target, mask, training=True) for m in trained]
+                values = self._combine(per_phase, [1.0 / len(trained)] * len(trained))
+                values[G_TOTAL] = generator_loss(values, self.loss_weights)
+                g_scaled = g_opt.scale_loss(replica_fraction(values[G_TOTAL]))
+                d_scaled = d_opt.scale_loss(replica_fraction(values[D_LOSS]))
+            self._apply_both((g_opt, g_tape, g_scaled, g_vars), (d_opt, d_tape, d_scaled, d_vars))
+            self.gan_step.assign_add(1)
+            return {**self._record(values), STAGE: tf.constant(float(stage))}
 
     def test_step(self, data: Any) -> dict[str, tf.Tensor]:
         """The current stage's terms in inference mode (validation), no update; running means."""
@@ -254,10 +267,7 @@ class UPGANTrainer(GanTrainerBase):
         params = self._run_phases(x, [], self.num_phases - 1, training=False)
         target, mask = self._targets(y, params[0])
         per_phase = [self._phase_terms(m, p, target, mask, training=False) for m, p in enumerate(params)]
-        boundaries = tf.constant(self.schedule.boundaries, tf.int64)
-        stage = tf.searchsorted(boundaries, tf.reshape(tf.cast(self.gan_step, tf.int64), [1]), side="right")[
-            0
-        ]
+        stage = self._stage_tensor()
         weights = tf.where(
             stage < self.num_phases,
             tf.one_hot(stage, self.num_phases, dtype=tf.float32),
