@@ -136,13 +136,14 @@ def test_default_weights_are_upgan_lambdas_and_validation_reports_the_stage_phas
 def test_fit_runs_each_stage_in_turn_and_lowers_the_nll() -> None:
     trainer = make_trainer(phase_iterations=(8, 1), seed=7)
     trainer.compile(
-        [keras.optimizers.Adam(5e-3) for _ in range(3)],
+        [keras.optimizers.Adam(lr) for lr in (5e-3, 4e-3, 1e-3)],
         [keras.optimizers.Adam(2e-4) for _ in range(3)],
         run_eagerly=True,
     )
     data = tf.data.Dataset.from_tensors(batch(8, n=4)).repeat()
     history = trainer.fit(data, steps_per_epoch=1, epochs=10, verbose=0).history  # one step per epoch
     assert history["stage"] == [0.0] * 8 + [1.0, 2.0]
+    np.testing.assert_allclose(history["stage_lr"], [5e-3] * 8 + [4e-3, 1e-3], rtol=1e-6)
     assert np.mean(history["g_nll"][5:8]) < np.mean(history["g_nll"][:3]) - 0.4  # measured 1.16 -> 0.56
     assert int(trainer.gan_step.numpy()) == 10
 

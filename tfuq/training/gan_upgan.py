@@ -30,7 +30,8 @@ call and traces a stage's function the first time it is needed (with
 ``steps_per_execution`` k > 1 a stage may run up to k - 1 steps past its
 end). Logs report the terms of the phases trained in the current stage
 (validation: the same phases in inference mode, selected in-graph so one
-traced test function serves every stage) and ``stage``.
+traced test function serves every stage), ``stage`` and, in training,
+``stage_lr`` (the current generator optimiser's learning rate).
 
 Reference:
     Upadhyay et al., "Uncertainty-guided progressive GANs for medical image
@@ -58,10 +59,13 @@ from tfuq.training.gan_losses import (
 )
 from tfuq.training.gan_schedule import ProgressiveSchedule
 
-__all__ = ["STAGE", "UPGANTrainer"]
+__all__ = ["STAGE", "STAGE_LR", "UPGANTrainer"]
 
 #: Log key of the current stage (0..M-1 progressive phases, M fine-tuning).
 STAGE = "stage"
+#: Log key of the learning rate of the current stage's generator optimiser (Keras'
+#: ``optimizer``, which the CSV log's ``lr`` column reads, is the first phase's).
+STAGE_LR = "stage_lr"
 
 
 @keras.saving.register_keras_serializable(package="tfuq")
@@ -259,7 +263,8 @@ class UPGANTrainer(GanTrainerBase):
                 d_scaled = d_opt.scale_loss(replica_fraction(values[D_LOSS]))
             self._apply_both((g_opt, g_tape, g_scaled, g_vars), (d_opt, d_tape, d_scaled, d_vars))
             self.gan_step.assign_add(1)
-            return {**self._record(values), STAGE: tf.constant(float(stage))}
+            learning_rate = tf.cast(g_opt.learning_rate, tf.float32)
+            return {**self._record(values), STAGE: tf.constant(float(stage)), STAGE_LR: learning_rate}
 
     def test_step(self, data: Any) -> dict[str, tf.Tensor]:
         """The current stage's terms in inference mode (validation), no update; running means."""
