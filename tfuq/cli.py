@@ -17,7 +17,7 @@ from typing import Any
 import click
 
 from tfuq import __version__
-from tfuq.errors import NotAvailableError, UserError
+from tfuq.errors import UserError
 
 __all__ = ["cli", "main"]
 
@@ -29,10 +29,6 @@ _SET = click.option(
     metavar="SECTION.key=value",
     help="Override a config value (repeatable), e.g. --set TRAINING.max_iter=50.",
 )
-#: Commands outside the job's stages that are still to land: name -> issue.
-_PENDING = {
-    "import-keras": "#7 (Keras model import)",
-}
 
 
 def _load(config: Path, overrides: Sequence[str], *, log_to_model_dir: bool = True) -> Any:
@@ -50,10 +46,6 @@ def _run(stage: str, config: Path, overrides: Sequence[str]) -> None:
     from tfuq.workflow import run_stage
 
     run_stage(stage, _load(config, overrides))
-
-
-def _not_available(command: str) -> None:
-    raise NotAvailableError(f"tfuq {command}: not available yet; it lands with issue {_PENDING[command]}")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -82,7 +74,24 @@ def train(config: Path, overrides: tuple[str, ...]) -> None:
 @click.option("--serving-url", default=None, help="Query a TF Serving REST endpoint instead.")
 def infer(config: Path, overrides: tuple[str, ...], serving_url: str | None) -> None:
     """Write mean and uncertainty maps for CONFIG's inference subjects."""
-    _run("infer", config, overrides)
+    if serving_url is None:
+        _run("infer", config, overrides)
+        return
+    from tfuq.data.sources import resolve_sources
+    from tfuq.export.client import ServingClient
+    from tfuq.export.remote_inference import serve_subject
+    from tfuq.inference.job import inference_subjects
+    from tfuq.training.normalisation import read_target_normalisation
+
+    cfg = _load(config, overrides)
+    client = ServingClient(serving_url, cfg.export.model_name)
+    sources = resolve_sources(cfg)
+    units = read_target_normalisation(cfg.model_dir)
+    for subject, files in inference_subjects(cfg, sources).items():
+        serve_subject(
+            client, cfg, subject, files, units=units, sources=sources, overwrite=cfg.inference.overwrite
+        )
+        click.echo(f"{subject}: served by {serving_url}")
 
 
 @cli.command()
@@ -116,7 +125,10 @@ def validate_uq(config: Path, overrides: tuple[str, ...]) -> None:
 @click.option("--overwrite", is_flag=True, help="Replace an existing version.")
 def export(config: Path, overrides: tuple[str, ...], version: int | None, overwrite: bool) -> None:
     """Export a TF Serving SavedModel with in-graph MC uncertainty."""
-    _run("export", config, overrides)
+    from tfuq.export.job import export as export_job
+
+    path = export_job(_load(config, overrides), version=version, overwrite=overwrite)
+    click.echo(f"exported {path}")
 
 
 @cli.command("import-keras")
