@@ -134,8 +134,11 @@ def test_starting_iter_rules(tiny_config) -> None:
     resumed = rows(config.model_dir / "logs" / "training.csv")
     assert [r["step"] for r in resumed] == ["1", "2", "3"]
     assert resumed[1]["loss"] == first_run[1]["loss"]  # step 2 again from checkpoint 1: the same loss
-    done = run_training(tiny_config("TRAINING.max_iter=3"))
+    done = run_training(tiny_config("TRAINING.max_iter=3", "TRAINING.lr=0.0005"))
     assert (done.start_step, done.final_step, done.stopped) == (3, 3, "already_trained")
+    assert float(done.trainer.optimizer.learning_rate) == pytest.approx(
+        0.0005
+    )  # the config's, not the checkpoint's
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny_config) -> None:

@@ -106,6 +106,13 @@ def _check(config: Config) -> None:
         )
     if config.training.max_iter < 1:
         raise _fail(config, "[TRAINING] max_iter", "expected at least 1 iteration")
+    if config.application == "REGRESSION":  # before any data is read
+        from tfuq.training.optimizers import build_optimizer
+
+        try:
+            build_optimizer(config.training, clip=False)
+        except ValueError as err:
+            raise _fail(config, "[TRAINING] optimiser", str(err)) from None
 
 
 def make_loss(config: Config) -> keras.losses.Loss:
@@ -165,6 +172,20 @@ def build_trainer(config: Config) -> keras.Model:
     return trainer
 
 
+def _config_learning_rate(config: Config, trainer: keras.Model) -> None:
+    """A constant learning rate comes from the config, not the checkpoint (e.g. lowered after a NaN)."""
+    from tfuq.training.trainer import RegressionTrainer
+
+    if not isinstance(trainer, RegressionTrainer) or config.training.lr_schedule != "constant":
+        return
+    restored = float(keras.ops.convert_to_numpy(trainer.optimizer.learning_rate))
+    if not math.isclose(restored, config.training.lr, rel_tol=1e-6):
+        logger.info(
+            "learning rate %g from [TRAINING] lr replaces the checkpoint's %g", config.training.lr, restored
+        )
+        trainer.optimizer.learning_rate = config.training.lr
+
+
 def _network_of(trainer: keras.Model) -> keras.Model | None:
     for name in ("network", "generator"):
         network = getattr(trainer, name, None)
@@ -218,6 +239,7 @@ def run_training(config: Config, *, strategy: tf.distribute.Strategy | None = No
     try:
         if start:
             checkpoints.restore(start)
+            _config_learning_rate(config, trainer)
         logger.info(
             "training %s on %d subject(s), steps %d -> %d, %s with %d replica(s), global batch %d",
             config.network.name,
