@@ -28,7 +28,6 @@ def losses(path: Path) -> dict[int, float]:
         return {int(r["step"]): float(r["loss"]) for r in csv.DictReader(handle) if r.get("loss")}
 
 
-@pytest.mark.slow
 def test_killed_training_resumes_from_its_last_checkpoint(tiny_ini: Path, tmp_path: Path) -> None:
     from tfuq.data.sources import resolve_sources
 
