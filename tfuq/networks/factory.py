@@ -22,7 +22,6 @@ from typing import Any
 import keras
 
 from tfuq.config import Config, ConfigError
-from tfuq.errors import NotAvailableError
 from tfuq.networks.dropout import DropoutSpec
 from tfuq.networks.highres3dnet import HighRes3DNet
 from tfuq.networks.multires import MultiRes
@@ -216,8 +215,6 @@ def build_model(config: Config) -> keras.Model:
         multi-input/-output variants: MultiRes, UP-GAN).
 
     Raises:
-        NotAvailableError: ``name = keras:...`` (user models land with the
-            deployment issue).
         ConfigError: a window or setting the network cannot take (one line).
 
     Example:
@@ -225,10 +222,7 @@ def build_model(config: Config) -> keras.Model:
     """
     name = config.network.name
     if name.startswith("keras:"):
-        raise NotAvailableError(
-            f"{config.path}: [NETWORK] name = {name}: wrapping a user Keras model is not available yet; "
-            "use unet, highres3dnet, multires, pix2pix or upgan"
-        )
+        return _load_user_model(config, name[len("keras:") :])
     if name not in BUILDERS:
         raise _fail(config, "[NETWORK] name", f"expected one of {', '.join(BUILDERS)}, got {name!r}")
     geometry = input_geometry(config)
@@ -264,3 +258,37 @@ def build_discriminators(config: Config) -> list[keras.Model]:
         return [PatchDiscriminator(target, normalization=norm, name=f"discriminator_{m}") for m in phases]
     except ValueError as err:
         raise _fail(config, "spatial_window_size", str(err)) from None
+
+
+def _load_user_model(config: Config, path: str) -> keras.Model:
+    """``[NETWORK] name = keras:path``: a (``tfuq import-keras``-converted) user model.
+
+    The model is loaded with safe_mode on and must map the configured input
+    window to ``params_size(config.family)`` channels.
+
+    Raises:
+        ConfigError: missing file, or a model whose input or output does not
+            fit the configuration (one line).
+    """
+    from pathlib import Path
+
+    from tfuq.distributions import params_size
+    from tfuq.export import load_model
+
+    if not Path(path).is_file():
+        raise _fail(config, "[NETWORK] name", f"no Keras model file at {path}")
+    model = load_model(path, compile=False)
+    channels = model.outputs[0].shape[-1]
+    expected = params_size(config.family)
+    if channels != expected:
+        raise _fail(
+            config,
+            "[NETWORK] name",
+            f"{path} outputs {channels} channels; a {config.family!r} head needs {expected} "
+            f"(convert it with tfuq import-keras --head {config.uncertainty.family})",
+        )
+    window = input_geometry(config).spatial
+    accepted = tuple(model.inputs[0].shape[1:-1])
+    if len(accepted) != len(window) or any(a is not None and a != w for a, w in zip(accepted, window)):
+        raise _fail(config, "[NETWORK] name", f"{path} takes windows {accepted}, the config gives {window}")
+    return model
