@@ -188,7 +188,10 @@ class TrainingCheckpoints:
             self.checkpoint.restore(path).assert_nontrivial_match()
         except (tf.errors.OpError, ValueError, AssertionError) as err:
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise UserError(f"{path}: cannot restore this checkpoint: {first}") from None
+            raise UserError(
+                f"{path}: cannot restore this checkpoint into the configured model ({first}); was it written "
+                "with other [NETWORK] settings? Use another [SYSTEM] model_dir for a new model"
+            ) from None
         self.last_saved = int(self.step.numpy())
         return self.last_saved
 
