@@ -39,6 +39,8 @@ __all__ = [
     "Progress",
     "StepClock",
     "ValidationEarlyStopping",
+    "current_lr",
+    "read_rows",
     "relative_change",
     "scalar_logs",
 ]
