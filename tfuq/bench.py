@@ -99,7 +99,8 @@ def conv_flops(model: Any) -> int:
             continue
         if any(s is None for s in (*in_shape[1:], *out_shape[1:])):
             raise ValueError(f"Expected concrete shapes to count FLOPs. Received: {layer.name} {in_shape}")
-        macs = math.prod(inner.kernel_size) * int(in_shape[-1]) * int(out_shape[-1]) // getattr(inner, "groups", 1)
+        groups = getattr(inner, "groups", 1)
+        macs = math.prod(inner.kernel_size) * int(in_shape[-1]) * int(out_shape[-1]) // groups
         voxels = math.prod(in_shape[1:-1]) if kind == "transpose" else math.prod(out_shape[1:-1])
         total += 2 * macs * int(voxels)
     return total
