@@ -145,15 +145,18 @@ def test_failed_direction_exits_with_code_2(
 
 
 @pytest.mark.slow
-def test_size_sweep_trains_a_model_per_nested_subset(job: dict) -> None:
+def test_size_sweep_trains_a_model_per_nested_subset(job: dict, caplog: pytest.LogCaptureFixture) -> None:
     save_analytic_model(job["tmp"] / "sizes", base=0.02, slope=0.5)
     overrides = (
         "EVALUATION.size_sweep=1, 2",
         "EVALUATION.size_sweep_iter=2",
+        "EVALUATION.size_sweep_repeats=2",
         "EVALUATION.anomaly_trials=0",
         "INFERENCE.spatial_window_size=16, 16, 16",  # the trained U-Nets take their training window
     )
-    result, _ = _run(_config(job, "sizes", overrides))
+    with caplog.at_level(logging.INFO, logger="tfuq"):
+        result, _ = _run(_config(job, "sizes", overrides))
+    assert caplog.text.count("size sweep: training on") == 4  # 2 sizes x 2 repeats
     sweep = result["size_sweep"]
     assert sweep["sizes"] == [1, 2] and len(sweep["mean_epistemic_std"]) == 2
     assert all(v > 0 for v in sweep["mean_epistemic_std"])  # trained U-Nets with MC dropout

@@ -286,6 +286,11 @@ class EvaluationSection:
     size_sweep_iter: int = setting(
         100, "tfuq: validate-uq training iterations of each size-sweep model", min=1
     )
+    size_sweep_repeats: int = setting(
+        1,
+        "tfuq: validate-uq size-sweep repeats averaged per size, each with its own nested subsets and seed",
+        min=1,
+    )
     anomaly_size: int = setting(
         0, "tfuq: validate-uq zero-cube side in voxels; 0 = a sixth of the smallest axis", min=0
     )

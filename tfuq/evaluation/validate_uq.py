@@ -13,7 +13,8 @@ uq_mc_samples`` (default ``[UNCERTAINTY] mc_samples``); stds in target units:
    trained from scratch on nested subsets of the Training subjects with the
    same configuration for ``size_sweep_iter`` iterations in a temporary
    model_dir (deleted afterwards); the mean epistemic std on the held-out
-   subjects must fall;
+   subjects, averaged over ``size_sweep_repeats`` repeats (each with its own
+   nested subsets and seed), must fall;
 3. synthetic anomaly: ``anomaly_trials`` zero cubes of side ``anomaly_size``
    (input units) at seeded random places inside the mask; epistemic std
    inside against outside the cube (ratio, AUROC);
@@ -157,10 +158,13 @@ def _anomalies(
     return trials
 
 
-def size_sweep_config(config: Config, model_dir: Path) -> Config:
+def size_sweep_config(config: Config, model_dir: Path, *, seed: int | None = None) -> Config:
     """One size-sweep model's configuration: same settings, its own model_dir and split, few iterations."""
     system = dataclasses.replace(
-        config.system, model_dir=str(model_dir), dataset_split_file=str(model_dir / "dataset_split.csv")
+        config.system,
+        model_dir=str(model_dir),
+        dataset_split_file=str(model_dir / "dataset_split.csv"),
+        seed=config.system.seed if seed is None else seed,
     )
     training = dataclasses.replace(
         config.training,
@@ -178,8 +182,6 @@ def size_sweep_config(config: Config, model_dir: Path) -> Config:
 def _size_sweep(
     config: Config, subjects: Sequence[SubjectInputs], settings: PredictionSettings, split: Mapping[str, str]
 ) -> tuple[list[int], list[float]]:
-    from tfuq.training.job import run_training
-
     sizes = list(config.evaluation.size_sweep)
     if len(sizes) < 2:
         _LOG.info("[EVALUATION] size_sweep has fewer than 2 sizes: no training-set size sweep")
@@ -191,31 +193,49 @@ def _size_sweep(
             f"(the Training subjects), got {', '.join(map(str, sizes))}"
         )
     held = {s.id: INFERENCE for s in subjects}
-    values = []
-    for size, subset in zip(sizes, nested_subsets(train_ids, sizes, seed=config.system.seed)):
-        with tempfile.TemporaryDirectory(prefix=f"tfuq-size-sweep-{size}-") as tmp:
-            folder = Path(tmp)
-            write_split(folder / "dataset_split.csv", {**{i: TRAINING for i in subset}, **held})
+    repeats = config.evaluation.size_sweep_repeats
+    values = np.zeros((repeats, len(sizes)))
+    for r in range(repeats):
+        seed = config.system.seed + r
+        for k, subset in enumerate(nested_subsets(train_ids, sizes, seed=seed)):
+            values[r, k] = _sweep_model_epistemic(config, subset, held, subjects, settings, seed)
             _LOG.info(
-                "size sweep: training on %d subject(s) for %d iterations",
-                size,
-                config.evaluation.size_sweep_iter,
+                "size sweep (repeat %d): %d subject(s) -> mean held-out epistemic std %.4g",
+                r + 1,
+                len(subset),
+                values[r, k],
             )
-            run_training(size_sweep_config(config, folder))
-            member = load_trained_model(folder)
-            check_windows([member], settings)
-            scale = member.target_normalisation.scale
-            means = [
-                float(
-                    _std(predict_subject([member], s.normalised(), settings), EPISTEMIC_VAR, scale)[
-                        _region(s)
-                    ].mean()
-                )
-                for s in subjects
-            ]
-        values.append(float(np.mean(means)))
-        _LOG.info("size sweep: %d subject(s) -> mean held-out epistemic std %.4g", size, values[-1])
-    return sizes, values
+    return sizes, values.mean(axis=0).tolist()
+
+
+def _sweep_model_epistemic(
+    config: Config,
+    subset: Sequence[str],
+    held: Mapping[str, str],
+    subjects: Sequence[SubjectInputs],
+    settings: PredictionSettings,
+    seed: int,
+) -> float:
+    """Train one size-sweep model on ``subset`` and return its mean epistemic std on ``subjects``."""
+    from tfuq.training.job import run_training
+
+    with tempfile.TemporaryDirectory(prefix=f"tfuq-size-sweep-{len(subset)}-") as tmp:
+        folder = Path(tmp)
+        write_split(folder / "dataset_split.csv", {**{i: TRAINING for i in subset}, **held})
+        _LOG.info(
+            "size sweep: training on %d subject(s) for %d iterations",
+            len(subset),
+            config.evaluation.size_sweep_iter,
+        )
+        run_training(size_sweep_config(config, folder, seed=seed))
+        member = load_trained_model(folder)
+        check_windows([member], settings)
+        scale = member.target_normalisation.scale
+        means = []
+        for s in subjects:
+            maps = predict_subject([member], s.normalised(), settings)
+            means.append(float(_std(maps, EPISTEMIC_VAR, scale)[_region(s)].mean()))
+    return float(np.mean(means))
 
 
 def _noise_check(
