@@ -44,7 +44,9 @@ VALIDATION_FILES = {
 }
 
 
-def _verdict(ok: bool) -> str:
+def _verdict(ok: bool | None) -> str:
+    if ok is None:
+        return "not run"
     return "expected direction" if ok else "NOT the expected direction"
 
 
@@ -56,7 +58,7 @@ def plot_sweeps(
     Args:
         path: Destination PNG (10 x 4 inches).
         summary: Output of :func:`tfuq.evaluation.validation_summary`.
-        units: Target units (std axes); input noise is in input units.
+        units: Target units (std axes); input noise is in normalised input units.
         overwrite: Replace an existing file.
 
     Returns:
@@ -69,7 +71,7 @@ def plot_sweeps(
     left.plot(noise["levels"], noise["mean_aleatoric_std"], "o-", label="inside the mask")
     if "mean_aleatoric_std_image" in noise:
         left.plot(noise["levels"], noise["mean_aleatoric_std_image"], "s--", label="whole image")
-    left.set_xlabel("std of the Gaussian noise added to the input [input units]")
+    left.set_xlabel("std of the Gaussian noise added to the input [normalised input units]")
     left.set_ylabel(f"mean aleatoric std{suffix}")
     left.set_title(f"Input noise sweep: {_verdict(summary['noise_sweep_monotonic'])}")
     left.legend(fontsize="small")
