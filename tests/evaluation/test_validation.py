@@ -93,6 +93,70 @@ def test_insert_anomaly_zeroes_a_cube_inside_the_mask():
         val.insert_anomaly(image, mask[:-1], 4, seed=1)
 
 
+def test_random_cube_center_with_changed_map_brute_force():
+    mask = _ball((14, 15, 13), 6.5)
+    changed = np.ones(mask.shape, bool)
+    changed[:, :7, :] = False  # a "lung": zeroing changes nothing there
+    side, need = 4, 0.75
+    fits, enough = set(), set()
+    for start in itertools.product(*(range(n - side + 1) for n in mask.shape)):
+        box = tuple(slice(s, s + side) for s in start)
+        if mask[box].all():
+            centre = tuple(s + side // 2 for s in start)
+            fits.add(centre)
+            if changed[box].sum() >= need * side**3:
+                enough.add(centre)
+    assert enough < fits  # the rule excludes some places
+    centres = {
+        val.random_cube_center(mask, side, seed=s, changed=changed, min_changed=need) for s in range(40)
+    }
+    assert centres <= enough and len(centres) > 5
+    # Nowhere has enough changed voxels: the places with the most.
+    few = np.zeros(mask.shape, bool)
+    few[7, 7, 6] = True
+    centre = val.random_cube_center(mask, side, seed=0, changed=few, min_changed=need)
+    box = tuple(slice(c - side // 2, c - side // 2 + side) for c in centre)
+    assert few[box].sum() == 1 and mask[box].all()
+    with pytest.raises(ValueError, match="min_changed"):
+        val.random_cube_center(mask, side, seed=0, changed=changed, min_changed=1.5)
+    with pytest.raises(ValueError, match="changed must"):
+        val.random_cube_center(mask, side, seed=0, changed=changed[:-1])
+
+
+def test_anomaly_changes_hand_computed():
+    # Inside the mask channel 0 spans 0..100 (1st-99th percentile 1..99 -> span 98).
+    image = np.zeros((10, 10, 1, 2))
+    image[..., 0] = np.arange(100).reshape(10, 10, 1)
+    mask = np.ones((10, 10, 1), bool)
+    got = val.anomaly_changes(image, mask, tolerance=0.1)
+    np.testing.assert_array_equal(got, image[..., 0] > 9.8)
+    # Channel 1 is 0 but for two voxels of -50 (its 1st percentile is -50, so its span is 50):
+    # |x| = 50 > 0.1 * 50 marks them although channel 0 is below its own tolerance there.
+    image[0, 0, 0, 1] = image[0, 1, 0, 1] = -50.0
+    got = val.anomaly_changes(image, mask, tolerance=0.1)
+    expected = image[..., 0] > 9.8
+    expected[0, 0, 0] = expected[0, 1, 0] = True
+    np.testing.assert_array_equal(got, expected)
+    with pytest.raises(ValueError, match="tolerance"):
+        val.anomaly_changes(image, mask, tolerance=-1.0)
+
+
+def test_insert_anomaly_never_lands_where_the_input_is_already_zero():
+    mask = _ball((20, 20, 20), 9.0)
+    image = np.where(mask, 100.0, 0.0)
+    image[:, :10, :] = 0.0  # half of the body is "air inside the body"
+    for seed in range(10):
+        _, cube, _ = val.insert_anomaly(image, mask, 4, seed=seed)
+        assert np.mean(image[cube] != 0.0) >= 0.5
+    # min_changed = 0 is Reinhold's rule: anywhere inside the mask.
+    lands = [np.mean(image[val.insert_anomaly(image, mask, 4, seed=s)[1]] != 0.0) for s in range(30)]
+    reinhold = [
+        np.mean(image[val.insert_anomaly(image, mask, 4, seed=s, min_changed=0.0)[1]] != 0.0)
+        for s in range(30)
+    ]
+    assert min(lands) >= 0.5 and min(reinhold) < 0.5
+
+
 def test_anomaly_scores_ratio_and_auroc():
     cube = np.zeros((10, 10, 10), bool)
     cube[3:6, 3:6, 3:6] = True

@@ -295,6 +295,14 @@ class EvaluationSection:
         0, "tfuq: validate-uq zero-cube side in voxels; 0 = a sixth of the smallest axis", min=0
     )
     anomaly_trials: int = setting(3, "tfuq: validate-uq anomalies inserted (one per trial)", min=0)
+    anomaly_min_changed: float = setting(
+        0.5,
+        "tfuq: validate-uq fraction of a zero cube's voxels whose input must be away from zero (by more "
+        "than 10 % of the input's span), so no cube lands where zeroing changes nothing (air, gas); "
+        "0 = anywhere in the mask (Reinhold)",
+        min=0.0,
+        max=1.0,
+    )
     uq_subjects: int = setting(
         0, "tfuq: validate-uq held-out subjects used by the sweeps and anomalies; 0 = all", min=0
     )

@@ -46,6 +46,7 @@ from tfuq.evaluation.uq_metrics import (
 from tfuq.evaluation.validation import (
     VALIDATION_KEYS,
     aleatoric_vs_noise,
+    anomaly_changes,
     anomaly_scores,
     insert_anomaly,
     nested_subsets,
@@ -75,6 +76,7 @@ __all__ = [
     "WHOLE_IMAGE_SUFFIX",
     "SubjectCurves",
     "aleatoric_vs_noise",
+    "anomaly_changes",
     "anomaly_scores",
     "auroc",
     "ause",

@@ -16,8 +16,10 @@ uq_mc_samples`` (default ``[UNCERTAINTY] mc_samples``); stds in target units:
    subjects, averaged over ``size_sweep_repeats`` repeats (each with its own
    nested subsets and seed), must fall;
 3. synthetic anomaly: ``anomaly_trials`` zero cubes of side ``anomaly_size``
-   (input units) at seeded random places inside the mask; epistemic std
-   inside against outside the cube (ratio, AUROC);
+   (input units) at seeded random places inside the mask where at least
+   ``anomaly_min_changed`` of the cube's input is away from zero (not where
+   zeroing changes nothing: air, gas); epistemic std inside against outside the cube (ratio,
+   AUROC);
 4. on data with a true-noise section (``[REGRESSION] noise_std``, the
    phantom): the estimated aleatoric std of the clean inputs against it
    (ratio of means, Spearman inside the mask).
@@ -149,7 +151,13 @@ def _anomalies(
         subject = subjects[k % len(subjects)]
         side = config.evaluation.anomaly_size or max(2, round(min(subject.shape) / 6))
         side = min(side, min(subject.shape))
-        raw, cube, center = insert_anomaly(subject.raw, _region(subject), side, seed=config.system.seed + k)
+        raw, cube, center = insert_anomaly(
+            subject.raw,
+            _region(subject),
+            side,
+            seed=config.system.seed + k,
+            min_changed=config.evaluation.anomaly_min_changed,
+        )
         maps = predict_subject(members, subject.normalised(raw), settings)
         scores = anomaly_scores(_std(maps, EPISTEMIC_VAR, scale), cube, _region(subject))
         trials.append({**scores, "subject": subject.id, "center": list(center), "side": side})
