@@ -42,8 +42,8 @@ __all__ = ["PHANTOM_PREFIX", "Config", "ConfigError", "load_config", "parse_over
 #: ``path_to_search`` value selecting the built-in phantom.
 PHANTOM_PREFIX = "phantom:"
 _SOURCE_KEYS = {
-    "REGRESSION": ("image", "output", "weight", "sampler", "mask", "noise_std"),
-    "GAN": ("conditioning", "image", "mask", "noise_std"),
+    "REGRESSION": ("image", "output", "weight", "sampler", "mask", "noise_std", "lesion"),
+    "GAN": ("conditioning", "image", "mask", "noise_std", "lesion"),
 }
 
 
@@ -254,6 +254,12 @@ def load_config(path: PathLike, overrides: Iterable[str] = ()) -> Config:
                 raise ConfigError(f"{path}: [{application}] {key}: [{name}] is not an input section")
             if name not in referenced:
                 referenced.append(name)
+    inputs = app.image if application == "REGRESSION" else app.conditioning
+    if app.lesion and app.lesion in (*inputs, app.output if application == "REGRESSION" else app.image):
+        raise ConfigError(
+            f"{path}: [{application}] lesion: [{app.lesion}] is a network input or the target; expected "
+            "a label section of its own"
+        )
     main_keys = ("image", "output") if application == "REGRESSION" else ("conditioning", "image")
     for key in main_keys:
         if not getattr(app, key):

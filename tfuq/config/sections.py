@@ -403,6 +403,11 @@ class RegressionSection:
     sampler: str = setting("", "optional section used by weighted/balanced window sampling")
     mask: str = setting("", "tfuq: optional section with the body/brain mask for losses and metrics")
     noise_std: str = setting("", "tfuq: optional section with the true noise std (phantom) for UQ validation")
+    lesion: str = setting(
+        "",
+        "tfuq: optional section whose non-zero voxels are a lesion/tumour label map (never a network "
+        "input); tfuq evaluate compares the uncertainty inside it with the rest of the mask",
+    )
     loss_border: int = setting(0, "voxels ignored at each window side in the loss", min=0)
     error_map: bool = setting(False, "also write |error| maps at inference when the target is known")
 
@@ -417,6 +422,9 @@ class GanSection:
     image: str = setting("", "input source section of the real (target) images, e.g. T2")
     mask: str = setting("", "tfuq: optional mask section for losses and metrics")
     noise_std: str = setting("", "tfuq: optional true noise std section (phantom)")
+    lesion: str = setting(
+        "", "tfuq: optional lesion/tumour label section (non-zero = lesion) for evaluation, see [REGRESSION]"
+    )
     loss_border: int = setting(0, "tfuq: voxels ignored at each window side in the loss", min=0)
     adversarial_loss: str = setting("lsgan", "tfuq: adversarial loss", choices=("lsgan", "bce"))
     lambda_adv: float = setting(1.0, "tfuq: adversarial loss weight", min=0.0)

@@ -15,7 +15,10 @@ The steps of :func:`run_evaluation`:
    its recalibration on -- before and after the recalibration of
    ``[CALIBRATION] method`` (isotonic: the map applied to the PIT values;
    sigma scaling: ``N(mean, epistemic^2 + s^2 aleatoric^2)``, whose scores
-   replace the ``*_recalibrated`` columns);
+   replace the ``*_recalibrated`` columns); with a ``[REGRESSION] lesion``
+   section (read nearest neighbour, non-zero = lesion) the subjects that have
+   its file also get the lesion-against-rest-of-mask keys
+   (:func:`tfuq.evaluation.lesion.lesion_metrics`);
 4. into ``[EVALUATION] save_csv_dir``: ``metrics.csv``, ``summary.json``,
    the calibration, RMSE-versus-retained and error-histogram plots, one
    montage per subject and ``report.html`` (:func:`tfuq.evaluation.write_report`);
@@ -144,6 +147,11 @@ def _evaluate_one(
     if mask_name and mask_name in files:
         mask = _on_grid(load_volume(files[mask_name], axcodes=sources[mask_name].axcodes or None), ref, 0) > 0
         mask = mask if mask.any() else None
+    lesion_name = getattr(config.app, "lesion", "")
+    lesion = None
+    if lesion_name and lesion_name in files:
+        volume = load_volume(files[lesion_name], axcodes=sources[lesion_name].axcodes or None)
+        lesion = _on_grid(volume, ref, 0) != 0
     arrays = {name: v.array.reshape(ref.shape).astype(np.float64) for name, v in maps.items()}
     num_bins = config.calibration.num_bins
     row, curves = evaluate_subject(
@@ -153,6 +161,7 @@ def _evaluate_one(
         arrays[ALEATORIC_STD],
         arrays[TOTAL_STD],
         mask,
+        lesion=lesion,
         subject=subject,
         recalibrator=None if isinstance(recalibrator, SigmaScaling) else recalibrator,
         num_bins=num_bins,

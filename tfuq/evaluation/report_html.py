@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["HEADLINE_METRICS", "render_report"]
+__all__ = ["HEADLINE_METRICS", "LESION_COLUMNS", "render_report"]
 
 #: Metrics shown in the summary and per-subject tables, in this order (all are in metrics.csv).
 HEADLINE_METRICS = (
@@ -36,6 +36,13 @@ HEADLINE_METRICS = (
     ("spearman_epistemic_voxel", "Spearman |error|-epistemic (voxel)", False),
     ("spearman_aleatoric_voxel", "Spearman |error|-aleatoric (voxel)", False),
     ("spearman_total_slice", "Spearman nRMSE-nSTD (slice)", False),
+)
+#: Columns of the lesion table (``<kind>`` in epistemic, aleatoric, total), shown when a row has them.
+LESION_COLUMNS = (
+    ("lesion_{kind}_std", "mean std in lesion", True),
+    ("nonlesion_{kind}_std", "mean std in rest of mask", True),
+    ("lesion_{kind}_ratio", "ratio lesion / rest", False),
+    ("lesion_{kind}_auroc", "AUROC lesion vs rest", False),
 )
 _PLOT_CAPTIONS = {
     "calibration": (
@@ -89,6 +96,43 @@ def _figure(path: Path, folder: Path, caption: str, embed: bool) -> str:
 
 def _label(label: str, with_units: bool, units: str) -> str:
     return f"{label} [{units}]" if with_units and units else label
+
+
+def _lesion_table(rows: Sequence[Mapping[str, Any]], units: str) -> list[str]:
+    """The lesion-against-rest-of-mask table, one row per subject and std kind (empty without lesions)."""
+    with_lesion = [row for row in rows if "lesion_num_voxels" in row]
+    if not with_lesion:
+        return []
+    parts = [
+        "<h2>Lesion against the rest of the mask</h2>",
+        "<p>Uncertainty inside the lesion section (e.g. a tumour segmentation) against the rest of the "
+        "mask: a model that knows what it has not seen has a ratio above 1 and an AUROC above 0.5, "
+        "above all for the epistemic std.</p>",
+        "<table><tr><th>subject</th><th>std</th>",
+        *(f"<th>{html.escape(_label(label, u, units))}</th>" for _, label, u in LESION_COLUMNS),
+        "</tr>",
+    ]
+    for row in with_lesion:
+        subject = html.escape(str(row.get("subject", "")))
+        for kind in ("epistemic", "aleatoric", "total"):
+            cells = "".join(
+                f"<td>{_format(row.get(key.format(kind=kind), math.nan))}</td>"
+                for key, _, _ in LESION_COLUMNS
+            )
+            parts.append(f"<tr><td>{subject}</td><td>{kind}</td>{cells}</tr>")
+    parts.append(
+        "</table><table><tr><th>subject</th><th>lesion voxels</th><th>rest-of-mask voxels</th>"
+        f"<th>{html.escape(_label('MAE in lesion', True, units))}</th>"
+        f"<th>{html.escape(_label('MAE in rest of mask', True, units))}</th></tr>"
+    )
+    for row in with_lesion:
+        cells = "".join(
+            f"<td>{_format(row.get(key, math.nan))}</td>"
+            for key in ("lesion_num_voxels", "nonlesion_num_voxels", "lesion_mae", "nonlesion_mae")
+        )
+        parts.append(f"<tr><td>{html.escape(str(row.get('subject', '')))}</td>{cells}</tr>")
+    parts.append("</table>")
+    return parts
 
 
 def render_report(
@@ -161,6 +205,7 @@ def render_report(
         cells = "".join(f"<td>{_format(row.get(key, math.nan))}</td>" for key, _, _ in present)
         parts.append(f"<tr><td>{html.escape(str(row.get('subject', '')))}</td>{cells}</tr>")
     parts.append("</table>")
+    parts.extend(_lesion_table(rows, units))
     if plots:
         parts.append("<h2>Uncertainty quality</h2>")
         for name, path in plots.items():

@@ -17,6 +17,11 @@ Metric names (the mask region; the whole image adds the suffix ``_image``):
   for kind in epistemic, aleatoric, total (Spearman correlation of
   ``|error|`` with the std per voxel, and of nRMSE with nSTD per slice).
 
+With a ``lesion`` map (e.g. a tumour segmentation), the row also holds
+:data:`tfuq.evaluation.lesion.LESION_KEYS`: mean std, std ratio and std
+AUROC inside the lesion against the rest of the mask, and the MAE on both
+sides (:func:`tfuq.evaluation.lesion.lesion_metrics`).
+
 The volume-level Spearman correlation needs several subjects and is added by
 :func:`tfuq.evaluation.summarise`.
 
@@ -40,6 +45,7 @@ from tfuq.calibration import CENTRAL_COVERAGES, IsotonicRecalibrator, SigmaScali
 from tfuq.evaluation import image_metrics as im
 from tfuq.evaluation import uq_metrics as uq
 from tfuq.evaluation.checks import resolve_mask, same_shape_maps
+from tfuq.evaluation.lesion import lesion_metrics
 from tfuq.evaluation.predictive_metrics import gaussian_params, predictive_scores, select_params
 
 __all__ = ["STD_KINDS", "WHOLE_IMAGE_SUFFIX", "SubjectCurves", "evaluate_subject"]
@@ -152,6 +158,7 @@ def evaluate_subject(
     total_std: Any | None = None,
     mask: Any | None = None,
     *,
+    lesion: Any | None = None,
     subject: str = "",
     family: str = "normal",
     params: Any | None = None,
@@ -177,6 +184,8 @@ def evaluate_subject(
         aleatoric_std: Aleatoric std map, shape ``s``.
         total_std: Total std map; default ``sqrt(epistemic^2 + aleatoric^2)``.
         mask: Boolean body/brain mask of shape ``s``; None: every voxel.
+        lesion: Optional lesion label map of shape ``s`` (non-zero =
+            lesion); adds the lesion keys (inside the mask only).
         subject: Subject id stored in the row as ``"subject"``.
         family: Predictive family of ``params``. Default ``"normal"``.
         params: Head channels of the predictive distribution in target units,
@@ -205,7 +214,8 @@ def evaluate_subject(
 
     Returns:
         dict with ``"subject"``, ``"num_voxels"`` (inside the mask) and the
-        metrics listed in the module docstring; with ``return_curves``, a
+        metrics listed in the module docstring (the lesion keys only with
+        ``lesion``); with ``return_curves``, a
         tuple ``(metrics, curves)``.
 
     Raises:
@@ -250,6 +260,18 @@ def evaluate_subject(
         else:
             image, _ = _region_metrics(maps, np.ones(shape, dtype=bool), predictive, **options)
         row.update({f"{key}{WHOLE_IMAGE_SUFFIX}": value for key, value in image.items()})
+    if lesion is not None:
+        row.update(
+            lesion_metrics(
+                maps["mean"],
+                maps["target"],
+                maps["epistemic"],
+                maps["aleatoric"],
+                lesion,
+                selector,
+                total_std=maps["total"],
+            )
+        )
     if not return_curves:
         return row
     rng = np.random.default_rng(seed)

@@ -9,7 +9,8 @@ section with parameters fitted on that subject's own volume
 without needing the target: the grid is the first input's (resampled to the
 target section's ``pixdim`` when set), and the target, mask and true-noise
 sections are read when the subject has them (evaluation, calibration,
-validation). The first input as read from disk is kept as the *reference*:
+validation), and so is the lesion section (nearest neighbour, ``> 0``; never
+a network input). The first input as read from disk is kept as the *reference*:
 outputs are written on its grid, orientation and header.
 """
 
@@ -47,6 +48,8 @@ class SubjectInputs:
         mask: Boolean ``(X, Y, Z)`` mask section, or None.
         target: Target section in its units, ``(X, Y, Z)`` float32, or None.
         noise_std: True noise std section (phantom), or None.
+        lesion: Boolean ``(X, Y, Z)`` lesion/tumour map (``[REGRESSION]
+            lesion`` section, non-zero voxels), or None.
     """
 
     id: str
@@ -57,6 +60,7 @@ class SubjectInputs:
     mask: np.ndarray | None = None
     target: np.ndarray | None = None
     noise_std: np.ndarray | None = None
+    lesion: np.ndarray | None = None
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -84,6 +88,7 @@ def _optional_sections(config: Config) -> dict[str, str]:
         "target": config.target_section,
         "mask": getattr(config.app, "mask", ""),
         "noise_std": getattr(config.app, "noise_std", ""),
+        "lesion": getattr(config.app, "lesion", ""),
     }
     return {role: name for role, name in roles.items() if name and name not in config.input_sections}
 
@@ -153,6 +158,8 @@ def load_inference_subject(
     reference = volumes[first]
     pixdim = sources[config.target_section].pixdim or None
     orders = {name: sources[name].interp_order for name in names}
+    if roles.get("lesion") in orders:  # labels: nearest neighbour whatever the section says
+        orders[roles["lesion"]] = 0
     aligned = align_pair(volumes, target=first, pixdim=pixdim, order_by_name=orders)
     mask_name = roles.get("mask", getattr(config.app, "mask", ""))
     mask = None
@@ -168,8 +175,11 @@ def load_inference_subject(
     extra = {
         role: aligned[name].array.reshape(aligned[name].shape).astype(np.float32)
         for role, name in roles.items()
-        if role != "mask" and name in aligned
+        if role not in ("mask", "lesion") and name in aligned
     }
+    lesion_name = roles.get("lesion", "")
+    if lesion_name in aligned:
+        extra["lesion"] = aligned[lesion_name].array.reshape(aligned[lesion_name].shape) > 0
     return SubjectInputs(
         id=subject,
         reference=reference,
