@@ -7,12 +7,9 @@ array of starts, shape ``(n, 3)``, in the frame of the unpadded volume.
 
 Volume padding (``[NETWORK] volume_padding_size``) is never materialised:
 with padding ``p`` a start may be as low as ``-p`` and a window may end up to
-``p`` voxels past the volume; :func:`crop_padded` extracts such a window,
-filling the part outside the volume by ``[NETWORK] volume_padding_mode``
-(numpy.pad's ``"constant"`` (0), ``"edge"``, ``"reflect"``, ``"symmetric"``,
-and ``"minimum"``, which fills with the volume's minimum, per channel; numpy's
-own ``"minimum"`` would use each line's minimum). The result equals slicing
-:func:`pad_volume`'s output.
+``p`` voxels past the volume; :func:`tfuq.data.padding.crop_padded` extracts
+such a window, filling the part outside the volume by
+``[NETWORK] volume_padding_mode`` (see :mod:`tfuq.data.padding`).
 
 The samplers (NiftyNet semantics; the code is ours):
 
@@ -25,7 +22,9 @@ The samplers (NiftyNet semantics; the code is ours):
   equally likely as the centre's label; the centre is then uniform among the
   voxels with that label.
 - grid: every window of a regular grid covering the volume (for inference
-  and validation), see :func:`grid_locations`.
+  and validation), see :func:`grid_locations`; its per-axis rule,
+  :func:`axis_starts`, also lays out whole-volume inference
+  (:func:`tfuq.inference.windows.window_grid`).
 
 2D slices and 2.5D slabs need nothing special: a window ``(128, 128, 1)``
 samples single slices, ``(128, 128, 8)`` slabs of 8 slices.
@@ -44,15 +43,18 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
+# The padding helpers live in tfuq.data.padding; re-imported here for existing callers.
+from tfuq.data.padding import PADDING_MODES as PADDING_MODES
+from tfuq.data.padding import as_padding as as_padding
+from tfuq.data.padding import as_window as as_window
+from tfuq.data.padding import crop_padded as crop_padded
+from tfuq.data.padding import pad_volume as pad_volume
+
 __all__ = [
-    "PADDING_MODES",
     "SAMPLERS",
-    "as_padding",
-    "as_window",
+    "axis_starts",
     "balanced_locations",
-    "crop_padded",
     "grid_locations",
-    "pad_volume",
     "sample_locations",
     "uniform_locations",
     "weighted_locations",
@@ -60,36 +62,6 @@ __all__ = [
 
 #: Random window samplers accepted by :func:`sample_locations`.
 SAMPLERS = ("uniform", "weighted", "balanced")
-#: Padding modes (``[NETWORK] volume_padding_mode``).
-PADDING_MODES = ("minimum", "constant", "edge", "reflect", "symmetric")
-
-
-def as_window(window: int | Sequence[int], *, name: str = "window") -> tuple[int, int, int]:
-    """A 3D window from 1, 2 or 3 sizes (a 2D window ``(H, W)`` becomes ``(H, W, 1)``).
-
-    Raises:
-        ValueError: not 1-3 integers >= 1.
-    """
-    sizes = (window,) * 3 if isinstance(window, (int, np.integer)) else tuple(window)
-    if len(sizes) == 2:
-        sizes = (*sizes, 1)
-    if len(sizes) != 3 or not all(isinstance(s, (int, np.integer)) and s >= 1 for s in sizes):
-        raise ValueError(f"Expected {name} as 2 or 3 integers >= 1. Received: {name}={window!r}")
-    return tuple(int(s) for s in sizes)  # type: ignore[return-value]
-
-
-def as_padding(padding: int | Sequence[int]) -> tuple[int, int, int]:
-    """Padding per axis from 1 or 3 non-negative integers.
-
-    Raises:
-        ValueError: not 1 or 3 integers >= 0.
-    """
-    sizes = (padding,) if isinstance(padding, (int, np.integer)) else tuple(padding)
-    if len(sizes) == 1:
-        sizes = sizes * 3
-    if len(sizes) != 3 or not all(isinstance(s, (int, np.integer)) and s >= 0 for s in sizes):
-        raise ValueError(f"Expected padding as 1 or 3 integers >= 0. Received: padding={padding!r}")
-    return tuple(int(s) for s in sizes)  # type: ignore[return-value]
 
 
 def uniform_locations(
@@ -210,17 +182,67 @@ def balanced_locations(
     return _starts_from_flat(index, region.shape, lo, window)
 
 
+def axis_starts(size: int, window: int, overlap: float, border: int = 0) -> tuple[int, ...]:
+    """Window origins along one axis; the last window ends flush with the axis.
+
+    The stride is ``s = max(1, min(floor(window * (1 - overlap)), window - 2 * border))``:
+    the windows overlap by at least the fraction ``overlap`` and, when
+    ``border`` voxels are dropped from each side of every window, the kept
+    centres still touch or overlap, so ``[border, size - border)`` is covered
+    by centres.
+
+    Args:
+        size: Axis length, ``>= window`` (pad first otherwise).
+        window: Window length along the axis, ``>= 1``.
+        overlap: Fraction of the window shared by neighbours, in ``[0, 1)``.
+        border: Voxels dropped from each side of a window, ``0 <= 2 * border < window``.
+            Default 0.
+
+    Returns:
+        Sorted distinct origins ``0, s, 2s, ..., size - window``.
+
+    Raises:
+        ValueError: ``size < window``, ``window < 1``, a bad overlap or border.
+
+    Example:
+        >>> axis_starts(10, 4, 0.5)
+        (0, 2, 4, 6)
+        >>> axis_starts(11, 4, 0.5)
+        (0, 2, 4, 6, 7)
+        >>> axis_starts(11, 4, 0.25, border=1)
+        (0, 2, 4, 6, 7)
+    """
+    if isinstance(overlap, bool) or not isinstance(overlap, (int, float)) or not 0 <= overlap < 1:
+        raise ValueError(
+            f"overlap is the fraction of a window shared with its neighbour. "
+            f"Expected 0 <= overlap < 1. Received: overlap={overlap!r}"
+        )
+    if window < 1 or size < window:
+        raise ValueError(
+            f"Expected 1 <= window <= size along an axis (pad the volume first). "
+            f"Received: size={size}, window={window}"
+        )
+    if not 0 <= 2 * border < window:
+        raise ValueError(f"Expected 0 <= 2 * border < window. Received: border={border}, window={window}")
+    stride = max(1, min(math.floor(window * (1.0 - overlap) + 1e-9), window - 2 * border))
+    starts = list(range(0, size - window + 1, stride))
+    if starts[-1] != size - window:
+        starts.append(size - window)
+    return tuple(starts)
+
+
 def grid_locations(
     shape: Sequence[int], window: int | Sequence[int], overlap: float | Sequence[float] = 0.5
 ) -> np.ndarray:
     """All windows of a regular grid covering the volume, the last one flush with the border.
 
     Along an axis of length ``N`` with window ``w`` and overlap ``o`` the
-    starts are ``0, s, 2s, ...`` while ``< N - w``, then ``N - w``, with stride
-    ``s = max(1, floor(w * (1 - o)))``: neighbours share ``w - s >= min(ceil(w * o),
-    w - 1)`` voxels (more for the last pair), every voxel is covered,
-    no window leaves the volume. The windows are all combinations of the
-    per-axis starts, in C order (last axis fastest).
+    starts are :func:`axis_starts` ``(N, w, o)``: ``0, s, 2s, ...`` while
+    ``< N - w``, then ``N - w``, with stride ``s = max(1, floor(w * (1 - o)))``;
+    neighbours share ``w - s >= min(ceil(w * o), w - 1)`` voxels (more for the
+    last pair), every voxel is covered, no window leaves the volume. The
+    windows are all combinations of the per-axis starts, in C order (last
+    axis fastest).
 
     Args:
         shape: Spatial shape ``(X, Y, Z)``, each ``>= window`` (pad first).
@@ -243,18 +265,12 @@ def grid_locations(
     overlaps = (overlap,) * 3 if isinstance(overlap, (int, float)) else tuple(overlap)
     if len(overlaps) != 3 or not all(0.0 <= float(o) < 1.0 for o in overlaps):
         raise ValueError(f"Expected overlap in [0, 1), one value or 3. Received: overlap={overlap!r}")
-    axes = []
-    for length, w, o in zip(size, window, overlaps):
-        if w > length:
-            raise ValueError(
-                f"Expected a window no larger than the volume (pad it first). "
-                f"Received: shape={size}, window={window}"
-            )
-        stride = max(1, math.floor(w * (1.0 - float(o)) + 1e-9))
-        starts = list(range(0, length - w + 1, stride))
-        if starts[-1] != length - w:
-            starts.append(length - w)
-        axes.append(starts)
+    if any(w > length for length, w in zip(size, window)):
+        raise ValueError(
+            f"Expected a window no larger than the volume (pad it first). "
+            f"Received: shape={size}, window={window}"
+        )
+    axes = [axis_starts(length, w, float(o)) for length, w, o in zip(size, window, overlaps)]
     grid = np.meshgrid(*axes, indexing="ij")
     return np.stack([g.ravel() for g in grid], axis=1).astype(np.int64)
 
@@ -291,84 +307,6 @@ def sample_locations(
         )
     sampler = weighted_locations if method == "weighted" else balanced_locations
     return sampler(values, window, n, rng, padding=padding)
-
-
-def crop_padded(
-    array: npt.ArrayLike,
-    start: Sequence[int],
-    size: int | Sequence[int],
-    *,
-    mode: str = "constant",
-    cval: float | npt.ArrayLike | None = None,
-) -> np.ndarray:
-    """The window ``[start, start + size)`` of ``array``, padded by ``mode`` where it leaves the volume.
-
-    Args:
-        array: ``(X, Y, Z)`` or ``(X, Y, Z, C)``.
-        start: Window start per spatial axis (may be negative).
-        size: Window size.
-        mode: One of :data:`PADDING_MODES`.
-        cval: Fill value for ``"constant"`` (default 0) and ``"minimum"``
-            (default the array's minimum per channel).
-
-    Returns:
-        A new array ``(*size, [C])`` of ``array``'s dtype.
-
-    Raises:
-        ValueError: unknown mode or bad start/size.
-    """
-    data = np.asarray(array)
-    if data.ndim not in (3, 4):
-        raise ValueError(f"Expected a (X, Y, Z[, C]) array. Received: array.shape={data.shape}")
-    size = as_window(size, name="size")
-    start = tuple(int(s) for s in start)
-    if len(start) != 3:
-        raise ValueError(f"Expected 3 start indices. Received: start={start}")
-    if mode not in PADDING_MODES:
-        raise ValueError(f"Expected mode in {PADDING_MODES}. Received: mode={mode!r}")
-    if all(s >= 0 and s + w <= n for s, w, n in zip(start, size, data.shape)):
-        return data[tuple(slice(s, s + w) for s, w in zip(start, size))].copy()
-    if mode in ("constant", "minimum"):
-        if cval is None and mode == "constant":
-            cval = 0
-        elif cval is None:  # per channel: reducing a strided view is much faster than over axes
-            cval = [data[..., c].min() for c in range(data.shape[3])] if data.ndim == 4 else data.min()
-        out = np.empty((*size, *data.shape[3:]), dtype=data.dtype)
-        out[...] = cval
-        lo = [max(0, s) for s in start]
-        hi = [min(n, s + w) for s, w, n in zip(start, size, data.shape)]
-        if all(a < b for a, b in zip(lo, hi)):
-            target = tuple(slice(a - s, b - s) for a, b, s in zip(lo, hi, start))
-            out[target] = data[tuple(slice(a, b) for a, b in zip(lo, hi))]
-        return out
-    out = data  # one gather per axis: much faster than a 3-axis fancy index
-    for axis, (s, w, n) in enumerate(zip(start, size, data.shape)):
-        out = out.take(_axis_indices(s, w, n, mode), axis=axis)
-    return out
-
-
-def pad_volume(array: npt.ArrayLike, padding: int | Sequence[int], mode: str = "minimum") -> np.ndarray:
-    """Pad the spatial axes of ``array`` by ``padding`` voxels on each side (see the module notes).
-
-    Returns:
-        ``(X + 2p_x, Y + 2p_y, Z + 2p_z[, C])`` array.
-    """
-    data = np.asarray(array)
-    pad = as_padding(padding)
-    return crop_padded(data, [-p for p in pad], [n + 2 * p for n, p in zip(data.shape, pad)], mode=mode)
-
-
-def _axis_indices(start: int, size: int, length: int, mode: str) -> np.ndarray:
-    index = np.arange(start, start + size)
-    if mode == "reflect" and length > 1:
-        period = 2 * length - 2
-        index = np.mod(index, period)
-        index = np.where(index >= length, period - index, index)
-    elif mode == "symmetric":
-        period = 2 * length
-        index = np.mod(index, period)
-        index = np.where(index >= length, period - 1 - index, index)
-    return np.clip(index, 0, length - 1)
 
 
 def _check_shape(shape: Sequence[int]) -> tuple[int, int, int]:

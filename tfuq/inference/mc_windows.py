@@ -13,6 +13,8 @@ more:
   phases) are reduced to their final distribution parameters;
 - for the generalized normal the MC means of the per-pass scale alpha and
   shape beta are blended like the mean (the ``_alpha`` / ``_beta`` maps);
+- ``[INFERENCE] border`` voxels are dropped from each side of every
+  window's maps before blending (:meth:`tfuq.inference.windows.WindowGrid.kept`);
 - a ``progress`` callback is told how many windows are done.
 
 Mathematical details:
@@ -60,9 +62,11 @@ BETA = "beta"
 _UPDATE = tf.function(update_state, reduce_retracing=True)
 
 
-def count_windows(shape: Sequence[int], window: int | Sequence[int], overlap: float) -> int:
+def count_windows(
+    shape: Sequence[int], window: int | Sequence[int], overlap: float, border: int | Sequence[int] = 0
+) -> int:
     """Number of windows :func:`mc_predict_windows` runs on a volume of spatial ``shape``."""
-    return window_grid(tuple(shape), check_window(window), overlap).num_windows
+    return window_grid(tuple(shape), check_window(window), overlap, border).num_windows
 
 
 def _spatial_rank(model: keras.Model) -> int:
@@ -173,6 +177,7 @@ def mc_predict_windows(
     window: int | Sequence[int],
     overlap: float = 0.5,
     blending: str = "gaussian",
+    border: int | Sequence[int] = 0,
     batch_size: int = 4,
     seed: int | None = None,
     factors: Sequence[int] = (),
@@ -191,6 +196,9 @@ def mc_predict_windows(
         window: Window size (one int or three; a 2D model needs one axis of 1).
         overlap: Fraction of a window shared with its neighbour, ``[0, 1)``.
         blending: ``"constant"``, ``"gaussian"`` or ``"hann"``.
+        border: ``[INFERENCE] border``: voxels of each window's maps dropped
+            on each side before blending (one int or one per axis; see
+            :func:`tfuq.inference.windows.window_grid`). Default 0.
         batch_size: Network inputs per forward call (windows x passes).
         seed: Reset the model's dropout streams from this seed for the run
             (restored afterwards); None continues them.
@@ -217,7 +225,7 @@ def mc_predict_windows(
     family = check_family(family)
     values = check_volume(volume).astype(np.float32, copy=False)
     factors = tuple(int(f) for f in factors)
-    grid = window_grid(values.shape[:3], check_window(window), overlap)
+    grid = window_grid(values.shape[:3], check_window(window), overlap, border)
     weights = blending_weights(grid.window, blending).astype(np.float32)
     windows_per_group, samples_per_call = sample_plan(mc_samples, batch_size)
     if mc_samples > 1 and not stochastic_layers(model):
@@ -235,17 +243,17 @@ def mc_predict_windows(
             inputs = _window_inputs(values, padded, grid, origins, factors, padding_mode, minima)
             maps, means = _group_moments(forward, inputs, family, mc_samples, samples_per_call)
             for k, origin in enumerate(origins):
-                index = grid.slices(origin)
+                index, local = grid.kept(origin)
+                w = weights[local]
                 part = MomentState(acc.count[index], acc.mean[index], acc.m2[index], acc.aleatoric[index])
                 window_state = MomentState(
-                    weights, maps[MEAN][k], weights * maps[EPISTEMIC_VAR][k], maps[ALEATORIC_VAR][k]
+                    w, maps[MEAN][k][local], w * maps[EPISTEMIC_VAR][k][local], maps[ALEATORIC_VAR][k][local]
                 )
                 for target, value in zip(acc, merge_states(part, window_state)):
                     target[index] = np.asarray(value)
                 for key, value in means.items():
-                    extras.setdefault(key, np.zeros(grid.padded_shape, np.float32))[index] += (
-                        weights * value[k]
-                    )
+                    blended = extras.setdefault(key, np.zeros(grid.padded_shape, np.float32))
+                    blended[index] += w * value[k][local]
             if progress is not None:
                 progress(len(origins))
     count = grid.crop(acc.count)

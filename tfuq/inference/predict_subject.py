@@ -49,6 +49,7 @@ from tfuq.inference.outputs import OUTPUT_MAPS, output_paths, write_outputs
 from tfuq.inference.streaming import MomentState, merge_states
 from tfuq.inference.subject_inputs import SubjectInputs
 from tfuq.inference.trained_model import TrainedModel
+from tfuq.inference.windows import check_border
 
 __all__ = [
     "INTERVAL_MAPS",
@@ -81,6 +82,8 @@ class PredictionSettings:
         seed: Seed of the dropout streams.
         factors: MultiRes factors, ``()`` for single-input networks.
         padding_mode: Input padding outside the volume.
+        border: Voxels dropped from each side of every window's maps
+            (``[INFERENCE] border``), per axis.
     """
 
     family: str
@@ -92,31 +95,44 @@ class PredictionSettings:
     seed: int | None = 0
     factors: tuple[int, ...] = ()
     padding_mode: str = "minimum"
+    border: tuple[int, ...] = (0, 0, 0)
 
 
 def prediction_settings(config: Config, *, mc_samples: int | None = None) -> PredictionSettings:
     """The :class:`PredictionSettings` of a configuration.
 
     The window is ``[INFERENCE] spatial_window_size``, or the input section's
-    training window; a 2D window ``H, W`` becomes ``H, W, 1``.
+    training window; a 2D window ``H, W`` becomes ``H, W, 1``. One
+    ``[INFERENCE] border`` value applies to every axis of the window larger
+    than 1 (see :func:`tfuq.inference.windows.check_border`).
 
     Args:
         config: The loaded configuration.
         mc_samples: Override of ``[UNCERTAINTY] mc_samples``.
+
+    Raises:
+        UserError: a border of half the window or more.
     """
     inf = config.inference
-    window = inf.spatial_window_size or config.sources[config.input_sections[0]].spatial_window_size
+    window = as_window(
+        inf.spatial_window_size or config.sources[config.input_sections[0]].spatial_window_size
+    )
+    try:
+        border = check_border(tuple(inf.border), window)
+    except ValueError as error:  # names [INFERENCE] border
+        raise UserError(str(error)) from None
     net = config.network
     return PredictionSettings(
         family=config.family,
         mc_samples=int(mc_samples or config.uncertainty.mc_samples),
-        window=as_window(window),
+        window=window,
         overlap=inf.window_overlap,
         blending=inf.blending,
         batch_size=inf.batch_size,
         seed=config.system.seed,
         factors=tuple(net.multires_factors) if net.name == "multires" else (),
         padding_mode=net.volume_padding_mode,
+        border=border,
     )
 
 
@@ -200,6 +216,7 @@ def predict_subject(
             window=settings.window,
             overlap=settings.overlap,
             blending=settings.blending,
+            border=settings.border,
             batch_size=settings.batch_size,
             seed=settings.seed,
             factors=settings.factors,
@@ -231,7 +248,7 @@ def predict_subject(
 
 def windows_per_subject(shape: Sequence[int], settings: PredictionSettings, members: int) -> int:
     """Windows :func:`predict_subject` runs for a volume (for a progress bar)."""
-    return members * count_windows(shape, settings.window, settings.overlap)
+    return members * count_windows(shape, settings.window, settings.overlap, settings.border)
 
 
 def output_stem(config: Config, subject: str) -> str:

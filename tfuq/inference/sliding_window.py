@@ -8,7 +8,8 @@ predictions with a weight map that favours window centres
 
     out(v) = sum_i w_i(v) f_i(v) / sum_i w_i(v)
 
-over the windows ``i`` covering voxel ``v``. The weights are positive
+over the windows ``i`` covering voxel ``v`` (with ``[INFERENCE] border``
+only the windows whose kept centre covers ``v``). The weights are positive
 everywhere, so the denominator never vanishes, and the result is exactly
 the prediction wherever all windows agree (no seams). The function is pure:
 it takes the volume and any callable, so it works with Keras models, exported
@@ -105,11 +106,11 @@ def _accumulate(
     predictions: np.ndarray,
     weights: np.ndarray,
 ) -> None:
-    """Add weighted window predictions into the running sums (in place)."""
+    """Add the kept part of each weighted window prediction into the running sums (in place)."""
     for origin, prediction in zip(origins, predictions):
-        index = grid.slices(origin)
-        total[index] += prediction * weights[..., np.newaxis]
-        weight_sum[index] += weights
+        target, local = grid.kept(origin)
+        total[target] += prediction[local] * weights[local][..., np.newaxis]
+        weight_sum[target] += weights[local]
 
 
 def sliding_window_predict(
@@ -119,6 +120,7 @@ def sliding_window_predict(
     *,
     overlap: float = 0.5,
     blending: str = "gaussian",
+    border: int | Sequence[int] = 0,
     batch_size: int = 4,
     pad_mode: str = "constant",
     pad_value: float | Sequence[float] | None = None,
@@ -138,6 +140,9 @@ def sliding_window_predict(
         blending: ``"constant"``, ``"gaussian"`` or ``"hann"`` (see
             :func:`tfuq.inference.windows.blending_weights`). Default
             ``"gaussian"``.
+        border: Voxels dropped from each side of every window's output
+            before blending (``[INFERENCE] border``; one int, or one per
+            axis), see :func:`tfuq.inference.windows.window_grid`. Default 0.
         batch_size: Windows per predictor call, ``>= 1``. Default 4.
         pad_mode: ``numpy.pad`` mode for volumes smaller than the window:
             ``"constant"``, ``"edge"``, ``"reflect"`` or ``"symmetric"``.
@@ -150,8 +155,8 @@ def sliding_window_predict(
         float dtype promoted to at least float32.
 
     Raises:
-        ValueError: Bad volume, window, overlap, blending, batch size or pad
-            settings, or a predictor output of the wrong shape or with
+        ValueError: Bad volume, window, overlap, blending, border, batch size
+            or pad settings, or a predictor output of the wrong shape or with
             non-finite values.
 
     Example:
@@ -161,7 +166,7 @@ def sliding_window_predict(
         True
     """
     values = check_volume(volume)
-    grid = window_grid(values.shape[:3], check_window(window), overlap)
+    grid = window_grid(values.shape[:3], check_window(window), overlap, border)
     weights = blending_weights(grid.window, blending)
     padded = pad_volume(values, grid, pad_mode=pad_mode, pad_value=pad_value)
     weight_sum = np.zeros(grid.padded_shape, dtype=np.float64)

@@ -9,6 +9,14 @@ padding is cropped from the result. Overlapping predictions are blended
 with a weight map that is largest at the window centre, which hides the
 seams of predictions that are less accurate near window borders.
 
+``[INFERENCE] border`` (NiftyNet's key) goes further: ``b`` voxels are
+dropped from each side of every window's output before blending, because a
+network's window edges see its own zero padding. So that every voxel still
+lies in some window's kept centre, the volume is first padded by ``b`` on
+each side and the stride is at most ``window - 2 * b``; a window side on the
+padded volume's edge (padding only) keeps its voxels, so no voxel of the
+padded array is left without weight.
+
 The geometry is computed once, by :func:`window_grid`; the extraction loop
 (:func:`window_batches`) and the blending aggregators are built from the
 resulting :class:`WindowGrid`, so the window layout is never restated.
@@ -31,14 +39,17 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import numpy.typing as npt
 
+from tfuq.data import padding
+from tfuq.data.samplers import axis_starts as axis_starts
+
 __all__ = [
     "BLENDING_MODES",
     "DEFAULT_SIGMA_SCALE",
     "DEFAULT_WEIGHT_FLOOR",
     "PAD_MODES",
     "WindowGrid",
-    "axis_starts",
     "blending_weights",
+    "check_border",
     "check_window",
     "pad_volume",
     "window_batches",
@@ -84,47 +95,46 @@ def check_window(window: int | Sequence[int], rank: int = 3) -> tuple[int, ...]:
     return tuple(int(s) for s in sizes)
 
 
-def _check_overlap(overlap: float) -> float:
-    if isinstance(overlap, bool) or not isinstance(overlap, (int, float)) or not 0 <= overlap < 1:
-        raise ValueError(
-            f"overlap is the fraction of a window shared with its neighbour. "
-            f"Expected 0 <= overlap < 1. Received: overlap={overlap!r}"
-        )
-    return float(overlap)
-
-
-def axis_starts(size: int, window: int, overlap: float) -> tuple[int, ...]:
-    """Window origins along one axis; the last window ends flush with the axis.
+def check_border(border: int | Sequence[int], window: Sequence[int]) -> tuple[int, ...]:
+    """``[INFERENCE] border`` per axis, checked against the window.
 
     Args:
-        size: Axis length, ``>= window`` (pad first otherwise).
-        window: Window length along the axis, ``>= 1``.
-        overlap: Fraction of the window shared by neighbours, in ``[0, 1)``.
+        border: Voxels dropped from each side of every window's output: one
+            int (applied to every axis whose window is larger than 1, so a 2D
+            window ``(H, W, 1)`` keeps its single slice) or one per axis.
+        window: Window size per axis.
 
     Returns:
-        Sorted distinct origins ``0, stride, 2*stride, ..., size - window``
-        with ``stride = max(1, floor(window * (1 - overlap)))``.
+        The border per axis.
 
     Raises:
-        ValueError: ``size < window``, ``window < 1`` or a bad overlap.
+        ValueError: negative or non-integer values, a wrong count, or a
+            border of half the window or more on some axis (no voxel would
+            be kept); the message names ``[INFERENCE] border``.
 
     Example:
-        >>> axis_starts(10, 4, 0.5)
-        (0, 2, 4, 6)
-        >>> axis_starts(11, 4, 0.5)
-        (0, 2, 4, 6, 7)
+        >>> check_border(2, (8, 8, 1))
+        (2, 2, 0)
     """
-    overlap = _check_overlap(overlap)
-    if window < 1 or size < window:
+    sizes = tuple(window)
+    if isinstance(border, (int, np.integer)) and not isinstance(border, bool):
+        values: tuple = tuple(int(border) if w > 1 else 0 for w in sizes)
+    elif isinstance(border, (Sequence, np.ndarray)) and len(border) == 1:
+        return check_border(border[0], sizes)
+    else:
+        values = tuple(border) if isinstance(border, (Sequence, np.ndarray)) else ()
+    if len(values) != len(sizes) or not all(
+        isinstance(b, (int, np.integer)) and not isinstance(b, bool) and b >= 0 for b in values
+    ):
         raise ValueError(
-            f"Expected 1 <= window <= size along an axis (pad the volume first). "
-            f"Received: size={size}, window={window}"
+            f"Expected [INFERENCE] border as one int >= 0 or {len(sizes)}. Received: border={border!r}"
         )
-    stride = max(1, math.floor(window * (1.0 - overlap) + 1e-9))
-    starts = list(range(0, size - window + 1, stride))
-    if starts[-1] != size - window:
-        starts.append(size - window)
-    return tuple(starts)
+    if any(2 * b >= w for b, w in zip(values, sizes) if b):
+        raise ValueError(
+            f"Expected [INFERENCE] border smaller than half the window on every axis. "
+            f"Received: border={tuple(int(b) for b in values)}, window={sizes}"
+        )
+    return tuple(int(b) for b in values)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,8 +145,11 @@ class WindowGrid:
         shape: Spatial shape of the volume before padding, ``(X, Y, Z)``.
         window: Window size per axis.
         overlap: Fraction of a window shared with its neighbour.
-        padding: ``((before, after),) * 3`` voxels added to reach the window size.
+        padding: ``((before, after),) * 3`` voxels added: the border on each
+            side, plus what an axis needs to reach the window size.
         starts: Window origins per axis, in padded coordinates.
+        border: Voxels of each window's output dropped on each side (except
+            at the padded volume's edge), per axis.
     """
 
     shape: tuple[int, ...]
@@ -144,6 +157,7 @@ class WindowGrid:
     overlap: float
     padding: tuple[tuple[int, int], ...]
     starts: tuple[tuple[int, ...], ...]
+    border: tuple[int, ...] = (0, 0, 0)
 
     @property
     def padded_shape(self) -> tuple[int, ...]:
@@ -164,6 +178,25 @@ class WindowGrid:
         """Spatial slices of the window at ``origin`` into a padded array."""
         return tuple(slice(int(o), int(o) + w) for o, w in zip(origin, self.window))
 
+    def kept(self, origin: Sequence[int]) -> tuple[tuple[slice, ...], tuple[slice, ...]]:
+        """The part of the window at ``origin`` whose output is aggregated.
+
+        ``border`` voxels are dropped from each side, except a side lying on
+        the padded volume's edge (only padding lies there, so every voxel of
+        the padded array keeps a positive weight).
+
+        Returns:
+            ``(target, local)``: slices into a padded array and the same
+            voxels as slices into the window.
+        """
+        local = []
+        for o, w, b, n in zip(origin, self.window, self.border, self.padded_shape):
+            lo = 0 if o == 0 else b
+            hi = w if o + w == n else w - b
+            local.append(slice(lo, hi))
+        target = tuple(slice(int(o) + s.start, int(o) + s.stop) for o, s in zip(origin, local))
+        return target, tuple(local)
+
     @property
     def interior(self) -> tuple[slice, ...]:
         """Slices of the unpadded volume inside a padded array."""
@@ -174,35 +207,51 @@ class WindowGrid:
         return padded[self.interior]
 
 
-def window_grid(shape: Sequence[int], window: int | Sequence[int], overlap: float = 0.5) -> WindowGrid:
+def window_grid(
+    shape: Sequence[int],
+    window: int | Sequence[int],
+    overlap: float = 0.5,
+    border: int | Sequence[int] = 0,
+) -> WindowGrid:
     """Lay windows over a volume of spatial ``shape``.
+
+    Every axis is padded by ``border`` on each side and, when still shorter
+    than the window, up to the window size (split evenly); the stride is
+    capped at ``window - 2 * border`` (:func:`~tfuq.data.samplers.axis_starts`),
+    so every voxel of the volume lies in the kept part of some window.
 
     Args:
         shape: Spatial shape, e.g. ``(X, Y, Z)``; every size ``>= 1``.
         window: Window size, one int or one per axis (1 for 2D windows).
         overlap: Fraction of a window shared with its neighbour, in
             ``[0, 1)``. Default 0.5.
+        border: ``[INFERENCE] border``, see :func:`check_border`. Default 0.
 
     Returns:
-        The :class:`WindowGrid`. Axes shorter than the window are padded.
+        The :class:`WindowGrid`.
 
     Raises:
-        ValueError: Bad shape, window or overlap.
+        ValueError: Bad shape, window, overlap or border.
 
     Example:
         >>> grid = window_grid((5, 9, 1), (4, 4, 1), overlap=0.5)
         >>> grid.starts, grid.padding
         (((0, 1), (0, 2, 4, 5), (0,)), ((0, 0), (0, 0), (0, 0)))
+        >>> window_grid((5, 9, 1), (4, 4, 1), border=1).padding
+        ((1, 1), (1, 1), (0, 0))
     """
     dims = tuple(shape)
     if len(dims) == 0 or not all(isinstance(n, (int, np.integer)) and n >= 1 for n in dims):
         raise ValueError(f"Expected a spatial shape of positive ints. Received: shape={tuple(shape)!r}")
     sizes = check_window(window, len(dims))
-    overlap = _check_overlap(overlap)
-    padding = tuple(((w - n) // 2, (w - n) - (w - n) // 2) if n < w else (0, 0) for n, w in zip(dims, sizes))
+    borders = check_border(border, sizes)
+    padding = []
+    for n, w, b in zip(dims, sizes, borders):
+        short = max(0, w - n - 2 * b)
+        padding.append((b + short // 2, b + short - short // 2))
     padded = tuple(n + lo + hi for n, (lo, hi) in zip(dims, padding))
-    starts = tuple(axis_starts(n, w, overlap) for n, w in zip(padded, sizes))
-    return WindowGrid(tuple(int(n) for n in dims), sizes, overlap, padding, starts)
+    starts = tuple(axis_starts(n, w, overlap, b) for n, w, b in zip(padded, sizes, borders))
+    return WindowGrid(tuple(int(n) for n in dims), sizes, float(overlap), tuple(padding), starts, borders)
 
 
 def pad_volume(
@@ -213,6 +262,9 @@ def pad_volume(
     pad_value: float | Sequence[float] | None = None,
 ) -> np.ndarray:
     """Pad a ``(*shape, C)`` volume to ``grid.padded_shape`` (no copy without padding).
+
+    The padding itself is :func:`tfuq.data.padding.pad_volume` with the
+    grid's widths.
 
     Args:
         volume: Array ``(X, Y, Z, C)`` with ``(X, Y, Z) == grid.shape``.
@@ -236,23 +288,18 @@ def pad_volume(
         raise ValueError(f"Expected pad_mode to be one of {PAD_MODES}. Received: pad_mode={pad_mode!r}")
     if all(lo == 0 and hi == 0 for lo, hi in grid.padding):
         return volume
-    widths = (*grid.padding, (0, 0))
     if pad_mode != "constant":
-        return np.pad(volume, widths, mode=pad_mode)
-    channels = volume.shape[-1]
+        return padding.pad_volume(volume, grid.padding, pad_mode)
     if pad_value is None:
-        values = volume.reshape(-1, channels).min(axis=0)
-    else:
-        if np.ndim(pad_value) > 1 or np.size(pad_value) not in (1, channels):
-            raise ValueError(
-                f"Expected pad_value as one number or {channels} (one per channel). "
-                f"Received: pad_value={pad_value!r}"
-            )
-        values = np.broadcast_to(np.asarray(pad_value, dtype=volume.dtype).ravel(), (channels,))
-    padded = np.empty((*grid.padded_shape, channels), dtype=volume.dtype)
-    padded[...] = values
-    padded[grid.interior] = volume
-    return padded
+        return padding.pad_volume(volume, grid.padding, "minimum")
+    channels = volume.shape[-1]
+    if np.ndim(pad_value) > 1 or np.size(pad_value) not in (1, channels):
+        raise ValueError(
+            f"Expected pad_value as one number or {channels} (one per channel). "
+            f"Received: pad_value={pad_value!r}"
+        )
+    values = np.broadcast_to(np.asarray(pad_value, dtype=volume.dtype).ravel(), (channels,))
+    return padding.pad_volume(volume, grid.padding, "constant", cval=values)
 
 
 def window_batches(
