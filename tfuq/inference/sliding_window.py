@@ -62,11 +62,7 @@ def check_volume(volume: Any, name: str = "volume") -> np.ndarray:
             f"Expected {name} of shape (X, Y, Z, C) with non-empty axes. "
             f"Received: {name}.shape={values.shape}"
         )
-    if not np.issubdtype(values.dtype, np.floating):
-        values = values.astype(np.float32)
-    if not np.all(np.isfinite(values)):
-        raise ValueError(f"Expected finite values in {name}. Received: NaN or infinite voxels.")
-    return values
+    return _finite_float(values, f"Expected finite values in {name}. Received: NaN or infinite voxels.")
 
 
 def check_predictions(output: Any, batch: int, window: Sequence[int], name: str = "predictor") -> np.ndarray:
@@ -91,10 +87,15 @@ def check_predictions(output: Any, batch: int, window: Sequence[int], name: str 
             f"{name} must map a batch (B, *window, C) to (B, *window, K). "
             f"Expected shape ({batch}, {', '.join(map(str, window))}, K). Received: shape {values.shape}"
         )
+    return _finite_float(values, f"{name} returned NaN or infinite values.")
+
+
+def _finite_float(values: np.ndarray, message: str) -> np.ndarray:
+    """``values`` as a floating array (float32 for integers); ValueError(message) if not all finite."""
     if not np.issubdtype(values.dtype, np.floating):
         values = values.astype(np.float32)
     if not np.all(np.isfinite(values)):
-        raise ValueError(f"{name} returned NaN or infinite values.")
+        raise ValueError(message)
     return values
 
 
