@@ -1,4 +1,9 @@
-"""Calibration: PIT values, calibration metrics, scoring rules, recalibration."""
+"""Calibration: PIT values, calibration metrics, scoring rules, recalibration.
+
+Every public name of the modules below is re-exported here, except the
+``tfuq calibrate`` stage (:mod:`tfuq.calibration.job`) and the storage format
+helpers of :mod:`tfuq.calibration.persistence`.
+"""
 
 from tfuq.calibration.checks import as_finite_array, as_tensor, check_probability
 from tfuq.calibration.isotonic import ONE_SIGMA_COVERAGE, IsotonicRecalibrator
@@ -8,6 +13,13 @@ from tfuq.calibration.metrics import (
     miscalibration_area,
     rms_calibration_error,
     sharpness,
+)
+from tfuq.calibration.moment_matched import (
+    PROBABILITY_EPS,
+    fit_moment_sigma_scaling,
+    moment_pit,
+    recalibrated_interval,
+    recalibrated_variance,
 )
 from tfuq.calibration.pit import check_prediction, mixture_pit_values, pit_values, predictive_cdf
 from tfuq.calibration.quantiles import (
@@ -26,16 +38,28 @@ from tfuq.calibration.scoring import (
     nll,
 )
 from tfuq.calibration.sigma_scaling import OBJECTIVES, SigmaScaling
+from tfuq.calibration.stored import (
+    CALIBRATION_DIR,
+    CALIBRATION_FILES,
+    SUMMARY_FILE,
+    calibration_path,
+    load_calibration,
+)
 
 __all__ = [
+    "CALIBRATION_DIR",
+    "CALIBRATION_FILES",
     "CENTRAL_COVERAGES",
     "OBJECTIVES",
     "ONE_SIGMA_COVERAGE",
+    "PROBABILITY_EPS",
+    "SUMMARY_FILE",
     "IsotonicRecalibrator",
     "SigmaScaling",
     "as_finite_array",
     "as_tensor",
     "calibration_curve",
+    "calibration_path",
     "central_interval",
     "central_intervals",
     "check_prediction",
@@ -45,14 +69,19 @@ __all__ = [
     "crps_laplace",
     "crps_normal",
     "crps_samples",
+    "fit_moment_sigma_scaling",
     "interval_score",
+    "load_calibration",
     "mean_absolute_calibration_error",
     "miscalibration_area",
     "mixture_pit_values",
+    "moment_pit",
     "nll",
     "pit_values",
     "predictive_cdf",
     "predictive_quantile",
+    "recalibrated_interval",
+    "recalibrated_variance",
     "rms_calibration_error",
     "sharpness",
 ]

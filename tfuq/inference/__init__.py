@@ -1,4 +1,10 @@
-"""Inference: sliding-window MC prediction, uncertainty decompositions, outputs in target units."""
+"""Inference: sliding-window MC prediction, uncertainty decompositions, outputs in target units.
+
+Every public name of the modules below is re-exported here, except the
+``tfuq infer`` stage itself (:mod:`tfuq.inference.job`). Note that
+``tfuq.inference.predict_subject`` is the function; import the module's other
+names from the package or with ``from tfuq.inference.predict_subject import ...``.
+"""
 
 from tfuq.inference.decomposition import (
     ALEATORIC_VAR,
@@ -30,11 +36,13 @@ from tfuq.inference.information import (
     moment_matched_entropy,
     mutual_information,
 )
-from tfuq.inference.mc import mc_predict_volume, mc_window_moments, seeded_generators
+from tfuq.inference.mc import mc_predict_volume, mc_window_moments, sample_plan, seeded_generators
+from tfuq.inference.mc_windows import ALPHA, BETA, count_windows, mc_predict_windows
 from tfuq.inference.outputs import (
     ALEATORIC_STD,
     EPISTEMIC_STD,
     OUTPUT_MAPS,
+    QC_STATISTICS,
     STD_MAPS,
     TOTAL_STD,
     output_paths,
@@ -42,8 +50,19 @@ from tfuq.inference.outputs import (
     to_target_units,
     write_outputs,
 )
+from tfuq.inference.predict_subject import (
+    INTERVAL_MAPS,
+    PredictionSettings,
+    check_windows,
+    output_stem,
+    predict_subject,
+    prediction_settings,
+    subject_output_paths,
+    windows_per_subject,
+    write_subject,
+)
 from tfuq.inference.propagation import propagate, region_mean
-from tfuq.inference.sliding_window import sliding_window_predict
+from tfuq.inference.sliding_window import Predictor, check_predictions, check_volume, sliding_window_predict
 from tfuq.inference.streaming import (
     MomentState,
     StreamingDecomposition,
@@ -52,33 +71,64 @@ from tfuq.inference.streaming import (
     merge_states,
     update_state,
 )
-from tfuq.inference.windows import BLENDING_MODES, WindowGrid, blending_weights, window_grid
+from tfuq.inference.subject_inputs import SubjectInputs, find_inference_subjects, load_inference_subject
+from tfuq.inference.trained_model import TrainedModel, head_params, load_members, load_trained_model
+from tfuq.inference.windows import (
+    BLENDING_MODES,
+    DEFAULT_SIGMA_SCALE,
+    DEFAULT_WEIGHT_FLOOR,
+    PAD_MODES,
+    WindowGrid,
+    blending_weights,
+    check_border,
+    check_window,
+    pad_volume,
+    window_batches,
+    window_grid,
+)
 
 __all__ = [
     "ALEATORIC_STD",
     "ALEATORIC_VAR",
+    "ALPHA",
+    "BETA",
     "BETWEEN_MEMBER_VAR",
     "BLENDING_MODES",
     "DECOMPOSITION_KEYS",
+    "DEFAULT_SIGMA_SCALE",
+    "DEFAULT_WEIGHT_FLOOR",
     "ENSEMBLE_KEYS",
     "ENTROPY_KEYS",
     "ENTROPY_METHODS",
     "EPISTEMIC_STD",
     "EPISTEMIC_VAR",
     "EXPECTED_ENTROPY",
+    "INTERVAL_MAPS",
     "MEAN",
     "MUTUAL_INFORMATION",
     "OUTPUT_MAPS",
+    "PAD_MODES",
+    "QC_STATISTICS",
     "STD_MAPS",
     "TOTAL_ENTROPY",
     "TOTAL_STD",
     "TOTAL_VAR",
     "WITHIN_MEMBER_VAR",
     "MomentState",
+    "PredictionSettings",
+    "Predictor",
     "StreamingDecomposition",
+    "SubjectInputs",
+    "TrainedModel",
     "WindowGrid",
     "blending_weights",
+    "check_border",
     "check_param_samples",
+    "check_predictions",
+    "check_volume",
+    "check_window",
+    "check_windows",
+    "count_windows",
     "decompose",
     "decompose_moments",
     "ensemble_decompose",
@@ -86,8 +136,14 @@ __all__ = [
     "entropy_decomposition",
     "expected_entropy",
     "finalize",
+    "find_inference_subjects",
+    "head_params",
     "init_state",
+    "load_inference_subject",
+    "load_members",
+    "load_trained_model",
     "mc_predict_volume",
+    "mc_predict_windows",
     "mc_window_moments",
     "member_moments",
     "merge_states",
@@ -95,13 +151,22 @@ __all__ = [
     "moment_matched_entropy",
     "mutual_information",
     "output_paths",
+    "output_stem",
+    "pad_volume",
+    "predict_subject",
+    "prediction_settings",
     "propagate",
     "qc_summary",
     "region_mean",
+    "sample_plan",
     "seeded_generators",
     "sliding_window_predict",
+    "subject_output_paths",
     "to_target_units",
     "update_state",
+    "window_batches",
     "window_grid",
+    "windows_per_subject",
     "write_outputs",
+    "write_subject",
 ]
