@@ -123,3 +123,75 @@ def test_info_ends_with_parameter_count(capsys: pytest.CaptureFixture[str]) -> N
     last = out.strip().splitlines()[-1]
     assert last.startswith("parameters: ")
     assert abs(int(last.split()[1]) - 2.61e6) / 2.61e6 < 0.05  # Klaser Table 1, MultiRes with sigma branch
+
+
+def _export_setup():
+    """tests/export/export_setup.py (the tiny exported application), loaded by path."""
+    import importlib.util
+
+    path = REPO_ROOT / "tests" / "export" / "export_setup.py"
+    spec = importlib.util.spec_from_file_location("export_setup_for_cli", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_infer_serving_url_writes_what_local_infer_writes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Deterministic network (no dropout): `tfuq infer --serving-url` with the requests answered in
+    # process by the exported SavedModel must write the maps `tfuq infer` writes locally.
+    import nibabel as nib
+    import numpy as np
+
+    from tfuq.export.client import saved_model_transport
+
+    setup = _export_setup()
+    ini = setup.make_app(tmp_path, "[UNCERTAINTY]", "dropout = none", "mc_samples = 2", subjects=1)
+    config = setup.load(ini)
+    setup.save_trained(config)
+    code, out, _ = run_main(["export", str(ini)], capsys)
+    assert code == 0 and out.startswith("exported ")
+    version = config.model_dir / "export" / "app" / "1"
+    code, _, err = run_main(["infer", str(ini)], capsys)
+    assert code == 0, err
+    local_dir = Path(config.inference.save_seg_dir)
+    served_dir = tmp_path / "served"
+    args = ["infer", str(ini), "--serving-url", "http://in-process:8501"]
+    args += ["--set", f"INFERENCE.save_seg_dir={served_dir}"]
+    with pytest.raises(SystemExit) as stop:
+        main(args, serving_transport=saved_model_transport(version))
+    out, err = capsys.readouterr()
+    assert stop.value.code == 0, err
+    assert out.splitlines() == ["s0: served by http://in-process:8501"]
+    local = sorted(p.name for p in local_dir.glob("*.nii.gz"))
+    assert sorted(p.name for p in served_dir.glob("*.nii.gz")) == local
+    assert len(local) == 4  # mean, epistemic_std, aleatoric_std, total_std
+    for name in local:
+        ours = nib.load(served_dir / name).get_fdata()
+        theirs = nib.load(local_dir / name).get_fdata()
+        np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=0.05, err_msg=name)  # HU; float32 paths
+    assert np.ptp(nib.load(served_dir / "s0_mean.nii.gz").get_fdata()) > 10.0
+    assert nib.load(served_dir / "s0_epistemic_std.nii.gz").get_fdata().max() > 0.1  # windows disagree
+
+    # An unreachable server: one line, exit 2, nothing written.
+    nowhere = tmp_path / "nowhere"
+    url = f"http://127.0.0.1:{_free_port()}"
+    code, _, err = run_main(
+        ["infer", str(ini), "--serving-url", url, "--set", f"INFERENCE.save_seg_dir={nowhere}"], capsys
+    )
+    errors = [line for line in err.splitlines() if line.startswith("tfuq: error:")]
+    assert code == 2 and len(errors) == 1 and "cannot reach the server" in errors[0] and url in errors[0]
+    assert not nowhere.exists() or not any(nowhere.iterdir())
+
+    # The served path does not crop window borders yet: refused instead of silently differing.
+    code, _, err = run_main(["infer", str(ini), "--serving-url", url, "--set", "INFERENCE.border=1"], capsys)
+    assert code == 2 and "[INFERENCE] border" in err and len(err.strip().splitlines()) == 1

@@ -12,12 +12,15 @@ import sys
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from tfuq import __version__
 from tfuq.errors import UserError
+
+if TYPE_CHECKING:
+    from tfuq.export.client import Transport
 
 __all__ = ["cli", "main"]
 
@@ -72,7 +75,8 @@ def train(config: Path, overrides: tuple[str, ...]) -> None:
 @_CONFIG
 @_SET
 @click.option("--serving-url", default=None, help="Query a TF Serving REST endpoint instead.")
-def infer(config: Path, overrides: tuple[str, ...], serving_url: str | None) -> None:
+@click.pass_context
+def infer(ctx: click.Context, config: Path, overrides: tuple[str, ...], serving_url: str | None) -> None:
     """Write mean and uncertainty maps for CONFIG's inference subjects."""
     if serving_url is None:
         _run("infer", config, overrides)
@@ -84,7 +88,12 @@ def infer(config: Path, overrides: tuple[str, ...], serving_url: str | None) -> 
     from tfuq.training.normalisation import read_target_normalisation
 
     cfg = _load(config, overrides)
-    client = ServingClient(serving_url, cfg.export.model_name)
+    if any(cfg.inference.border):
+        raise UserError(
+            "--serving-url does not apply [INFERENCE] border yet; set it to 0 or infer locally (tfuq infer)"
+        )
+    transport = (ctx.obj or {}).get("serving_transport")  # see main(serving_transport=...)
+    client = ServingClient(serving_url, cfg.export.model_name, transport=transport)
     sources = resolve_sources(cfg)
     units = read_target_normalisation(cfg.model_dir)
     for subject, files in inference_subjects(cfg, sources).items():
@@ -242,12 +251,25 @@ def demo(config: Path, overrides: tuple[str, ...]) -> None:
     run_demo(_load(config, overrides), echo=click.echo)
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """Console entry point: maps user errors to one line and exit code 2."""
+def main(argv: Sequence[str] | None = None, *, serving_transport: Transport | None = None) -> None:
+    """Console entry point: maps user errors to one line and exit code 2.
+
+    Args:
+        argv: Arguments without the program name; default ``sys.argv[1:]``.
+        serving_transport: How ``tfuq infer --serving-url`` sends its requests
+            (a :data:`tfuq.export.client.Transport`), e.g.
+            :func:`tfuq.export.client.saved_model_transport` to answer them in
+            process from a SavedModel; default None: HTTP to the URL.
+
+    Raises:
+        SystemExit: always, with 0 on success, 2 for a user error.
+    """
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     try:
-        cli.main(args=args, prog_name="tfuq", standalone_mode=False)
+        cli.main(
+            args=args, prog_name="tfuq", standalone_mode=False, obj={"serving_transport": serving_transport}
+        )
     except click.exceptions.Exit as stop:
         sys.exit(stop.exit_code)
     except click.Abort:
