@@ -161,3 +161,66 @@ def test_size_sweep_trains_a_model_per_nested_subset(job: dict, caplog: pytest.L
     assert sweep["sizes"] == [1, 2] and len(sweep["mean_epistemic_std"]) == 2
     assert all(v > 0 for v in sweep["mean_epistemic_std"])  # trained U-Nets with MC dropout
     assert isinstance(result["size_sweep_monotonic"], bool)
+
+
+def test_size_sweep_config_stops_on_the_validation_loss_only_with_patience(job: dict) -> None:
+    from tfuq.evaluation.validate_uq import size_sweep_config
+
+    fixed = size_sweep_config(
+        _config(job, "cfg", ("EVALUATION.size_sweep_iter=7", "TRAINING.validation_every_n=3")),
+        job["tmp"] / "a",
+    )
+    t = fixed.training
+    assert (t.max_iter, t.validation_every_n, t.early_stopping_patience, t.starting_iter) == (7, -1, 0, -1)
+    assert fixed.system.model_dir == str(job["tmp"] / "a")
+    patient = size_sweep_config(
+        _config(job, "cfg", ("EVALUATION.size_sweep_patience=2", "TRAINING.validation_every_n=3")),
+        job["tmp"] / "b",
+        seed=5,
+    )
+    t = patient.training
+    assert (t.validation_every_n, t.early_stopping_patience, patient.system.seed) == (3, 2, 5)
+
+
+def test_size_sweep_patience_without_validation_is_a_config_error(job: dict) -> None:
+    from tfuq.config import ConfigError
+
+    save_analytic_model(job["tmp"] / "patience", base=0.02)
+    overrides = (
+        "EVALUATION.size_sweep=1, 2",
+        "EVALUATION.size_sweep_patience=2",
+        "EVALUATION.anomaly_trials=0",
+        "EVALUATION.noise_levels=0, 0.1",
+    )  # [TRAINING] validation_every_n is off in the tiny config
+    with pytest.raises(ConfigError, match=r"size_sweep_patience: expected Validation subjects"):
+        run_validation(_config(job, "patience", overrides))
+
+
+def test_load_trained_model_best_needs_a_best_validation_record(tmp_path: Path) -> None:
+    from tfuq.errors import UserError
+    from tfuq.inference.trained_model import load_trained_model
+
+    save_analytic_model(tmp_path / "m", base=0.02)
+    with pytest.raises(UserError, match="best-validation record"):
+        load_trained_model(tmp_path / "m", best=True)
+
+
+@pytest.mark.slow
+def test_size_sweep_with_patience_scores_the_best_validation_weights(
+    job: dict, caplog: pytest.LogCaptureFixture
+) -> None:
+    save_analytic_model(job["tmp"] / "patient", base=0.02, slope=0.5)
+    overrides = (
+        "EVALUATION.size_sweep=1, 2",
+        "EVALUATION.size_sweep_iter=6",
+        "EVALUATION.size_sweep_patience=1",
+        "TRAINING.validation_every_n=2",
+        "EVALUATION.anomaly_trials=0",
+        "EVALUATION.noise_levels=0, 0.1",
+        "INFERENCE.spatial_window_size=16, 16, 16",
+    )
+    with caplog.at_level(logging.INFO, logger="tfuq"):
+        result, _ = _run(_config(job, "patient", overrides))
+    stops = [r.getMessage() for r in caplog.records if "stopped at step" in r.getMessage()]
+    assert len(stops) == 2 and all(("step 6" in m) or ("early_stopping" in m) for m in stops)
+    assert all(v > 0 for v in result["size_sweep"]["mean_epistemic_std"])

@@ -284,7 +284,14 @@ class EvaluationSection:
         min=1,
     )
     size_sweep_iter: int = setting(
-        100, "tfuq: validate-uq training iterations of each size-sweep model", min=1
+        100, "tfuq: validate-uq training iterations of each size-sweep model (the most with patience)", min=1
+    )
+    size_sweep_patience: int = setting(
+        0,
+        "tfuq: validate-uq size-sweep models stop after this many validations ([TRAINING] "
+        "validation_every_n, the Validation subjects) without a lower loss and keep the best weights "
+        "(Reinhold: until the validation loss plateaued); 0 = exactly size_sweep_iter iterations",
+        min=0,
     )
     size_sweep_repeats: int = setting(
         1,

@@ -11,10 +11,13 @@ uq_mc_samples`` (default ``[UNCERTAINTY] mc_samples``); stds in target units:
    aleatoric std inside the mask must rise;
 2. training-set size sweep: a model per size in ``[EVALUATION] size_sweep``,
    trained from scratch on nested subsets of the Training subjects with the
-   same configuration for ``size_sweep_iter`` iterations in a temporary
-   model_dir (deleted afterwards); the mean epistemic std on the held-out
-   subjects, averaged over ``size_sweep_repeats`` repeats (each with its own
-   nested subsets and seed), must fall;
+   same configuration in a temporary model_dir (deleted afterwards), for
+   ``size_sweep_iter`` iterations, or, with ``size_sweep_patience``, until
+   the loss on the Validation subjects stops falling (Reinhold: "until the
+   validation loss plateaued"; the best-validation weights are scored); the
+   mean epistemic std on the held-out subjects, averaged over
+   ``size_sweep_repeats`` repeats (each with its own nested subsets and
+   seed), must fall;
 3. synthetic anomaly: ``anomaly_trials`` zero cubes of side ``anomaly_size``
    (input units) at seeded random places inside the mask where at least
    ``anomaly_min_changed`` of the cube's input is away from zero (not where
@@ -167,21 +170,29 @@ def _anomalies(
 
 
 def size_sweep_config(config: Config, model_dir: Path, *, seed: int | None = None) -> Config:
-    """One size-sweep model's configuration: same settings, its own model_dir and split, few iterations."""
+    """One size-sweep model's configuration: same settings, its own model_dir and split.
+
+    It trains for at most ``[EVALUATION] size_sweep_iter`` iterations; with
+    ``size_sweep_patience`` it validates every ``[TRAINING]
+    validation_every_n`` iterations and stops after that many validations
+    without a lower validation loss (Reinhold: "trained until the validation
+    loss plateaued").
+    """
     system = dataclasses.replace(
         config.system,
         model_dir=str(model_dir),
         dataset_split_file=str(model_dir / "dataset_split.csv"),
         seed=config.system.seed if seed is None else seed,
     )
+    patience = config.evaluation.size_sweep_patience
     training = dataclasses.replace(
         config.training,
         max_iter=config.evaluation.size_sweep_iter,
         starting_iter=-1,
         save_every_n=0,
         tensorboard_every_n=0,
-        validation_every_n=-1,
-        early_stopping_patience=0,
+        validation_every_n=config.training.validation_every_n if patience else -1,
+        early_stopping_patience=patience,
         convergence_window=0,
     )
     return dataclasses.replace(config, system=system, training=training)
@@ -201,6 +212,16 @@ def _size_sweep(
             f"(the Training subjects), got {', '.join(map(str, sizes))}"
         )
     held = {s.id: INFERENCE for s in subjects}
+    if config.evaluation.size_sweep_patience:
+        valid_ids = sorted(i for i, p in split.items() if p == VALIDATION and i not in held)
+        if not valid_ids or config.training.validation_every_n <= 0:
+            raise ConfigError(
+                f"{config.path}: [EVALUATION] size_sweep_patience: expected Validation subjects and "
+                f"[TRAINING] validation_every_n > 0 to stop on the validation loss, got "
+                f"{len(valid_ids)} Validation subject(s) and validation_every_n = "
+                f"{config.training.validation_every_n}; set size_sweep_patience = 0 for fixed iterations"
+            )
+        held = {**held, **{i: VALIDATION for i in valid_ids}}
     repeats = config.evaluation.size_sweep_repeats
     values = np.zeros((repeats, len(sizes)))
     for r in range(repeats):
@@ -224,7 +245,12 @@ def _sweep_model_epistemic(
     settings: PredictionSettings,
     seed: int,
 ) -> float:
-    """Train one size-sweep model on ``subset`` and return its mean epistemic std on ``subjects``."""
+    """Train one size-sweep model on ``subset`` and return its mean epistemic std on ``subjects``.
+
+    ``held`` maps the other subjects of the sweep's split to their phase
+    (the held-out subjects, and the Validation subjects when it stops on the
+    validation loss, in which case the best-validation weights are scored).
+    """
     from tfuq.training.job import run_training
 
     with tempfile.TemporaryDirectory(prefix=f"tfuq-size-sweep-{len(subset)}-") as tmp:
@@ -235,8 +261,12 @@ def _sweep_model_epistemic(
             len(subset),
             config.evaluation.size_sweep_iter,
         )
-        run_training(size_sweep_config(config, folder, seed=seed))
-        member = load_trained_model(folder)
+        sweep_config = size_sweep_config(config, folder, seed=seed)
+        result = run_training(sweep_config)
+        best = bool(sweep_config.training.early_stopping_patience)
+        _LOG.info("size sweep: %d subject(s) stopped at step %d (%s)", len(subset), result.final_step,
+                  result.stopped)  # fmt: skip
+        member = load_trained_model(folder, best=best)
         check_windows([member], settings)
         scale = member.target_normalisation.scale
         means = []

@@ -13,6 +13,7 @@ combine in one unit system.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -71,9 +72,9 @@ def head_params(outputs: Any) -> Any:
     return outputs
 
 
-def _restore_checkpoint(model: keras.Model, model_dir: Path, step: int) -> None:
-    """Load the network weights of ``<model_dir>/checkpoints/ckpt-<step>`` into ``model``."""
-    prefix = model_dir / _CHECKPOINT_DIR / f"ckpt-{step}"
+def _restore_checkpoint(model: keras.Model, model_dir: Path, step: int, *, best: bool = False) -> None:
+    """Load the network weights of ``<model_dir>/checkpoints[/best]/ckpt-<step>`` into ``model``."""
+    prefix = model_dir / _CHECKPOINT_DIR / ("best" if best else "") / f"ckpt-{step}"
     try:
         names = {name for name, _ in tf.train.list_variables(str(prefix))}
     except (tf.errors.OpError, ValueError):
@@ -89,13 +90,15 @@ def _restore_checkpoint(model: keras.Model, model_dir: Path, step: int) -> None:
         raise UserError(f"{prefix}: cannot restore the network from this checkpoint: {first}") from None
 
 
-def load_trained_model(model_dir: PathLike, inference_iter: int = -1) -> TrainedModel:
+def load_trained_model(model_dir: PathLike, inference_iter: int = -1, *, best: bool = False) -> TrainedModel:
     """Read a trained network and its target normalisation from ``model_dir``.
 
     Args:
         model_dir: A folder written by ``tfuq train``.
         inference_iter: ``-1`` (default) for the final network; ``k > 0`` for
             the network weights of the checkpoint of step k.
+        best: Take the weights of the lowest validation loss instead
+            (``checkpoints/best``, written when training validates).
 
     Returns:
         TrainedModel.
@@ -116,7 +119,14 @@ def load_trained_model(model_dir: PathLike, inference_iter: int = -1) -> Trained
     except (OSError, ValueError, TypeError) as err:
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise UserError(f"{path}: cannot load the trained model: {first}") from None
-    if inference_iter > 0:
+    if best:
+        record = folder / _CHECKPOINT_DIR / "best" / "best.json"
+        try:
+            step = int(json.loads(record.read_text(encoding="utf-8"))["step"])
+        except (OSError, ValueError, KeyError, TypeError):
+            raise UserError(f"{record}: no readable best-validation record; train with validation") from None
+        _restore_checkpoint(model, folder, step, best=True)
+    elif inference_iter > 0:
         _restore_checkpoint(model, folder, inference_iter)
     params = read_target_normalisation(folder)
     if params is None:
