@@ -99,6 +99,24 @@ def test_multires_from_config_takes_one_input_per_level(tmp_path):
     assert drops and all(d.rate == 0.5 for d in drops)
 
 
+@pytest.mark.parametrize(("layers", "blocks"), [("head", False), ("all", True)])
+def test_dropout_layers_reaches_highres3dnet_and_multires(tmp_path, layers, blocks):
+    for network in (
+        "name = highres3dnet",
+        "name = multires\nbranch_filters = 4, 4, 4\nmultires_factors = 1, 2",
+    ):
+        config = write_config(
+            tmp_path,
+            f"{network}\nbase_filters = 4\nblocks_per_stack = 1",
+            window="8, 8, 8",
+            uncertainty=f"dropout = mc\ndropout_layers = {layers}",
+        )
+        model = build_model(config)
+        nets = model.subnets if isinstance(model, MultiRes) else [model]
+        drops = [layer for net in nets for layer in net.layers if isinstance(layer, MCSpatialDropout3D)]
+        assert model.dropout_blocks is blocks and len(drops) == len(nets) * (7 if blocks else 1)
+
+
 def test_uncertainty_settings_reach_the_layers(tmp_path):
     config = write_config(
         tmp_path,

@@ -146,3 +146,61 @@ def test_bad_arguments(kwargs, match):
     kwargs = {"image_shape": (8, 8, 8, 1), **kwargs}
     with pytest.raises(ValueError, match=match):
         HighRes3DNet(**kwargs)
+
+
+def _dropout_inputs(net: keras.Model) -> dict[str, str]:
+    """Convolution name -> name of the layer feeding it, for every convolution fed by an MC dropout."""
+    fed = {}
+    for layer in net.layers:
+        if isinstance(layer, keras.layers.Conv3D):
+            source = layer._inbound_nodes[0].parent_nodes[0].operation
+            if "dropout" in type(source).__name__.lower():
+                fed[layer.name] = source.name
+    return fed
+
+
+@pytest.mark.parametrize("blocks_per_stack", [1, 2])
+def test_dropout_blocks_drops_every_residual_convolution_input_but_not_the_image(blocks_per_stack):
+    kwargs = {"family": "normal", "base_filters": 4, "blocks_per_stack": blocks_per_stack}
+    head = HighRes3DNet((8, 8, 8, 1), dropout={"kind": "mc", "rate": 0.5, "seed": 1}, **kwargs)
+    every = HighRes3DNet(
+        (8, 8, 8, 1), dropout={"kind": "mc", "rate": 0.5, "seed": 1}, dropout_blocks=True, **kwargs
+    )
+    assert sorted(_dropout_inputs(head)) == ["highres3dnet_conv_1_conv"]
+    residual = {
+        f"highres3dnet_res_{s}_{b}_conv_{i}"
+        for s in (1, 2, 3)
+        for b in range(blocks_per_stack)
+        for i in (0, 1)
+    }
+    assert set(_dropout_inputs(every)) == residual | {"highres3dnet_conv_1_conv"}
+    assert "highres3dnet_conv_0_conv" not in _dropout_inputs(every)  # the image is never dropped
+    # MC dropout has no weights: the same weights give the same deterministic function.
+    assert len(every.get_weights()) == len(head.get_weights())
+    every.set_weights(head.get_weights())
+    x = np.random.default_rng(4).normal(size=(1, 8, 8, 8, 1)).astype("float32")
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(every(x)), keras.ops.convert_to_numpy(head(x)), rtol=1e-5, atol=1e-6
+    )
+    with mc_sampling(every):
+        a, b = (keras.ops.convert_to_numpy(every(x)) for _ in range(2))
+    assert np.abs(a - b).max() > 1e-4
+
+
+def test_dropout_blocks_round_trip_with_concrete_dropout(tmp_path):
+    net = HighRes3DNet(
+        (8, 8, 8, 1),
+        family="normal",
+        base_filters=4,
+        blocks_per_stack=1,
+        dropout={"kind": "concrete", "seed": 2},
+        dropout_blocks=True,
+    )
+    # One learned rate per wrapped convolution: conv_1 and the 6 residual convolutions.
+    assert sum("p_logit" in w.path for w in net.weights) == 7
+    config = json.loads(json.dumps(net.get_config()))
+    assert config["dropout_blocks"] is True
+    clone = HighRes3DNet.from_config(config)
+    assert clone.get_config() == net.get_config()
+    x = np.random.default_rng(5).normal(size=(1, 8, 8, 8, 1)).astype("float32")
+    assert_keras_roundtrip(net, x, tmp_path)

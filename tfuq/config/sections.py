@@ -328,6 +328,13 @@ class UncertaintySection:
         choices=("normal", "generalized_normal", "laplace", "none"),
     )
     dropout: str = setting("mc", "epistemic dropout", choices=("mc", "concrete", "none"))
+    dropout_layers: str = setting(
+        "head",
+        "tfuq: highres3dnet/multires dropout placement: head = the input of the last 80-channel 1^3 "
+        "convolution (NiftyNet, Klaser); all = also every residual-block convolution (Reinhold: all "
+        "layers but the heads). unet always drops all layers but the heads; pix2pix its decoder (Zhao)",
+        choices=("head", "all"),
+    )
     dropout_rate: float = setting(
         0.2,
         "MC dropout drop probability (Reinhold 0.2; Klaser keep 0.5 = 0.5)",

@@ -273,6 +273,7 @@ def apply_residual_block(
     normalization: str = "batch",
     activation: str = "relu",
     matching: str = "pad",
+    dropout: DropoutPlan | None = None,
     name: str,
 ) -> Any:
     """Pre-activation residual block: ``num_convs`` x [norm -> act -> conv] plus the shortcut.
@@ -291,6 +292,8 @@ def apply_residual_block(
         normalization: Normalisation before each activation.
         activation: Activation before each convolution.
         matching: ``"pad"`` or ``"projection"``.
+        dropout: Plan applied to the input of every convolution of the
+            residual branch (not the shortcut), or None.
         name: Layer-name prefix.
 
     Returns:
@@ -302,14 +305,15 @@ def apply_residual_block(
     for i in range(num_convs):
         h = apply_normalization(h, normalization, f"{name}_norm_{i}")
         h = apply_activation(h, activation, rank, f"{name}_act_{i}")
-        h = LAYERS[rank]["conv"](
+        conv = LAYERS[rank]["conv"](
             filters,
             expand(kernel_size, rank, "kernel_size"),
             dilation_rate=expand(dilation_rate, rank, "dilation_rate"),
             padding="same",
             use_bias=normalization == "none",
             name=f"{name}_conv_{i}",
-        )(h)
+        )
+        h = dropout.apply(h, conv, f"{name}_conv_{i}") if dropout is not None else conv(h)
     shortcut = _match_channels(x, filters, matching, rank, name)
     return keras.layers.Add(name=f"{name}_add")([h, shortcut])
 

@@ -142,6 +142,7 @@ def _highres3dnet(config: Config, geometry: InputGeometry) -> keras.Model:
         blocks_per_stack=net.blocks_per_stack,
         residual_matching=net.residual_matching,
         dropout=dropout_spec(config),
+        dropout_blocks=config.uncertainty.dropout_layers == "all",
         **_common(config),
     )
 
@@ -158,6 +159,7 @@ def _multires(config: Config, geometry: InputGeometry) -> keras.Model:
         blocks_per_stack=net.blocks_per_stack,
         residual_matching=net.residual_matching,
         dropout=dropout_spec(config),
+        dropout_blocks=config.uncertainty.dropout_layers == "all",
         **_common(config),
     )
 

@@ -67,6 +67,9 @@ class HighRes3DNet(keras.Model):
         dropout: Epistemic dropout (:class:`~tfuq.networks.dropout.DropoutSpec`,
             its dict, a kind name, or None): channel dropout on the input of
             the 80-channel 1^3 convolution.
+        dropout_blocks: Also drop the input of every residual-block
+            convolution (Reinhold et al.: dropout on all layers but the heads;
+            never the image itself). Default False (NiftyNet, Klaser).
         init_scale: Initial predicted scale of the DistributionHead.
         name: Model name; also the prefix of every layer name.
         **kwargs: Base ``keras.Model`` arguments (e.g. ``trainable``).
@@ -102,6 +105,7 @@ class HighRes3DNet(keras.Model):
         activation: str = "relu",
         residual_matching: str = "pad",
         dropout: DropoutSpec | Mapping[str, Any] | str | None = None,
+        dropout_blocks: bool = False,
         init_scale: float = 0.5,
         name: str = "highres3dnet",
         **kwargs: Any,
@@ -153,6 +157,7 @@ class HighRes3DNet(keras.Model):
                     normalization=normalization,
                     activation=activation,
                     matching=residual_matching,
+                    dropout=plan if dropout_blocks else None,
                     name=f"{name}_{layer['name']}_{block}",
                 )
         if family is None:
@@ -169,6 +174,7 @@ class HighRes3DNet(keras.Model):
         self.activation = activation
         self.residual_matching = residual_matching
         self.dropout = spec
+        self.dropout_blocks = bool(dropout_blocks)
         self.init_scale = float(init_scale)
 
     def get_config(self) -> dict[str, Any]:
@@ -183,6 +189,7 @@ class HighRes3DNet(keras.Model):
             "activation": self.activation,
             "residual_matching": self.residual_matching,
             "dropout": self.dropout.to_dict(),
+            "dropout_blocks": self.dropout_blocks,
             "init_scale": self.init_scale,
             "name": self.name,
             "trainable": self.trainable,

@@ -119,6 +119,9 @@ class MultiRes(keras.Model):
         activation: Hidden activation.
         residual_matching: Subnet shortcut widening, ``"pad"`` or ``"projection"``.
         dropout: Channel dropout (``DropoutSpec``, dict, kind or None).
+        dropout_blocks: Also drop the input of every residual-block
+            convolution of the HighRes3DNets (see
+            :class:`~tfuq.networks.HighRes3DNet`). Default False (Klaser).
         init_scale: Initial predicted scale.
         name: Model name and layer-name prefix.
         **kwargs: Base ``keras.Model`` arguments.
@@ -158,6 +161,7 @@ class MultiRes(keras.Model):
         activation: str = "relu",
         residual_matching: str = "pad",
         dropout: DropoutSpec | Mapping[str, Any] | str | None = None,
+        dropout_blocks: bool = False,
         init_scale: float = 0.5,
         name: str = "multires",
         **kwargs: Any,
@@ -189,6 +193,7 @@ class MultiRes(keras.Model):
                     activation=activation,
                     residual_matching=residual_matching,
                     dropout=dataclasses.replace(spec, seed=seed),
+                    dropout_blocks=dropout_blocks,
                     name=f"{name}_highres_{k}",
                 )
             )
@@ -226,6 +231,7 @@ class MultiRes(keras.Model):
         self.activation = activation
         self.residual_matching = residual_matching
         self.dropout = spec
+        self.dropout_blocks = bool(dropout_blocks)
         self.init_scale = float(init_scale)
         self.subnets = subnets
 
@@ -243,6 +249,7 @@ class MultiRes(keras.Model):
             "activation": self.activation,
             "residual_matching": self.residual_matching,
             "dropout": self.dropout.to_dict(),
+            "dropout_blocks": self.dropout_blocks,
             "init_scale": self.init_scale,
             "name": self.name,
             "trainable": self.trainable,
