@@ -88,10 +88,6 @@ def infer(ctx: click.Context, config: Path, overrides: tuple[str, ...], serving_
     from tfuq.training.normalisation import read_target_normalisation
 
     cfg = _load(config, overrides)
-    if any(cfg.inference.border):
-        raise UserError(
-            "--serving-url does not apply [INFERENCE] border yet; set it to 0 or infer locally (tfuq infer)"
-        )
     transport = (ctx.obj or {}).get("serving_transport")  # see main(serving_transport=...)
     client = ServingClient(serving_url, cfg.export.model_name, transport=transport)
     sources = resolve_sources(cfg)

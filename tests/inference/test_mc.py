@@ -234,3 +234,98 @@ def test_deterministic_model_warns_and_has_zero_epistemic(caplog):
         maps = mc_predict_volume(model, vol, "normal", mc_samples=3, window=4)
     assert "no MC-sampling layer" in caplog.text
     np.testing.assert_allclose(maps["epistemic_var"], 0.0, atol=1e-12)
+
+
+# [INFERENCE] border. Oracles: x + 1 is reproduced exactly with any border; a head wrong only within
+# `border` of its window edges (an independent NumPy-style construction from the window shape) is
+# exact with the border and wrong without it.
+WRONG = 100.0
+
+
+class _ShiftHead(keras.layers.Layer):
+    """Normal-head parameters ``(x + 1 + WRONG * edge, 0)``, edge: within ``border`` of window edges."""
+
+    def __init__(self, border: tuple[int, int, int] = (0, 0, 0), **kwargs):
+        super().__init__(**kwargs)
+        self.border = tuple(border)
+
+    def call(self, x):
+        shape = tf.shape(x)
+        edge = tf.zeros(shape[1:4], tf.bool)
+        for axis, b in enumerate(self.border):
+            index = tf.range(shape[axis + 1])
+            hit = (index < b) | (index >= shape[axis + 1] - b)
+            edge |= tf.reshape(hit, [-1 if a == axis else 1 for a in range(3)])
+        loc = x[..., :1] + 1.0 + WRONG * tf.cast(edge, x.dtype)[tf.newaxis, ..., tf.newaxis]
+        return tf.concat([loc, tf.zeros_like(loc)], axis=-1)
+
+
+def _shift_model(border: tuple[int, int, int] = (0, 0, 0)) -> keras.Model:
+    inputs = keras.Input((None, None, None, 1))
+    return keras.Model(inputs, _ShiftHead(border)(inputs))
+
+
+@pytest.mark.parametrize(
+    ("shape", "window", "border", "overlap", "blending"),
+    [
+        ((11, 9, 7), (6, 6, 5), 2, 0.5, "gaussian"),
+        ((11, 9, 7), (6, 5, 4), (1, 2, 0), 0.0, "hann"),  # stride capped at window - 2 * border
+        ((3, 4, 2), (6, 6, 4), (2, 1, 1), 0.25, "constant"),  # smaller than the window
+        ((9, 8, 3), (6, 6, 1), 2, 0.5, "gaussian"),  # 2D windows: the slice axis keeps its voxel
+    ],
+)
+def test_shift_model_is_exact_with_any_border(shape, window, border, overlap, blending):
+    vol = _volume(shape, seed=3)
+    maps = mc_predict_volume(
+        _shift_model(),
+        vol,
+        "normal",
+        mc_samples=1,
+        window=window,
+        overlap=overlap,
+        blending=blending,
+        border=border,
+        batch_size=3,
+    )
+    aleatoric = family_variance("normal", tf.zeros((1, 2))).numpy()[0]  # raw scale 0 everywhere
+    for key in KEYS:
+        assert maps[key].shape == shape and maps[key].dtype == np.float32
+    np.testing.assert_allclose(maps["mean"], vol[..., 0] + 1.0, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(maps["epistemic_var"], 0.0, atol=1e-10)
+    np.testing.assert_allclose(maps["aleatoric_var"], aleatoric, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("shape", "window", "border", "overlap"),
+    [((13, 9, 10), (8, 6, 8), (2, 1, 2), 0.5), ((12, 11, 5), (7, 7, 4), (3, 2, 1), 0.0)],
+)
+def test_model_wrong_at_window_edges_is_exact_only_with_the_border(shape, window, border, overlap):
+    model = _shift_model(border)
+    vol = _volume(shape, seed=4)
+    options = {"mc_samples": 1, "window": window, "overlap": overlap, "batch_size": 4}
+    maps = mc_predict_volume(model, vol, "normal", border=border, **options)
+    np.testing.assert_allclose(maps["mean"], vol[..., 0] + 1.0, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(maps["epistemic_var"], 0.0, atol=1e-6)
+    plain = mc_predict_volume(model, vol, "normal", **options)
+    assert np.abs(plain["mean"] - vol[..., 0] - 1.0).max() > WRONG / 2
+    assert plain["epistemic_var"].max() > 1.0  # overlapping windows disagree where one is wrong
+
+
+def test_border_blends_like_mc_predict_windows():
+    """Same maps as the job's path (same grid, seeds, grouping, kept parts) on a stochastic model."""
+    from tfuq.inference.mc_windows import mc_predict_windows
+
+    model = _model(0.4)
+    vol = _volume((10, 9, 6), seed=5)
+    options = {"mc_samples": 3, "window": (6, 6, 4), "border": (2, 1, 1), "batch_size": 2, "seed": 7}
+    ours = mc_predict_volume(model, vol, "normal", **options)
+    theirs = mc_predict_windows(model, vol, "normal", padding_mode="constant", **options)
+    for key in KEYS:
+        np.testing.assert_allclose(ours[key], theirs[key], rtol=1e-5, atol=1e-6, err_msg=key)
+    plain = mc_predict_volume(model, vol, "normal", **{**options, "border": 0})
+    assert np.abs(plain["mean"] - ours["mean"]).max() > 1e-4  # the border changed something
+
+
+def test_bad_border_is_refused():
+    with pytest.raises(ValueError, match=r"\[INFERENCE\] border"):
+        mc_predict_volume(_shift_model(), _volume((6, 6, 6)), "normal", mc_samples=1, window=4, border=2)

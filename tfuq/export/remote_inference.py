@@ -4,7 +4,9 @@ The volume is tiled by :func:`tfuq.inference.window_grid` (same padding,
 window origins and blending weights as local inference), each batch of
 windows is sent to the server (:class:`~tfuq.export.client.ServingClient`),
 whose ``serving_default`` answers mean and std maps per window (MC inside the
-SavedModel), and the windows are blended into whole-volume maps.
+SavedModel), and the windows are blended into whole-volume maps; with
+``[INFERENCE] border`` only each window's kept centre is blended
+(:meth:`tfuq.inference.windows.WindowGrid.kept`), as in local inference.
 
 Mathematical details:
     Overlapping windows are blended as the mixture of their predictive
@@ -47,8 +49,15 @@ from tfuq.export.mc_graph import LOWER, UPPER
 from tfuq.inference.decomposition import ALEATORIC_VAR, EPISTEMIC_VAR, MEAN, TOTAL_VAR
 from tfuq.inference.outputs import ALEATORIC_STD, EPISTEMIC_STD, TOTAL_STD, write_outputs
 from tfuq.inference.sliding_window import check_volume
-from tfuq.inference.streaming import MomentState, merge_states
-from tfuq.inference.windows import WindowGrid, blending_weights, check_window, pad_volume, window_grid
+from tfuq.inference.streaming import MomentState
+from tfuq.inference.windows import (
+    WindowGrid,
+    blending_weights,
+    check_window,
+    merge_window_moments,
+    pad_volume,
+    window_grid,
+)
 
 __all__ = ["serve_subject", "serve_volume"]
 
@@ -116,6 +125,7 @@ def serve_volume(
     *,
     overlap: float = 0.5,
     blending: str = "gaussian",
+    border: int | Sequence[int] = 0,
     batch_size: int = 4,
     spatial_rank: int = 3,
     factors: Sequence[int] | None = None,
@@ -130,6 +140,9 @@ def serve_volume(
         window: The model's window, one int or three (a 2D model: one axis 1).
         overlap: Fraction of a window shared with its neighbour, [0, 1).
         blending: ``"constant"``, ``"gaussian"`` or ``"hann"``.
+        border: ``[INFERENCE] border``: voxels of each window's maps dropped
+            on each side before blending, one int or one per axis (see
+            :func:`tfuq.inference.windows.window_grid`). Default 0.
         batch_size: Windows per request, ``>= 1``.
         spatial_rank: 2 for a 2D model (the size-1 window axis is dropped in
             requests), else 3.
@@ -148,11 +161,11 @@ def serve_volume(
         ``alpha``, ``beta``) blended as a weighted mean.
 
     Raises:
-        ValueError: bad volume, window, overlap, blending or batch size.
+        ValueError: bad volume, window, overlap, blending, border or batch size.
         UserError: a server error or an answer of the wrong shape.
     """
     values = check_volume(volume)
-    grid = window_grid(values.shape[:3], check_window(window), overlap)
+    grid = window_grid(values.shape[:3], check_window(window), overlap, border)
     squeeze = None
     if spatial_rank == 2:
         ones = [i for i, w in enumerate(grid.window) if w == 1]
@@ -177,18 +190,18 @@ def serve_volume(
         inputs = _model_inputs(values, padded, grid, origins, squeeze, factors, padding_mode)
         outputs = _check_outputs(client.predict(inputs, signature), len(origins), grid.window, squeeze)
         for k, origin in enumerate(origins):
-            index = grid.slices(origin)
-            part = MomentState(*(field[index] for field in acc))
-            window_state = MomentState(
+            index, local = merge_window_moments(
+                acc,
+                grid,
+                origin,
                 weights,
                 outputs[MEAN][k],
-                weights * outputs[EPISTEMIC_STD][k] ** 2,
+                outputs[EPISTEMIC_STD][k] ** 2,
                 outputs[ALEATORIC_STD][k] ** 2,
             )
-            for target, value in zip(acc, merge_states(part, window_state)):
-                target[index] = np.asarray(value)
             for key in set(outputs) - {*_MOMENT_KEYS, TOTAL_STD}:
-                sums.setdefault(key, np.zeros(grid.padded_shape))[index] += weights * outputs[key][k]
+                blended = sums.setdefault(key, np.zeros(grid.padded_shape))
+                blended[index] += weights[local] * outputs[key][k][local]
     count = grid.crop(acc.count)
     epistemic, aleatoric = grid.crop(acc.m2) / count, grid.crop(acc.aleatoric)
     maps = {
@@ -215,8 +228,9 @@ def serve_subject(
 
     The inputs are read and normalised exactly as ``tfuq infer`` does
     (:func:`tfuq.inference.subject_inputs.load_inference_subject`), the
-    volume is served by :func:`serve_volume` with the configuration's window,
-    overlap, blending, batch size, MultiRes factors and padding, and the maps
+    volume is served by :func:`serve_volume` with the window, overlap,
+    blending, ``[INFERENCE] border``, batch size, MultiRes factors and
+    padding of ``tfuq infer`` (:func:`tfuq.inference.prediction_settings`), and the maps
     are written on the first input's grid by :func:`tfuq.inference.write_outputs`
     into ``[INFERENCE] save_seg_dir``: ``<subject>_mean``,
     ``_epistemic_std``, ``_aleatoric_std``, ``_total_std`` (as served, i.e.
@@ -239,29 +253,27 @@ def serve_subject(
         dict map name (and ``"qc"``) -> path written.
 
     Raises:
-        UserError: unreadable inputs, a server error, existing outputs.
+        UserError: unreadable inputs, a border of half the window or more, a
+            server error, existing outputs.
     """
     from tfuq.data.geometry import resample_to_grid, same_grid
-    from tfuq.data.samplers import as_window
-    from tfuq.inference.predict_subject import output_stem
+    from tfuq.inference.predict_subject import output_stem, prediction_settings
     from tfuq.inference.subject_inputs import load_inference_subject
     from tfuq.networks.factory import input_geometry
 
+    settings = prediction_settings(config)  # the window, border, ... of tfuq infer
     inputs = load_inference_subject(config, subject, files, sources or config.sources)
-    window = (
-        config.inference.spatial_window_size or config.sources[config.input_sections[0]].spatial_window_size
-    )
-    net = config.network
     maps = serve_volume(
         client,
         inputs.normalised(),
-        as_window(window),
-        overlap=config.inference.window_overlap,
-        blending=config.inference.blending,
-        batch_size=config.inference.batch_size,
+        settings.window,
+        overlap=settings.overlap,
+        blending=settings.blending,
+        border=settings.border,
+        batch_size=settings.batch_size,
         spatial_rank=2 if input_geometry(config).mode == "2d" else 3,
-        factors=tuple(net.multires_factors) if net.name == "multires" else None,
-        padding_mode=net.volume_padding_mode,
+        factors=settings.factors or None,
+        padding_mode=settings.padding_mode,
     )
     mask = inputs.mask
     if not same_grid(inputs.grid, inputs.reference):  # back to the input's grid, as tfuq infer does

@@ -10,7 +10,10 @@ window, never on T. Each forward call holds up to ``batch_size`` network
 inputs: with ``T >= batch_size`` one window is tiled ``batch_size`` times
 (one independent dropout mask per copy); with fewer samples several windows
 are tiled ``T`` times each. The per-window decompositions are then blended
-over the overlaps into whole-volume maps.
+over the overlaps into whole-volume maps. With ``border`` (``[INFERENCE]
+border``) each window's maps lose that many voxels on each side first
+(:meth:`tfuq.inference.windows.WindowGrid.kept`), and the sums below run over
+the windows whose kept centre covers the voxel.
 
 Mathematical details:
     Window ``i`` covering voxel ``v`` gives the mixture of its T passes, with
@@ -63,11 +66,12 @@ import tensorflow as tf
 from tfuq.distributions import check_family
 from tfuq.inference.decomposition import ALEATORIC_VAR, EPISTEMIC_VAR, MEAN, TOTAL_VAR
 from tfuq.inference.sliding_window import check_predictions, check_volume
-from tfuq.inference.streaming import MomentState, finalize, init_state, merge_states, update_state
+from tfuq.inference.streaming import MomentState, finalize, init_state, update_state
 from tfuq.inference.windows import (
     WindowGrid,
     blending_weights,
     check_window,
+    merge_window_moments,
     pad_volume,
     window_batches,
     window_grid,
@@ -241,19 +245,17 @@ def _blend(
     window_maps: dict[str, np.ndarray],
     weights: np.ndarray,
 ) -> None:
-    """Merge each window's mixture (count = blending weight) into the volume state (in place)."""
+    """Merge the kept part of each window's mixture (count = blending weight) into the volume state."""
     for k, origin in enumerate(origins):
-        index = grid.slices(origin)
-        part = MomentState(acc.count[index], acc.mean[index], acc.m2[index], acc.aleatoric[index])
-        window_state = MomentState(
+        merge_window_moments(
+            acc,
+            grid,
+            origin,
             weights,
             window_maps[MEAN][k],
-            weights * window_maps[EPISTEMIC_VAR][k],
+            window_maps[EPISTEMIC_VAR][k],
             window_maps[ALEATORIC_VAR][k],
         )
-        merged = merge_states(part, window_state)
-        for target, value in zip(acc, merged):
-            target[index] = np.asarray(value)
 
 
 def mc_predict_volume(
@@ -265,6 +267,7 @@ def mc_predict_volume(
     window: int | Sequence[int],
     overlap: float = 0.5,
     blending: str = "gaussian",
+    border: int | Sequence[int] = 0,
     batch_size: int = 4,
     seed: int | None = None,
     pad_mode: str = "constant",
@@ -286,6 +289,12 @@ def mc_predict_volume(
             ``[0, 1)``. Default 0.5.
         blending: ``"constant"``, ``"gaussian"`` or ``"hann"``. Default
             ``"gaussian"``.
+        border: ``[INFERENCE] border``: voxels of each window's maps dropped
+            on each side before blending, one int (every axis whose window
+            is larger than 1) or one per axis; the volume is padded by it and
+            the stride capped at ``window - 2 * border`` so every voxel keeps
+            a window (see :func:`tfuq.inference.windows.window_grid`).
+            Default 0.
         batch_size: Network inputs per forward call (windows x samples),
             ``>= 1``: the memory budget. Default 4.
         seed: With an int, every seed generator of the model is reset to a
@@ -302,7 +311,8 @@ def mc_predict_volume(
         float32 array ``(X, Y, Z)`` in the model's (normalised) units.
 
     Raises:
-        ValueError: Bad volume, family, counts, window, overlap or blending;
+        ValueError: Bad volume, family, counts, window, overlap, blending or
+            border;
             a model output with the wrong shape or non-finite values; a 2D
             model with windows that are not 2D.
 
@@ -314,7 +324,7 @@ def mc_predict_volume(
     """
     family = check_family(family)
     values = check_volume(volume)
-    grid = window_grid(values.shape[:3], check_window(window), overlap)
+    grid = window_grid(values.shape[:3], check_window(window), overlap, border)
     weights = blending_weights(grid.window, blending).astype(np.float32)
     windows_per_group, samples_per_call = sample_plan(mc_samples, batch_size)
     if mc_samples > 1 and not stochastic_layers(model):

@@ -41,6 +41,7 @@ import numpy.typing as npt
 
 from tfuq.data import padding
 from tfuq.data.samplers import axis_starts as axis_starts
+from tfuq.inference.streaming import MomentState, merge_states
 
 __all__ = [
     "BLENDING_MODES",
@@ -51,6 +52,7 @@ __all__ = [
     "blending_weights",
     "check_border",
     "check_window",
+    "merge_window_moments",
     "pad_volume",
     "window_batches",
     "window_grid",
@@ -384,3 +386,43 @@ def blending_weights(
         shape[axis] = size
         weights = weights * _axis_profile(size, mode, float(sigma_scale)).reshape(shape)
     return np.maximum(weights / weights.max(), float(floor))
+
+
+def merge_window_moments(
+    acc: MomentState,
+    grid: WindowGrid,
+    origin: Sequence[int],
+    weights: np.ndarray,
+    mean: np.ndarray,
+    epistemic_var: np.ndarray,
+    aleatoric_var: np.ndarray,
+) -> tuple[tuple[slice, ...], tuple[slice, ...]]:
+    """Merge the kept part of one window's moments into a whole-volume state (in place).
+
+    The window's mixture enters with its blending weight as the sample count
+    (Chan et al.'s update, :func:`tfuq.inference.merge_states`), so after
+    every window the state holds the mixture moments of the covering windows
+    described in :mod:`tfuq.inference.mc`; only :meth:`WindowGrid.kept`
+    voxels are merged (``[INFERENCE] border``).
+
+    Args:
+        acc: State of NumPy arrays ``(*grid.padded_shape)``; ``count`` holds
+            the weight sum per voxel. Updated in place.
+        grid: The window grid.
+        origin: The window's origin (padded coordinates).
+        weights: Blending weights of shape ``grid.window``.
+        mean: The window's mean map, shape ``grid.window``.
+        epistemic_var: The window's epistemic variance map, same shape.
+        aleatoric_var: The window's aleatoric variance map, same shape.
+
+    Returns:
+        ``(target, local)`` of :meth:`WindowGrid.kept`, to blend other maps
+        of the window the same way.
+    """
+    target, local = grid.kept(origin)
+    w = weights[local]
+    part = MomentState(*(field[target] for field in acc))
+    window_state = MomentState(w, mean[local], w * epistemic_var[local], aleatoric_var[local])
+    for field, value in zip(acc, merge_states(part, window_state)):
+        field[target] = np.asarray(value)
+    return target, local
