@@ -192,6 +192,28 @@ def test_infer_serving_url_writes_what_local_infer_writes(
     assert code == 2 and len(errors) == 1 and "cannot reach the server" in errors[0] and url in errors[0]
     assert not nowhere.exists() or not any(nowhere.iterdir())
 
-    # The served path does not crop window borders yet: refused instead of silently differing.
-    code, _, err = run_main(["infer", str(ini), "--serving-url", url, "--set", "INFERENCE.border=1"], capsys)
-    assert code == 2 and "[INFERENCE] border" in err and len(err.strip().splitlines()) == 1
+    # [INFERENCE] border = 1: the served path drops the same window edges as local infer.
+    written = {}
+    for kind, extra in (("local", []), ("served", ["--serving-url", "http://in-process:8501"])):
+        folder = tmp_path / f"border_{kind}"
+        args = ["infer", str(ini), *extra, "--set", "INFERENCE.border=1"]
+        with pytest.raises(SystemExit) as stop:
+            main(
+                [*args, "--set", f"INFERENCE.save_seg_dir={folder}"],
+                serving_transport=saved_model_transport(version),
+            )
+        out, err = capsys.readouterr()
+        assert stop.value.code == 0, err
+        assert sorted(p.name for p in folder.glob("*.nii.gz")) == local
+        written[kind] = {name: nib.load(folder / name).get_fdata() for name in local}
+    for name in local:
+        np.testing.assert_allclose(
+            written["served"][name], written["local"][name], rtol=1e-4, atol=0.05, err_msg=name
+        )
+    plain = nib.load(served_dir / "s0_mean.nii.gz").get_fdata()
+    assert np.abs(written["served"]["s0_mean.nii.gz"] - plain).max() > 1.0  # the border changed the maps
+    # A border of half the window or more: one line naming the key, exit 2, before any request.
+    code, _, err = run_main(["infer", str(ini), "--serving-url", url, "--set", "INFERENCE.border=4"], capsys)
+    errors = [line for line in err.splitlines() if line.startswith("tfuq: error:")]
+    assert code == 2 and len(errors) == 1 and "[INFERENCE] border smaller than half" in errors[0]
+    assert "cannot reach" not in err  # refused before the (unreachable) server is asked

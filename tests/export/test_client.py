@@ -194,3 +194,92 @@ def test_multires_requests_carry_the_coarse_levels(tmp_path):
     np.testing.assert_allclose(served["mean"][0], loc[0][0], atol=1e-5)
     np.testing.assert_allclose(served["mean"][5], (loc[0][5] + loc[1][1]) / 2, atol=1e-5)
     np.testing.assert_allclose(served["mean"][11], loc[1][7], atol=1e-5)
+
+
+# [INFERENCE] border on the served path. Oracle: a fake server whose every map is exact except within
+# `border` voxels of its window edges (built with NumPy from the request's window shape) must give the
+# exact maps with the border and wrong ones without it.
+WRONG = 100.0
+
+
+def _edge_mask(window: tuple[int, ...], border: tuple[int, ...]) -> np.ndarray:
+    mask = np.zeros(window, bool)
+    for axis, (w, b) in enumerate(zip(window, border)):
+        index = [slice(None)] * len(window)
+        for part in (slice(0, b), slice(w - b, w)):
+            index[axis] = part
+            mask[tuple(index)] = True
+    return mask
+
+
+def _edge_wrong_server(border: tuple[int, ...]):
+    """Answers mean x + 1, epistemic std 0.5, aleatoric |x| + 0.1, lower95 x - 2 (+ WRONG at edges)."""
+
+    def transport(url, body):
+        _, inputs = decode_request(body)
+        x = np.asarray(inputs["windows"], np.float64)[..., 0]
+        edge = WRONG * np.broadcast_to(_edge_mask(x.shape[1:], border), x.shape)
+        aleatoric = np.abs(x) + 0.1 + edge
+        return encode_response(
+            {
+                "mean": x + 1.0 + edge,
+                "epistemic_std": 0.5 + edge,
+                "aleatoric_std": aleatoric,
+                "total_std": np.sqrt(0.25 + aleatoric**2),
+                "lower95": x - 2.0 - edge,
+            }
+        )
+
+    return transport
+
+
+@pytest.mark.parametrize(
+    ("shape", "window", "border", "rank", "served_border"),
+    [
+        ((13, 10, 9), (8, 8, 6), (2, 3, 1), 3, (2, 3, 1)),
+        ((5, 4, 3), (8, 8, 6), (1, 2, 2), 3, (1, 2, 2)),  # smaller than the window
+        ((11, 9, 3), (8, 8, 1), 2, 2, (2, 2)),  # 2D model: one int, the slice axis keeps its voxel
+    ],
+)
+def test_served_volume_drops_the_border(shape, window, border, rank, served_border):
+    volume = _volume(shape, seed=3)
+    client = ServingClient("http://h:1", "m", transport=_edge_wrong_server(served_border))
+    options = {"spatial_rank": rank, "overlap": 0.5, "batch_size": 3}
+    served = serve_volume(client, volume, window, border=border, **options)
+    x = volume[..., 0].astype(np.float64)
+    expected = {
+        "mean": x + 1.0,
+        "epistemic_std": np.full(shape, 0.5),
+        "aleatoric_std": np.abs(x) + 0.1,
+        "total_std": np.sqrt(0.25 + (np.abs(x) + 0.1) ** 2),
+        "lower95": x - 2.0,
+    }
+    assert sorted(served) == sorted(expected)
+    for key, value in expected.items():
+        assert served[key].shape == shape and served[key].dtype == np.float32
+        np.testing.assert_allclose(served[key], value, rtol=1e-5, atol=1e-5, err_msg=key)
+    plain = serve_volume(client, volume, window, **options)
+    for key in ("mean", "lower95"):
+        assert np.abs(plain[key] - expected[key]).max() > WRONG / 2, key
+    assert plain["epistemic_std"].max() > WRONG / 4  # windows disagree where one is wrong
+
+
+def test_served_volume_with_border_equals_local_mc_inference(deterministic):
+    # The exported model against mc_predict_volume (T = 1, deterministic) with the same border.
+    model, path = deterministic
+    volume = _volume((13, 10, 6), seed=4)
+    client = ServingClient("http://unused:8501", "m", transport=saved_model_transport(path))
+    served = serve_volume(client, volume, WINDOW, border=(2, 3, 1), blending="hann", batch_size=4)
+    local = to_target_units(
+        mc_predict_volume(
+            model, volume, "normal", mc_samples=1, window=WINDOW, border=(2, 3, 1), blending="hann"
+        ),
+        UNITS,
+    )
+    s = UNITS.scale
+    for key, value in local.items():
+        np.testing.assert_allclose(served[key], value, rtol=1e-4, atol=2e-5 * s, err_msg=key)
+    plain = serve_volume(client, volume, WINDOW, blending="hann", batch_size=4)
+    assert np.abs(plain["mean"] - served["mean"]).max() > 1e-3 * s  # the border changed the maps
+    with pytest.raises(ValueError, match=r"\[INFERENCE\] border"):
+        serve_volume(client, volume, WINDOW, border=4)
