@@ -203,13 +203,10 @@ WRONG = 100.0
 
 
 def _edge_mask(window: tuple[int, ...], border: tuple[int, ...]) -> np.ndarray:
-    mask = np.zeros(window, bool)
-    for axis, (w, b) in enumerate(zip(window, border)):
-        index = [slice(None)] * len(window)
-        for part in (slice(0, b), slice(w - b, w)):
-            index[axis] = part
-            mask[tuple(index)] = True
-    return mask
+    """True within ``border`` of a window edge: the complement of the window's centre box."""
+    centre = np.zeros(window, bool)
+    centre[tuple(slice(b, w - b) for w, b in zip(window, border))] = True
+    return ~centre
 
 
 def _edge_wrong_server(border: tuple[int, ...]):

@@ -237,32 +237,15 @@ def test_deterministic_model_warns_and_has_zero_epistemic(caplog):
 
 
 # [INFERENCE] border. Oracles: x + 1 is reproduced exactly with any border; a head wrong only within
-# `border` of its window edges (an independent NumPy-style construction from the window shape) is
-# exact with the border and wrong without it.
-WRONG = 100.0
+# `border` of its window edges (test_window_border's model: loc = x + WRONG there) is exact with the
+# border and wrong without it.
 
 
-class _ShiftHead(keras.layers.Layer):
-    """Normal-head parameters ``(x + 1 + WRONG * edge, 0)``, edge: within ``border`` of window edges."""
-
-    def __init__(self, border: tuple[int, int, int] = (0, 0, 0), **kwargs):
-        super().__init__(**kwargs)
-        self.border = tuple(border)
-
-    def call(self, x):
-        shape = tf.shape(x)
-        edge = tf.zeros(shape[1:4], tf.bool)
-        for axis, b in enumerate(self.border):
-            index = tf.range(shape[axis + 1])
-            hit = (index < b) | (index >= shape[axis + 1] - b)
-            edge |= tf.reshape(hit, [-1 if a == axis else 1 for a in range(3)])
-        loc = x[..., :1] + 1.0 + WRONG * tf.cast(edge, x.dtype)[tf.newaxis, ..., tf.newaxis]
-        return tf.concat([loc, tf.zeros_like(loc)], axis=-1)
-
-
-def _shift_model(border: tuple[int, int, int] = (0, 0, 0)) -> keras.Model:
+def _shift_model() -> keras.Model:
+    """Normal-head parameters ``(x + 1, 0)`` from two Rescaling layers."""
     inputs = keras.Input((None, None, None, 1))
-    return keras.Model(inputs, _ShiftHead(border)(inputs))
+    loc = keras.layers.Rescaling(1.0, offset=1.0)(inputs)
+    return keras.Model(inputs, keras.layers.Concatenate()([loc, keras.layers.Rescaling(0.0)(inputs)]))
 
 
 @pytest.mark.parametrize(
@@ -300,14 +283,16 @@ def test_shift_model_is_exact_with_any_border(shape, window, border, overlap, bl
     [((13, 9, 10), (8, 6, 8), (2, 1, 2), 0.5), ((12, 11, 5), (7, 7, 4), (3, 2, 1), 0.0)],
 )
 def test_model_wrong_at_window_edges_is_exact_only_with_the_border(shape, window, border, overlap):
-    model = _shift_model(border)
+    from test_window_border import WRONG, _edge_wrong_model  # same folder: on sys.path under pytest
+
+    model = _edge_wrong_model(border)
     vol = _volume(shape, seed=4)
     options = {"mc_samples": 1, "window": window, "overlap": overlap, "batch_size": 4}
     maps = mc_predict_volume(model, vol, "normal", border=border, **options)
-    np.testing.assert_allclose(maps["mean"], vol[..., 0] + 1.0, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(maps["mean"], vol[..., 0], rtol=0, atol=1e-5)
     np.testing.assert_allclose(maps["epistemic_var"], 0.0, atol=1e-6)
     plain = mc_predict_volume(model, vol, "normal", **options)
-    assert np.abs(plain["mean"] - vol[..., 0] - 1.0).max() > WRONG / 2
+    assert np.abs(plain["mean"] - vol[..., 0]).max() > WRONG / 2
     assert plain["epistemic_var"].max() > 1.0  # overlapping windows disagree where one is wrong
 
 
