@@ -47,9 +47,16 @@ from tfuq.distributions import check_family, constrain
 from tfuq.inference.decomposition import ALEATORIC_VAR, EPISTEMIC_VAR, MEAN, TOTAL_VAR
 from tfuq.inference.mc import sample_plan, seeded_generators
 from tfuq.inference.sliding_window import check_predictions, check_volume
-from tfuq.inference.streaming import MomentState, finalize, init_state, merge_states, update_state
+from tfuq.inference.streaming import MomentState, finalize, init_state, update_state
 from tfuq.inference.trained_model import head_params
-from tfuq.inference.windows import WindowGrid, blending_weights, check_window, pad_volume, window_grid
+from tfuq.inference.windows import (
+    WindowGrid,
+    blending_weights,
+    check_window,
+    merge_window_moments,
+    pad_volume,
+    window_grid,
+)
 from tfuq.layers import mc_sampling, stochastic_layers
 
 __all__ = ["ALPHA", "BETA", "count_windows", "mc_predict_windows"]
@@ -243,17 +250,12 @@ def mc_predict_windows(
             inputs = _window_inputs(values, padded, grid, origins, factors, padding_mode, minima)
             maps, means = _group_moments(forward, inputs, family, mc_samples, samples_per_call)
             for k, origin in enumerate(origins):
-                index, local = grid.kept(origin)
-                w = weights[local]
-                part = MomentState(acc.count[index], acc.mean[index], acc.m2[index], acc.aleatoric[index])
-                window_state = MomentState(
-                    w, maps[MEAN][k][local], w * maps[EPISTEMIC_VAR][k][local], maps[ALEATORIC_VAR][k][local]
+                index, local = merge_window_moments(
+                    acc, grid, origin, weights, maps[MEAN][k], maps[EPISTEMIC_VAR][k], maps[ALEATORIC_VAR][k]
                 )
-                for target, value in zip(acc, merge_states(part, window_state)):
-                    target[index] = np.asarray(value)
                 for key, value in means.items():
                     blended = extras.setdefault(key, np.zeros(grid.padded_shape, np.float32))
-                    blended[index] += w * value[k][local]
+                    blended[index] += weights[local] * value[k][local]
             if progress is not None:
                 progress(len(origins))
     count = grid.crop(acc.count)
