@@ -252,8 +252,10 @@ class EvaluationSection:
             "sharpness",
             "ause",
             "spearman",
+            "nrmse",
         ),
-        "metrics to compute",
+        "metric groups reported in metrics.csv and summary.json (each with its _image and "
+        "_recalibrated variants; the others are null in summary.json); plots are always written",
         choices=(
             "mae",
             "mse",

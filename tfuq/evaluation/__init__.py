@@ -30,6 +30,7 @@ from tfuq.evaluation.report import (
     write_report,
     write_subject_montage,
 )
+from tfuq.evaluation.selection import METRIC_GROUPS, metric_group, select_metrics
 from tfuq.evaluation.subject_metrics import STD_KINDS, WHOLE_IMAGE_SUFFIX, SubjectCurves, evaluate_subject
 from tfuq.evaluation.uq_metrics import (
     DEFAULT_FRACTIONS,
@@ -65,6 +66,7 @@ from tfuq.evaluation.validation_report import (
 __all__ = [
     "DEFAULT_FRACTIONS",
     "LEVELS",
+    "METRIC_GROUPS",
     "MONTAGE_COLUMNS",
     "REPORT_FILES",
     "SSIM_SIGMA",
@@ -88,6 +90,7 @@ __all__ = [
     "interval_coverage",
     "is_monotonic",
     "mae",
+    "metric_group",
     "mid_slices",
     "mse",
     "nested_subsets",
@@ -107,6 +110,7 @@ __all__ = [
     "random_cube_center",
     "retained_rmse_curve",
     "rmse",
+    "select_metrics",
     "select_params",
     "sparsification_curves",
     "spearman",

@@ -256,6 +256,7 @@ def run_evaluation(config: Config) -> dict[str, Any]:
         units=units,
         title=f"tfuq evaluation: {config.path.name}",
         overwrite=config.evaluation.overwrite,
+        evaluations=config.evaluation.evaluations,
     )
     summary = json.loads(paths["summary"].read_text(encoding="utf-8"))
     return {**summary, "paths": {name: str(p) for name, p in {**paths, **montages}.items()}}

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from tfuq.evaluation.checks import finite_or_none
 from tfuq.evaluation.montage import plot_montage
 from tfuq.evaluation.plots import plot_calibration, plot_error_histograms, plot_sparsification
 from tfuq.evaluation.report_html import render_report
+from tfuq.evaluation.selection import select_metrics
 from tfuq.evaluation.subject_metrics import STD_KINDS, WHOLE_IMAGE_SUFFIX, SubjectCurves
 from tfuq.evaluation.uq_metrics import spearman
 from tfuq.typing import PathLike
@@ -264,6 +265,7 @@ def write_report(
     title: str = "tfuq evaluation",
     embed_images: bool = False,
     overwrite: bool = False,
+    evaluations: Iterable[str] | None = None,
 ) -> dict[str, Path]:
     """Write metrics.csv, summary.json, the plots and report.html into ``out_dir``.
 
@@ -280,6 +282,10 @@ def write_report(
             portable file) instead of linking it relatively. Default False.
         overwrite: Replace existing outputs; otherwise an existing output is
             a :class:`~tfuq.errors.UserError` and nothing is written.
+        evaluations: Metric groups to report (``[EVALUATION] evaluations``,
+            :data:`tfuq.evaluation.selection.METRIC_GROUPS`); the columns of
+            the others are left out of metrics.csv and are null in
+            summary.json. None: every group.
 
     Returns:
         dict name -> path of every file written (keys of :data:`REPORT_FILES`).
@@ -296,7 +302,15 @@ def write_report(
     existing = [str(p) for p in paths.values() if p.exists()]
     if existing and not overwrite:
         raise UserError(f"{existing[0]}: already exists; refusing to overwrite the evaluation outputs.")
+    if evaluations is not None:
+        rows = [select_metrics(row, evaluations) for row in rows]
     summary = summarise(rows)
+    if evaluations is not None:
+        kept = select_metrics(summary, evaluations)
+        summary = {
+            k: (v if k in kept else math.nan) for k, v in summary.items() if k in kept or k in SUMMARY_KEYS
+        }
+        summary["std"] = select_metrics(summary.get("std", {}), evaluations)
     summary["units"] = units
     write_metrics_csv(paths["metrics"], rows, overwrite=overwrite)
     write_json(paths["summary"], finite_or_none(summary), overwrite=overwrite)
