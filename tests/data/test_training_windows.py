@@ -259,3 +259,25 @@ def test_fixed_target_normalisation_is_used_as_given(tmp_path: Path) -> None:
     arrays = load_training_subject(config, subject, target_normalisation=fixed)
     np.testing.assert_allclose(arrays.target[..., 0], (ct + 1000.0) / 4000.0, rtol=1e-6)
     assert arrays.normalisation["CT"] is fixed and arrays.normalisation["MR"] == fitted.normalisation["MR"]
+
+
+def test_weighted_sampling_map_counts_negative_values_as_zero(tmp_path: Path) -> None:
+    folder = write_folder(tmp_path)
+    # An MR-like sampling map with interpolation undershoot: -2 outside a box, the code inside.
+    undershoot = np.where(box_mask() > 0, code_volume(), -2.0).astype(np.float32)
+    nib.save(nib.Nifti1Image(undershoot, np.eye(4)), folder / "s0_map.nii.gz")
+    nib.save(nib.Nifti1Image(undershoot, np.eye(4)), folder / "s1_map.nii.gz")
+    extra = "[MAP]\npath_to_search = d\nfilename_contains = _map\n"
+    path = write_ini(tmp_path, network="window_sampling = weighted", app="sampler = MAP")
+    path.write_text(path.read_text() + extra)
+    arrays = load_training_subject(load_config(path), find_subjects(load_config(path).sources)[0])
+    np.testing.assert_array_equal(arrays.sampling_map, np.maximum(undershoot, 0))
+    starts = sample_locations(
+        "weighted", SHAPE, 8, 50, np.random.default_rng(0), sampling_map=arrays.sampling_map
+    )
+    assert len(starts) == 50
+    # balanced sampling keeps the labels as they are
+    path = write_ini(tmp_path, network="window_sampling = balanced", app="sampler = MAP")
+    path.write_text(path.read_text() + extra)
+    balanced = load_training_subject(load_config(path), find_subjects(load_config(path).sources)[0])
+    assert balanced.sampling_map.min() == -2.0

@@ -229,12 +229,25 @@ def load_training_subject(
         "inputs": np.stack(channels[:-1], axis=-1),
         "target": channels[-1][..., None],
         "mask": (np.ones(channels[-1].shape, np.uint8) if mask is None else mask.astype(np.uint8))[..., None],
-        "sampling_map": volumes[map_name].array.reshape(volumes[map_name].shape) if map_name else None,
+        "sampling_map": _sampling_map(config, volumes[map_name]) if map_name else None,
     }
     if config.network.window_sampling == "resize":
         arrays = _resize(arrays, window_geometry(config).window, [sources[n].interp_order for n in norms])
     orders = tuple(sources[n].interp_order for n in norms)
     return SubjectArrays(subject.id, normalisation=norms, orders=orders, **arrays)
+
+
+def _sampling_map(config: Config, volume: Any) -> np.ndarray:
+    """The sampling section as a map; for ``weighted`` sampling its negative values count as 0.
+
+    Resampled or skull-stripped MR often has small negative values
+    (interpolation undershoot); a weight cannot be negative, and treating
+    them as 0 is what such a map means.
+    """
+    values = volume.array.reshape(volume.shape)
+    if config.network.window_sampling == "weighted":
+        return np.maximum(values, 0)
+    return values
 
 
 def _resize(arrays: dict[str, Any], window: tuple[int, ...], orders: list[int]) -> dict[str, Any]:
