@@ -1,5 +1,6 @@
 """Evaluation: image metrics, uncertainty metrics, per-subject rows, plots, HTML report, UQ validation."""
 
+from tfuq.evaluation.anomaly import anomaly_changes, anomaly_scores, insert_anomaly, random_cube_center
 from tfuq.evaluation.image_metrics import (
     SSIM_SIGMA,
     SSIM_TRUNCATE,
@@ -47,12 +48,8 @@ from tfuq.evaluation.uq_metrics import (
 from tfuq.evaluation.validation import (
     VALIDATION_KEYS,
     aleatoric_vs_noise,
-    anomaly_changes,
-    anomaly_scores,
-    insert_anomaly,
     nested_subsets,
     noise_sweep_inputs,
-    random_cube_center,
     validation_summary,
 )
 from tfuq.evaluation.validation_report import (
