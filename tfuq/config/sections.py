@@ -272,6 +272,14 @@ class EvaluationSection:
         ),
     )
     units: str = setting("", "tfuq: target units on plots; empty = HU for a CT target section, else none")
+    target_units: str = setting(
+        "native",
+        "tfuq: units of metrics and plots: native = as the maps are written (the training subjects' "
+        "target units); normalised = maps back through the stored target normalisation, each truth "
+        "normalised by its section's method fitted on itself (MR: arbitrary units per scan; labelled "
+        "normalised, ignoring units)",
+        choices=("native", "normalised"),
+    )
     overwrite: bool = setting(False, "tfuq: replace existing evaluation and validate-uq outputs")
     noise_levels: tuple[float, ...] = setting(
         (0.0, 0.05, 0.1, 0.2),

@@ -18,7 +18,12 @@ The steps of :func:`run_evaluation`:
    replace the ``*_recalibrated`` columns); with a ``[REGRESSION] lesion``
    section (read nearest neighbour, non-zero = lesion) the subjects that have
    its file also get the lesion-against-rest-of-mask keys
-   (:func:`tfuq.evaluation.lesion.lesion_metrics`);
+   (:func:`tfuq.evaluation.lesion.lesion_metrics`); with ``[EVALUATION]
+   target_units = normalised`` all of it in normalised units: the maps
+   mapped back with the stored target normalisation and the truth
+   normalised with its section's method fitted on the subject
+   (:mod:`tfuq.evaluation.units`; the recalibrators are unit-free, see
+   there);
 4. into ``[EVALUATION] save_csv_dir``: ``metrics.csv``, ``summary.json``,
    the calibration, RMSE-versus-retained and error-histogram plots, one
    montage per subject and ``report.html`` (:func:`tfuq.evaluation.write_report`);
@@ -36,16 +41,19 @@ from typing import Any
 
 import numpy as np
 
+from tfuq.atomic import write_json
 from tfuq.calibration.sigma_scaling import SigmaScaling
 from tfuq.calibration.stored import load_calibration
 from tfuq.config import Config
 from tfuq.data.geometry import resample_to_grid, same_grid
 from tfuq.data.nifti import Volume, load_volume
+from tfuq.data.normalisation import NormalisationParams
 from tfuq.data.sources import resolve_sources
 from tfuq.errors import UserError
 from tfuq.evaluation.predictive_metrics import gaussian_params, predictive_scores
 from tfuq.evaluation.report import REPORT_FILES, write_report, write_subject_montage
 from tfuq.evaluation.subject_metrics import WHOLE_IMAGE_SUFFIX, SubjectCurves, evaluate_subject
+from tfuq.evaluation.units import NORMALISED, normalised_maps, normalised_target
 from tfuq.inference.decomposition import MEAN
 from tfuq.inference.outputs import ALEATORIC_STD, EPISTEMIC_STD, OUTPUT_MAPS, TOTAL_STD, output_paths
 
@@ -60,7 +68,13 @@ def evaluate(config: Config) -> None:
 
 
 def evaluation_units(config: Config) -> str:
-    """``[EVALUATION] units``, or ``"HU"`` when the target section is named like CT."""
+    """The units label of the metrics and plots.
+
+    ``"normalised"`` with ``[EVALUATION] target_units = normalised``; else
+    ``[EVALUATION] units``, or ``"HU"`` when the target section is named like CT.
+    """
+    if config.evaluation.target_units == NORMALISED:
+        return NORMALISED
     if config.evaluation.units:
         return config.evaluation.units
     return "HU" if "CT" in config.target_section.upper() else ""
@@ -129,6 +143,21 @@ def _load_maps(config: Config, subject: str, axcodes: tuple[str, ...]) -> dict[s
     return {name: load_volume(paths[name], axcodes=axcodes or None) for name in OUTPUT_MAPS}
 
 
+def _model_normalisation(config: Config) -> NormalisationParams | None:
+    """The stored target normalisation when scoring in normalised units (None in native units)."""
+    if config.evaluation.target_units != NORMALISED:
+        return None
+    from tfuq.training.normalisation import NORMALISATION_FILE, read_target_normalisation
+
+    params = read_target_normalisation(config.model_dir)
+    if params is None:
+        raise UserError(
+            f"{Path(config.model_dir) / NORMALISATION_FILE}: missing; [EVALUATION] target_units = "
+            "normalised needs the target normalisation stored by tfuq train"
+        )
+    return params
+
+
 def _evaluate_one(
     config: Config,
     subject: str,
@@ -136,12 +165,14 @@ def _evaluate_one(
     sources: Mapping[str, Any],
     recalibrator: Any,
     units: str,
+    model_params: NormalisationParams | None = None,
 ) -> tuple[dict[str, Any], SubjectCurves, Path]:
     first = config.input_sections[0]
     maps = _load_maps(config, subject, sources[first].axcodes)
     ref = maps[MEAN]
     section = config.target_section
-    target = _on_grid(load_volume(files[section], axcodes=sources[section].axcodes or None), ref, 1)
+    target_volume = load_volume(files[section], axcodes=sources[section].axcodes or None)
+    target = _on_grid(target_volume, ref, 1)
     mask_name = getattr(config.app, "mask", "")
     mask = None
     if mask_name and mask_name in files:
@@ -153,6 +184,20 @@ def _evaluate_one(
         volume = load_volume(files[lesion_name], axcodes=sources[lesion_name].axcodes or None)
         lesion = _on_grid(volume, ref, 0) != 0
     arrays = {name: v.array.reshape(ref.shape).astype(np.float64) for name, v in maps.items()}
+    if model_params is not None:
+        arrays = normalised_maps(arrays, model_params, mean_key=MEAN)
+        on_grid = dataclasses.replace(ref.with_array(target), path=target_volume.path)
+        target, params = normalised_target(sources[section], on_grid, mask)
+        _LOG.info(
+            "%s: truth normalised with its own %s (offset %.6g, scale %.6g), the maps with the model's "
+            "(offset %.6g, scale %.6g)",
+            subject,
+            params.method,
+            params.offset,
+            params.scale,
+            model_params.offset,
+            model_params.scale,
+        )
     num_bins = config.calibration.num_bins
     row, curves = evaluate_subject(
         arrays[MEAN],
@@ -209,7 +254,9 @@ def run_evaluation(config: Config) -> dict[str, Any]:
 
     Raises:
         UserError: no subject with a target, no trained model for missing
-            maps, or existing outputs without ``[EVALUATION] overwrite``.
+            maps, existing outputs without ``[EVALUATION] overwrite``, or no
+            ``normalisation.json`` in ``model_dir`` with ``target_units =
+            normalised``.
     """
     import json
 
@@ -231,9 +278,12 @@ def run_evaluation(config: Config) -> dict[str, Any]:
         run_inference(config, subjects=missing)
     recalibrator = load_calibration(config.model_dir, config.calibration.method)
     units = evaluation_units(config)
+    model_params = _model_normalisation(config)
     rows, curves, montages = [], [], {}
     for subject, files in chosen.items():
-        row, curve, montage = _evaluate_one(config, subject, files, sources, recalibrator, units)
+        row, curve, montage = _evaluate_one(
+            config, subject, files, sources, recalibrator, units, model_params
+        )
         rows.append(row)
         curves.append(curve)
         montages[subject] = montage
@@ -258,5 +308,8 @@ def run_evaluation(config: Config) -> dict[str, Any]:
         overwrite=config.evaluation.overwrite,
         evaluations=config.evaluation.evaluations,
     )
+    # The report writes the metrics; the units they are in are this stage's to record.
     summary = json.loads(paths["summary"].read_text(encoding="utf-8"))
+    summary["target_units"] = config.evaluation.target_units
+    write_json(paths["summary"], summary, overwrite=True)
     return {**summary, "paths": {name: str(p) for name, p in {**paths, **montages}.items()}}
