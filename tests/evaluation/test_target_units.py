@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from uq_job_setup import save_analytic_model, tiny_config
 
-from tfuq.calibration import SigmaScaling
+from tfuq.calibration import IsotonicRecalibrator, SigmaScaling
 from tfuq.calibration.stored import calibration_path
 from tfuq.config import ConfigError, load_config
 from tfuq.data import read_split, write_split
@@ -63,15 +63,26 @@ def job(tmp_path_factory: pytest.TempPathFactory) -> dict:
     }
 
 
-def _config(job: dict, name: str, gain: float, shift: float, overrides: tuple[str, ...] = ()):
-    """A run whose stored target normalisation is zscore(m + shift, gain * s), maps already written."""
+def _config(
+    job: dict,
+    name: str,
+    gain: float,
+    shift: float,
+    overrides: tuple[str, ...] = (),
+    *,
+    mean: np.ndarray | None = None,
+):
+    """A run whose stored target normalisation is zscore(m + shift, gain * s), maps already written.
+
+    The mean map is ``gain * (ct - m) + m + shift`` unless ``mean`` is given.
+    """
     model_dir = job["tmp"] / name
     params = NormalisationParams("zscore", job["m"] + shift, gain * job["s"])
     save_analytic_model(model_dir, params)
     write_split(model_dir / "dataset_split.csv", job["split"], overwrite=True)
     config = tiny_config(job["tmp"], (*TARGET_ZSCORE, *overrides), model_dir=model_dir)
     maps = {
-        "mean": gain * (job["ct"] - job["m"]) + job["m"] + shift,
+        "mean": gain * (job["ct"] - job["m"]) + job["m"] + shift if mean is None else mean,
         "epistemic_std": np.full(job["ct"].shape, EPISTEMIC),
         "aleatoric_std": np.full(job["ct"].shape, ALEATORIC),
         "total_std": np.full(job["ct"].shape, TOTAL),
@@ -137,6 +148,28 @@ def test_sigma_scaling_applies_in_normalised_units(job: dict) -> None:
     expected = math.sqrt(EPISTEMIC**2 + (3.0 * ALEATORIC) ** 2) / (2.0 * job["s"])
     assert summary["sharpness_recalibrated"] == pytest.approx(expected, rel=1e-5)
     assert summary["sharpness"] == pytest.approx(TOTAL / (2.0 * job["s"]), rel=1e-6)
+
+
+def test_recalibration_is_unchanged_when_truth_and_maps_get_the_same_map(job: dict) -> None:
+    # Stored normalisation = the subject's own fit (as for a single training subject): PIT values,
+    # coverage and the isotonic recalibration are the same in both units; NLL differs by log(s).
+    rng = np.random.default_rng(0)
+    mean = job["ct"] + rng.normal(0.0, 60.0, job["ct"].shape)
+    iso = IsotonicRecalibrator().fit(rng.beta(2.0, 2.0, 5000))
+    runs = {}
+    for units in ("native", "normalised"):
+        overrides = (f"EVALUATION.target_units={units}", "CALIBRATION.method=isotonic")
+        config = _config(job, f"same_map_{units}", 1.0, 0.0, overrides, mean=mean)
+        path = calibration_path(config.model_dir, "isotonic")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        iso.save(path)
+        runs[units] = run_evaluation(config)
+    native, normalised = runs["native"], runs["normalised"]
+    for key in ("calibration_rms_error", "calibration_rms_error_recalibrated", "coverage_90"):
+        assert normalised[key] == pytest.approx(native[key], abs=1e-6), key
+    assert native["calibration_rms_error_recalibrated"] != pytest.approx(native["calibration_rms_error"])
+    assert native["nll"] - normalised["nll"] == pytest.approx(math.log(job["s"]), rel=1e-5)
+    assert native["mae"] / normalised["mae"] == pytest.approx(job["s"], rel=1e-5)
 
 
 def test_normalised_units_need_the_stored_normalisation(job: dict) -> None:
