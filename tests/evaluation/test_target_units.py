@@ -94,7 +94,7 @@ def _config(
     return config
 
 
-@pytest.mark.parametrize(("gain", "shift"), [(1.0, 100.0), (2.0, 0.0), (0.5, -300.0)])
+@pytest.mark.parametrize(("gain", "shift"), [(1.0, 100.0), (0.5, -300.0)])
 def test_normalised_units_remove_the_scan_units_native_keep_them(
     job: dict, gain: float, shift: float
 ) -> None:
