@@ -62,7 +62,7 @@ def test_select_metrics_hand_fixture():
 
 def test_write_report_leaves_unselected_groups_out(tmp_path):
     rows = [_row(0), _row(1)]
-    paths = write_report(tmp_path, rows, evaluations=["mae", "coverage"])
+    paths = write_report(tmp_path, rows, evaluations=["mae", "coverage"], extra={"target_units": "native"})
     with open(paths["metrics"], newline="") as f:
         header = next(csv.reader(f))
     assert {metric_group(k) for k in header} == {None, "mae", "coverage"}
@@ -74,3 +74,4 @@ def test_write_report_leaves_unselected_groups_out(tmp_path):
     assert not any(k.startswith("spearman") for k in summary)
     assert set(summary["std"]) <= {k for k in header if k != "subject"}
     assert math.isfinite(summary["lesion_epistemic_ratio"])
+    assert summary["target_units"] == "native"

@@ -41,7 +41,6 @@ from typing import Any
 
 import numpy as np
 
-from tfuq.atomic import write_json
 from tfuq.calibration.sigma_scaling import SigmaScaling
 from tfuq.calibration.stored import load_calibration
 from tfuq.config import Config
@@ -307,9 +306,7 @@ def run_evaluation(config: Config) -> dict[str, Any]:
         title=f"tfuq evaluation: {config.path.name}",
         overwrite=config.evaluation.overwrite,
         evaluations=config.evaluation.evaluations,
+        extra={"target_units": config.evaluation.target_units},
     )
-    # The report writes the metrics; the units they are in are this stage's to record.
     summary = json.loads(paths["summary"].read_text(encoding="utf-8"))
-    summary["target_units"] = config.evaluation.target_units
-    write_json(paths["summary"], summary, overwrite=True)
     return {**summary, "paths": {name: str(p) for name, p in {**paths, **montages}.items()}}

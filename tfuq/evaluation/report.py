@@ -266,6 +266,7 @@ def write_report(
     embed_images: bool = False,
     overwrite: bool = False,
     evaluations: Iterable[str] | None = None,
+    extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Path]:
     """Write metrics.csv, summary.json, the plots and report.html into ``out_dir``.
 
@@ -286,6 +287,7 @@ def write_report(
             :data:`tfuq.evaluation.selection.METRIC_GROUPS`); the columns of
             the others are left out of metrics.csv and are null in
             summary.json. None: every group.
+        extra: More summary.json entries (e.g. ``{"target_units": ...}``).
 
     Returns:
         dict name -> path of every file written (keys of :data:`REPORT_FILES`).
@@ -312,6 +314,7 @@ def write_report(
         }
         summary["std"] = select_metrics(summary.get("std", {}), evaluations)
     summary["units"] = units
+    summary.update(extra or {})
     write_metrics_csv(paths["metrics"], rows, overwrite=overwrite)
     write_json(paths["summary"], finite_or_none(summary), overwrite=overwrite)
     if curves:
