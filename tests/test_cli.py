@@ -102,6 +102,8 @@ def test_demo_runs_every_stage_on_a_tiny_phantom(tmp_path: Path, capsys: pytest.
         "TRAINING.save_every_n=2",
         "UNCERTAINTY.mc_samples=2",
         "EVALUATION.size_sweep=1, 2",
+        "EVALUATION.size_sweep_iter=4",
+        "EVALUATION.anomaly_trials=2",
     ]
     args = ["demo", DEMO] + [x for o in overrides for x in ("--set", o)]
     code, out, err = run_main(args, capsys)
