@@ -180,6 +180,15 @@ def test_size_sweep_config_stops_on_the_validation_loss_only_with_patience(job: 
     )
     t = patient.training
     assert (t.validation_every_n, t.early_stopping_patience, patient.system.seed) == (3, 2, 5)
+    # Gal: the prior terms are l^2 / (tau N) and 2 / (tau N): n of N subjects -> x N / n.
+    base = _config(job, "cfg", ("TRAINING.weight_decay=0.01",))
+    scaled = size_sweep_config(base, job["tmp"] / "c", prior_scale=4.0)
+    assert scaled.training.weight_decay == pytest.approx(0.04)
+    assert scaled.uncertainty.weight_regularizer == pytest.approx(4 * base.uncertainty.weight_regularizer)
+    assert scaled.uncertainty.dropout_regularizer == pytest.approx(4 * base.uncertainty.dropout_regularizer)
+    assert fixed.uncertainty == _config(job, "cfg").uncertainty  # prior_scale 1 changes nothing
+    with pytest.raises(ValueError, match="prior_scale"):
+        size_sweep_config(base, job["tmp"] / "c", prior_scale=0.0)
 
 
 def test_size_sweep_patience_without_validation_is_a_config_error(job: dict) -> None:

@@ -14,7 +14,9 @@ uq_mc_samples`` (default ``[UNCERTAINTY] mc_samples``); stds in target units:
    same configuration in a temporary model_dir (deleted afterwards), for
    ``size_sweep_iter`` iterations, or, with ``size_sweep_patience``, until
    the loss on the Validation subjects stops falling (Reinhold: "until the
-   validation loss plateaued"; the best-validation weights are scored); the
+   validation loss plateaued"; the best-validation weights are scored),
+   with the prior terms of the dropout objective (concrete-dropout
+   regularisers, weight decay) scaled by N / n as Gal's derivation has it; the
    mean epistemic std on the held-out subjects, averaged over
    ``size_sweep_repeats`` repeats (each with its own nested subsets and
    seed), must fall;
@@ -169,7 +171,9 @@ def _anomalies(
     return trials
 
 
-def size_sweep_config(config: Config, model_dir: Path, *, seed: int | None = None) -> Config:
+def size_sweep_config(
+    config: Config, model_dir: Path, *, seed: int | None = None, prior_scale: float = 1.0
+) -> Config:
     """One size-sweep model's configuration: same settings, its own model_dir and split.
 
     It trains for at most ``[EVALUATION] size_sweep_iter`` iterations; with
@@ -177,7 +181,19 @@ def size_sweep_config(config: Config, model_dir: Path, *, seed: int | None = Non
     validation_every_n`` iterations and stops after that many validations
     without a lower validation loss (Reinhold: "trained until the validation
     loss plateaued").
+
+    ``prior_scale`` multiplies the prior terms of the dropout objective:
+    the concrete-dropout regularisers and the weight decay. In Gal's
+    derivation they are ``l^2 / (tau N)`` and ``2 / (tau N)`` for N training
+    points, so a model trained on ``n`` of the ``N`` subjects takes
+    ``prior_scale = N / n`` (configured values are those of the full set).
+
+    Reference:
+        Gal, Hron & Kendall, "Concrete Dropout", NeurIPS 2017,
+        arXiv:1705.07832 (regularisers of section 3).
     """
+    if not prior_scale > 0:
+        raise ValueError(f"prior_scale must be > 0. Received: prior_scale={prior_scale!r}")
     system = dataclasses.replace(
         config.system,
         model_dir=str(model_dir),
@@ -194,8 +210,14 @@ def size_sweep_config(config: Config, model_dir: Path, *, seed: int | None = Non
         validation_every_n=config.training.validation_every_n if patience else -1,
         early_stopping_patience=patience,
         convergence_window=0,
+        weight_decay=config.training.weight_decay * prior_scale,
     )
-    return dataclasses.replace(config, system=system, training=training)
+    uncertainty = dataclasses.replace(
+        config.uncertainty,
+        weight_regularizer=config.uncertainty.weight_regularizer * prior_scale,
+        dropout_regularizer=config.uncertainty.dropout_regularizer * prior_scale,
+    )
+    return dataclasses.replace(config, system=system, training=training, uncertainty=uncertainty)
 
 
 def _size_sweep(
@@ -227,7 +249,9 @@ def _size_sweep(
     for r in range(repeats):
         seed = config.system.seed + r
         for k, subset in enumerate(nested_subsets(train_ids, sizes, seed=seed)):
-            values[r, k] = _sweep_model_epistemic(config, subset, held, subjects, settings, seed)
+            values[r, k] = _sweep_model_epistemic(
+                config, subset, held, subjects, settings, seed, num_train=len(train_ids)
+            )
             _LOG.info(
                 "size sweep (repeat %d): %d subject(s) -> mean held-out epistemic std %.4g",
                 r + 1,
@@ -244,8 +268,13 @@ def _sweep_model_epistemic(
     subjects: Sequence[SubjectInputs],
     settings: PredictionSettings,
     seed: int,
+    *,
+    num_train: int,
 ) -> float:
     """Train one size-sweep model on ``subset`` and return its mean epistemic std on ``subjects``.
+
+    ``num_train`` is the number of Training subjects of the full model: the
+    prior terms are scaled by ``num_train / len(subset)`` (:func:`size_sweep_config`).
 
     ``held`` maps the other subjects of the sweep's split to their phase
     (the held-out subjects, and the Validation subjects when it stops on the
@@ -261,7 +290,7 @@ def _sweep_model_epistemic(
             len(subset),
             config.evaluation.size_sweep_iter,
         )
-        sweep_config = size_sweep_config(config, folder, seed=seed)
+        sweep_config = size_sweep_config(config, folder, seed=seed, prior_scale=num_train / len(subset))
         result = run_training(sweep_config)
         best = bool(sweep_config.training.early_stopping_patience)
         _LOG.info("size sweep: %d subject(s) stopped at step %d (%s)", len(subset), result.final_step,
