@@ -10,6 +10,7 @@ import json
 import logging
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 from scipy import stats
@@ -233,3 +234,27 @@ def test_size_sweep_with_patience_scores_the_best_validation_weights(
     stops = [r.getMessage() for r in caplog.records if "stopped at step" in r.getMessage()]
     assert len(stops) == 2 and all(("step 6" in m) or ("early_stopping" in m) for m in stops)
     assert all(v > 0 for v in result["size_sweep"]["mean_epistemic_std"])
+
+
+def test_load_trained_model_best_loads_the_best_checkpoint_weights(tmp_path: Path) -> None:
+    import tensorflow as tf
+
+    from tfuq.inference.trained_model import load_trained_model
+
+    folder = tmp_path / "m"
+    save_analytic_model(folder, base=0.02)  # for its normalisation.json; model.keras is replaced below
+    inputs = keras.Input((None, None, None, 1))
+    net = keras.Model(inputs, keras.layers.Conv3D(2, 1, name="c")(inputs))
+    net.save(folder / "model.keras")  # final weights
+    final = [w.copy() for w in net.get_weights()]
+    best = [w + 1.0 for w in final]
+    net.set_weights(best)
+    prefix = folder / "checkpoints" / "best" / "ckpt-7"
+    holder = tf.train.Checkpoint(model=tf.train.Checkpoint(network=net))
+    holder.save_counter.assign(7)  # as training's checkpoints hold it
+    holder.write(str(prefix))
+    (prefix.parent / "best.json").write_text(json.dumps({"step": 7, "val_loss": -1.0}))
+    for got, want in zip(load_trained_model(folder, best=True).model.get_weights(), best):
+        np.testing.assert_array_equal(got, want)
+    for got, want in zip(load_trained_model(folder).model.get_weights(), final):
+        np.testing.assert_array_equal(got, want)
