@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import nibabel as nib
+import numpy as np
 import pytest
 
 from tfuq.cli import main
@@ -90,6 +93,29 @@ def test_phantom_command_writes_and_refuses_overwrite(
     assert {p.name: p.stat().st_mtime_ns for p in out_dir.iterdir()} == before
     code, _, err = run_main(["phantom", str(tmp_path / "x"), "--kind", "liver"], capsys)
     assert code == 2 and "Invalid value for '--kind'" in err
+    code, _, err = run_main(["phantom", str(tmp_path / "y"), "--contrast-variability", "2"], capsys)
+    assert code == 2 and "Invalid value for '--contrast-variability'" in err
+    assert not (tmp_path / "y").exists()
+
+
+def test_phantom_command_contrast_variability(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The MR of a varied subject is the plain one's rendering times the subject's factor per tissue."""
+    from tfuq.data.phantom import PhantomSpec, mr_tissue_scale
+
+    args = ["phantom", "--subjects", "1", "--shape", "24", "16", "32"]
+    assert run_main([*args[:1], str(tmp_path / "a"), *args[1:]], capsys)[0] == 0
+    varied = [*args[:1], str(tmp_path / "b"), *args[1:], "--contrast-variability", "0.2"]
+    assert run_main(varied, capsys)[0] == 0
+    meta = json.loads((tmp_path / "b" / "phantom.json").read_text())
+    assert meta["spec"]["contrast_variability"] == 0.2
+    ct_a = nib.load(tmp_path / "a" / "phantom000_ct.nii.gz").get_fdata()
+    ct_b = nib.load(tmp_path / "b" / "phantom000_ct.nii.gz").get_fdata()
+    np.testing.assert_array_equal(ct_a, ct_b)
+    mr_a = nib.load(tmp_path / "a" / "phantom000_mr.nii.gz").get_fdata()
+    mr_b = nib.load(tmp_path / "b" / "phantom000_mr.nii.gz").get_fdata()
+    assert not np.allclose(mr_a, mr_b)
+    factors = mr_tissue_scale(PhantomSpec(shape=(24, 16, 32), contrast_variability=0.2), 0)
+    assert not np.allclose(factors, 1.0)
 
 
 @pytest.mark.slow

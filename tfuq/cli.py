@@ -208,6 +208,13 @@ def info(config: Path, overrides: tuple[str, ...]) -> None:
 @click.option("--voxel-size", type=click.FloatRange(min=0, min_open=True), nargs=3, default=None)
 @click.option("--anomaly", type=click.Choice(["cube", "lesion"]), default=None, help="Insert an anomaly.")
 @click.option("--anomaly-size", type=click.IntRange(min=1), default=None, help="Anomaly side in voxels.")
+@click.option(
+    "--contrast-variability",
+    type=click.FloatRange(min=0, max=1),
+    default=0.0,
+    show_default=True,
+    help="Log-SD of per-subject, per-tissue MR intensity factors.",
+)
 @click.option("--overwrite", is_flag=True, help="Replace existing phantom files.")
 def phantom(
     outdir: Path,
@@ -218,6 +225,7 @@ def phantom(
     voxel_size: tuple[float, float, float] | None,
     anomaly: str | None,
     anomaly_size: int | None,
+    contrast_variability: float,
     overwrite: bool,
 ) -> None:
     """Write paired phantom volumes with their true noise std to OUTDIR."""
@@ -232,6 +240,8 @@ def phantom(
         kwargs["anomaly"] = anomaly
     if anomaly_size:
         kwargs["anomaly_size"] = anomaly_size
+    if contrast_variability:
+        kwargs["contrast_variability"] = contrast_variability
     with click.progressbar(length=num_subjects, label=f"{kind} phantom", file=sys.stderr) as bar:
         paths = write_phantom(outdir, overwrite=overwrite, progress=bar.update, **kwargs)
     click.echo(f"wrote {len(paths)} files for {num_subjects} {kind} subjects to {outdir}")

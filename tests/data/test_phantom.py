@@ -16,6 +16,7 @@ from tfuq.data.phantom import (
     PhantomSpec,
     insert_zero_cube,
     make_subject,
+    mr_tissue_scale,
     sample_subject,
     subject_model,
 )
@@ -371,3 +372,55 @@ def test_bad_options_are_one_clear_value_error(options, match):
     assert isinstance(info.value, PhantomOptionError) and isinstance(info.value, UserError)
     with pytest.raises(ValueError, match="index"):
         subject_model(PhantomSpec(), -1)
+
+
+@pytest.mark.parametrize("value", [-0.1, 1.5, float("nan"), True, "0.1"])
+def test_bad_contrast_variability_is_one_clear_value_error(value):
+    with pytest.raises(PhantomOptionError, match=r"contrast_variability must be a number in \[0, 1\]"):
+        PhantomSpec(contrast_variability=value)
+
+
+def test_contrast_variability_zero_is_the_table_and_one_factor_per_tissue_otherwise():
+    """Oracle: the noise-free MR divided by the table's rendering is the subject's factor per label."""
+    plain = subject_model(SMALL, 1)
+    assert plain.anatomy.mr_tissue_scale is None
+    varied_spec = PhantomSpec(
+        kind="wholebody", shape=SMALL.shape, voxel_size=SMALL.voxel_size, contrast_variability=0.2
+    )
+    varied = subject_model(varied_spec, 1)
+    # anatomy, CT and its noise are those of the plain subject; only the MR intensities change
+    np.testing.assert_array_equal(varied.anatomy.labels, plain.anatomy.labels)
+    np.testing.assert_array_equal(varied.noise_models["ct"].base, plain.noise_models["ct"].base)
+    np.testing.assert_array_equal(varied.template.noise_std["ct"], plain.template.noise_std["ct"])
+    factors = mr_tissue_scale(varied_spec, 1)
+    np.testing.assert_array_equal(varied.anatomy.mr_tissue_scale, factors)
+    labels = plain.anatomy.labels
+    body = plain.noise_models["mr"].base > 0
+    ratio = varied.noise_models["mr"].base[body] / plain.noise_models["mr"].base[body]
+    np.testing.assert_allclose(ratio, factors[labels[body]], rtol=1e-12)
+    # factors differ between subjects, and the same subject is reproducible
+    assert not np.allclose(factors, mr_tissue_scale(varied_spec, 2))
+    np.testing.assert_array_equal(factors, mr_tissue_scale(varied_spec, 1))
+
+
+def test_contrast_factors_are_log_normal_with_the_configured_sd():
+    """log(factor) / v over 300 subjects x labels is standard normal (KS test)."""
+    spec = PhantomSpec(kind="brain", contrast_variability=0.15)
+    logs = np.concatenate([np.log(mr_tissue_scale(spec, i)) for i in range(300)]) / 0.15
+    assert stats.kstest(logs, "norm").pvalue > 1e-3
+    assert abs(logs.std() - 1.0) < 0.05
+    ones = mr_tissue_scale(PhantomSpec(kind="brain"), 3)
+    np.testing.assert_array_equal(ones, np.ones_like(ones))
+
+
+def test_brain_contrasts_take_the_same_factors():
+    spec = PhantomSpec(
+        kind="brain", shape=SMALL_BRAIN.shape, voxel_size=SMALL_BRAIN.voxel_size, contrast_variability=0.3
+    )
+    plain, varied = subject_model(SMALL_BRAIN, 0), subject_model(spec, 0)
+    factors = mr_tissue_scale(spec, 0)
+    for name in ("t1", "t2"):
+        body = plain.noise_models[name].base > 0
+        ratio = varied.noise_models[name].base[body] / plain.noise_models[name].base[body]
+        np.testing.assert_allclose(ratio, factors[plain.anatomy.labels[body]], rtol=1e-12)
+    np.testing.assert_array_equal(varied.noise_models["ct"].base, plain.noise_models["ct"].base)

@@ -79,3 +79,23 @@ def test_other_sources_are_untouched(tmp_path: Path) -> None:
     assert not uses_phantom(config)
     assert resolve_sources(config) == dict(config.sources)
     assert not (tmp_path / "phantom").exists()
+
+
+def test_contrast_variability_names_its_own_cache_and_reaches_the_phantom(config_path: Path) -> None:
+    config_path.write_text(
+        INI.replace("shape = 24, 16, 32", "shape = 24, 16, 32\ncontrast_variability = 0.25")
+    )
+    config = load_config(config_path)
+    folder = ensure_phantom(config)
+    assert folder.name == "wholebody-n3-seed5-shape24x16x32-cv0.25"
+    meta = json.loads((folder / "phantom.json").read_text())
+    assert meta["spec"]["contrast_variability"] == 0.25
+
+
+@pytest.mark.parametrize("value", ["-0.1", "2", "lots"])
+def test_bad_contrast_variability_is_a_config_error(config_path: Path, value: str) -> None:
+    from tfuq.config import ConfigError
+
+    config_path.write_text(INI.replace("seed = 5", f"seed = 5\ncontrast_variability = {value}"))
+    with pytest.raises(ConfigError, match="contrast_variability"):
+        load_config(config_path)

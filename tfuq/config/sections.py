@@ -412,6 +412,13 @@ class PhantomSection:
     voxel_size: tuple[float, ...] = setting(
         (), "voxel size in mm; empty = the phantom's default", min=0.0, length=3, min_exclusive=True
     )
+    contrast_variability: float = setting(
+        0.0,
+        "log-SD of a per-subject, per-tissue factor on the MR intensities (between-subject/scanner "
+        "MR contrast differences; CT numbers fixed); 0 = identical tissue intensities",
+        min=0.0,
+        max=1.0,
+    )
     cache_dir: str = setting(
         "phantom", "where it is generated on first use; relative to model_dir", path="model_dir"
     )

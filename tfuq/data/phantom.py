@@ -58,6 +58,7 @@ from tfuq.data.phantom_subject import (
     PhantomSubject,
     SubjectModel,
     insert_zero_cube,
+    mr_tissue_scale,
     sample_subject,
     subject_id,
     subject_model,
@@ -80,6 +81,7 @@ __all__ = [
     "SubjectModel",
     "insert_zero_cube",
     "make_subject",
+    "mr_tissue_scale",
     "phantom_files",
     "sample_subject",
     "subject_id",
@@ -203,6 +205,7 @@ def write_phantom(
     voxel_size: tuple[float, float, float] | None = None,
     anomaly: str | None = None,
     anomaly_size: int | None = None,
+    contrast_variability: float = 0.0,
     overwrite: bool = False,
     progress: Callable[[int], None] | None = None,
 ) -> list[Path]:
@@ -223,6 +226,8 @@ def write_phantom(
             kind's default ((6.5, 6.0, 7.0) whole body, (3.0, 3.5, 4.0) brain).
         anomaly: None, ``"cube"`` or ``"lesion"`` (see :class:`PhantomSpec`).
         anomaly_size: Cube side / lesion diameter in voxels; None for the default.
+        contrast_variability: Log-SD of the per-subject, per-tissue MR
+            intensity factors, in [0, 1] (see :class:`PhantomSpec`).
         overwrite: Replace existing files; default False refuses them.
         progress: Called with 1 after each subject is written (e.g. a
             progress bar's ``update``).
@@ -241,7 +246,13 @@ def write_phantom(
         >>> paths = write_phantom("phantom", kind="brain", num_subjects=2)  # doctest: +SKIP
     """
     spec = PhantomSpec(
-        kind=kind, shape=shape, voxel_size=voxel_size, seed=seed, anomaly=anomaly, anomaly_size=anomaly_size
+        kind=kind,
+        shape=shape,
+        voxel_size=voxel_size,
+        seed=seed,
+        anomaly=anomaly,
+        anomaly_size=anomaly_size,
+        contrast_variability=contrast_variability,
     )
     integer = isinstance(num_subjects, (int, np.integer)) and not isinstance(num_subjects, bool)
     if not integer or not 1 <= num_subjects <= _MAX_SUBJECTS:

@@ -87,6 +87,11 @@ class PhantomSpec:
             40-voxel cube in a 240-voxel volume), at least 2.
         inputs: Modalities that are inputs (receive the zero cube). Default:
             ``("mr",)`` whole body, ``("ct", "t1")`` brain.
+        contrast_variability: Standard deviation, in [0, 1], of the log of a
+            per-subject, per-tissue factor on the MR intensities (every MR
+            contrast; CT numbers stay fixed): between-subject and
+            between-scanner MR contrast differences. 0 (default) gives every
+            subject the table's intensities.
 
     Raises:
         PhantomOptionError: (a ``ValueError``) an option out of range.
@@ -104,6 +109,7 @@ class PhantomSpec:
     anomaly: str | None = None
     anomaly_size: int | None = None
     inputs: tuple[str, ...] | None = None
+    contrast_variability: float = 0.0
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -132,6 +138,17 @@ class PhantomSpec:
         for name, value in (("shape", shape), ("voxel_size", voxel), ("seed", seed), ("anomaly_size", size)):
             object.__setattr__(self, name, value)
         object.__setattr__(self, "inputs", tuple(dict.fromkeys(inputs)))
+        variability = self.contrast_variability
+        if (
+            isinstance(variability, bool)
+            or not isinstance(variability, numbers.Real)
+            or not (np.isfinite(variability) and 0.0 <= variability <= 1.0)
+        ):
+            raise PhantomOptionError(
+                "contrast_variability must be a number in [0, 1]. "
+                f"Received: contrast_variability={variability!r}"
+            )
+        object.__setattr__(self, "contrast_variability", float(variability))
 
     @property
     def modalities(self) -> tuple[str, ...]:
@@ -172,4 +189,5 @@ class PhantomSpec:
             "anomaly_size": self.anomaly_size,
             "inputs": list(self.inputs),
             "targets": list(self.targets),
+            "contrast_variability": self.contrast_variability,
         }

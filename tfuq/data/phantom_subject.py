@@ -37,12 +37,13 @@ __all__ = [
     "SubjectModel",
     "cube_slices",
     "insert_zero_cube",
+    "mr_tissue_scale",
     "sample_subject",
     "subject_id",
     "subject_model",
 ]
 
-_ANATOMY, _NOISE, _ANOMALY, _NOISE_SEEDED = 0, 1, 2, 3
+_ANATOMY, _NOISE, _ANOMALY, _NOISE_SEEDED, _CONTRAST = 0, 1, 2, 3, 4
 
 
 @dataclass(frozen=True, eq=False)
@@ -151,6 +152,29 @@ def insert_zero_cube(array: np.ndarray, center: Sequence[int], side: int) -> np.
     return out
 
 
+def mr_tissue_scale(spec: PhantomSpec, index: int) -> np.ndarray:
+    """Subject ``index``'s factors on the MR intensity of every tissue.
+
+    Between subjects and scanners the MR signal of one tissue varies (relaxation
+    times, protocol) while its CT number does not, so a model that has seen few
+    subjects meets unseen MR contrasts. Each label's factor is
+    ``exp(contrast_variability * z)`` with ``z`` standard normal, drawn
+    independently per subject and label from the subject's own random stream
+    (the anatomy and noise streams are unaffected).
+
+    Args:
+        spec: The phantom's spec.
+        index: Subject index.
+
+    Returns:
+        float64 array of length ``max(label) + 1``; all ones when
+        ``spec.contrast_variability`` is 0.
+    """
+    size = tissue_values("ct").size
+    z = _rng(spec, index, _CONTRAST).standard_normal(size)
+    return np.exp(spec.contrast_variability * z)
+
+
 def _anomaly_center(mask: np.ndarray, side: int, rng: np.random.Generator) -> tuple[int, int, int]:
     """A voxel where a ``side`` cube fits inside the body (else the deepest body voxel)."""
     depth = ndimage.distance_transform_cdt(np.pad(mask, 1), metric="chessboard")[1:-1, 1:-1, 1:-1]
@@ -173,13 +197,13 @@ def _with_lesion(anatomy: Anatomy, lesion: np.ndarray) -> Anatomy:
 
 
 def _noise_models(kind: str, anatomy: Anatomy) -> dict[str, NoiseModel]:
-    labels, texture, bias = anatomy.labels, anatomy.texture, anatomy.bias
+    labels, texture, bias, scale = anatomy.labels, anatomy.texture, anatomy.bias, anatomy.mr_tissue_scale
     ct_sigma = tissue_values("ct_noise")[labels]
     if kind == "wholebody":
         without_gas = np.where(labels == GAS, BOWEL, labels)
         return {
             "mr": NoiseModel(
-                render_mr(labels, texture, bias, "mr"),
+                render_mr(labels, texture, bias, "mr", scale),
                 np.full(labels.shape, WHOLEBODY_MR_SIGMA),
                 "rician",
                 jitter=False,
@@ -189,8 +213,11 @@ def _noise_models(kind: str, anatomy: Anatomy) -> dict[str, NoiseModel]:
             ),
         }
     return {
-        "t1": NoiseModel(render_mr(labels, texture, bias, "t1"), tissue_values("t1_noise")[labels], "rician"),
-        "t2": NoiseModel(render_mr(labels, texture, bias, "t2"), tissue_values("t2_noise")[labels], "rician"),
+        name: NoiseModel(
+            render_mr(labels, texture, bias, name, scale), tissue_values(f"{name}_noise")[labels], "rician"
+        )
+        for name in ("t1", "t2")
+    } | {
         "ct": NoiseModel(render_ct(labels, texture), ct_sigma, "gaussian"),
     }
 
@@ -213,6 +240,8 @@ def subject_model(spec: PhantomSpec, index: int) -> SubjectModel:
     index = int(index)
     build = wholebody_anatomy if spec.kind == "wholebody" else brain_anatomy
     anatomy = build(spec.grid(), _rng(spec, index, _ANATOMY))
+    if spec.contrast_variability > 0:
+        anatomy = replace(anatomy, mr_tissue_scale=mr_tissue_scale(spec, index))
     anomaly_mask, cube = None, None
     if spec.anomaly is not None:
         center = _anomaly_center(anatomy.labels != BACKGROUND, spec.anomaly_size, _rng(spec, index, _ANOMALY))

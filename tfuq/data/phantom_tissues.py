@@ -179,7 +179,13 @@ def render_ct(labels: np.ndarray, texture: np.ndarray) -> np.ndarray:
     return tissue_values("ct")[labels] + tissue_values("ct_texture")[labels] * texture
 
 
-def render_mr(labels: np.ndarray, texture: np.ndarray, bias: np.ndarray, contrast: str) -> np.ndarray:
+def render_mr(
+    labels: np.ndarray,
+    texture: np.ndarray,
+    bias: np.ndarray,
+    contrast: str,
+    tissue_scale: np.ndarray | None = None,
+) -> np.ndarray:
     """Noise-free MR magnitude (float64, >= 0) in one of :data:`CONTRASTS`.
 
     Args:
@@ -187,14 +193,26 @@ def render_mr(labels: np.ndarray, texture: np.ndarray, bias: np.ndarray, contras
         texture: Texture field in ``[-1, 1]``, same shape.
         bias: Positive multiplicative bias field, same shape.
         contrast: ``"mr"``, ``"t1"`` or ``"t2"``.
+        tissue_scale: Optional positive factor per label (length
+            ``max(label) + 1``): the subject's own tissue intensities
+            ``I[l] * tissue_scale[l]``. None = the table's.
 
     Returns:
-        ``bias * I[labels] * (1 + mr_texture[labels] * texture)``.
+        ``bias * I[labels] * tissue_scale[labels] * (1 + mr_texture[labels] * texture)``.
     """
     if contrast not in CONTRASTS:
         raise ValueError(f"Unknown MR contrast. Expected one of {CONTRASTS}. Received: contrast={contrast!r}")
+    values = tissue_values(contrast)
+    if tissue_scale is not None:
+        scale = np.asarray(tissue_scale, dtype=float)
+        if scale.shape != values.shape or not np.all(np.isfinite(scale) & (scale > 0)):
+            raise ValueError(
+                f"tissue_scale must be {values.size} finite positive numbers (one per label). "
+                f"Received shape {scale.shape}"
+            )
+        values = values * scale
     relative = 1.0 + tissue_values("mr_texture")[labels] * texture
-    return bias * tissue_values(contrast)[labels] * relative
+    return bias * values[labels] * relative
 
 
 @dataclass(frozen=True, eq=False)
@@ -207,9 +225,12 @@ class Anatomy:
         bias: MR bias field, float64 > 0.
         moving_parts: Parts whose CT position is random relative to the
             reference (bowel gas pockets); empty for the brain.
+        mr_tissue_scale: The subject's factor on every tissue's MR
+            intensities (one per label, see :func:`render_mr`); None = 1.
     """
 
     labels: np.ndarray
     texture: np.ndarray
     bias: np.ndarray
     moving_parts: tuple[MovingPart, ...] = ()
+    mr_tissue_scale: np.ndarray | None = None

@@ -2,7 +2,7 @@
 
 ``path_to_search = phantom:`` selects the built-in phantom described by the
 ``[PHANTOM]`` section. It is generated once into
-``<[PHANTOM] cache_dir>/<kind>-n<num_subjects>-seed<seed>[-shape..][-vox..]``
+``<[PHANTOM] cache_dir>/<kind>-n<num_subjects>-seed<seed>[-shape..][-vox..][-cv..]``
 (written to a temporary folder, then renamed, so an interrupted generation
 never leaves a half-written cache) and reused afterwards.
 """
@@ -38,6 +38,8 @@ def phantom_folder(config: Config) -> Path:
         name += "-shape" + "x".join(str(n) for n in spec.shape)
     if spec.voxel_size:
         name += "-vox" + "x".join(f"{v:g}" for v in spec.voxel_size)
+    if spec.contrast_variability:
+        name += f"-cv{spec.contrast_variability:g}"
     return Path(spec.cache_dir) / name
 
 
@@ -61,6 +63,8 @@ def ensure_phantom(config: Config) -> Path:
         kwargs["shape"] = spec.shape
     if spec.voxel_size:
         kwargs["voxel_size"] = spec.voxel_size
+    if spec.contrast_variability:
+        kwargs["contrast_variability"] = spec.contrast_variability
     tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     logger.info("Generating the %s phantom (%d subjects) in %s", spec.kind, spec.num_subjects, folder)
