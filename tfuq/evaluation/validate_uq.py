@@ -302,6 +302,13 @@ def _sweep_model_epistemic(
         for s in subjects:
             maps = predict_subject([member], s.normalised(), settings)
             means.append(float(_std(maps, EPISTEMIC_VAR, scale)[_region(s)].mean()))
+            _LOG.info(
+                "size sweep: %d subject(s), %s: mean epistemic std %.4g, mean aleatoric std %.4g",
+                len(subset),
+                s.id,
+                means[-1],
+                float(_std(maps, ALEATORIC_VAR, scale)[_region(s)].mean()),
+            )
     return float(np.mean(means))
 
 
