@@ -156,6 +156,33 @@ def test_validation_is_finite_repeatable_and_keeps_the_last_batch(ini: Path) -> 
             np.testing.assert_array_equal(got, want)
 
 
+def test_validation_num_windows_visits_the_subjects_again_with_fresh_fixed_windows(ini: Path) -> None:
+    config = load_config(ini)
+    default = [x[b] for x, _ in make_validation_dataset(config, IDS[:3]) for b in range(len(x))]
+    dataset = make_validation_dataset(config, IDS[:3], num_windows=7)
+    first, second = list(dataset.as_numpy_iterator()), list(dataset.as_numpy_iterator())
+    assert [x.shape[0] for x, _ in first] == [2, 2, 2, 1]
+    windows = [x[b] for x, _ in first for b in range(len(x))]
+    assert len(default) == 6  # two windows per subject (the fixture's sample_per_volume)
+    assert [origin(w[..., 0])[0] for w in windows] == [0, 0, 1, 1, 2, 2, 0]
+    for got, want in zip(windows[:6], default):  # the first visit is the default's windows
+        np.testing.assert_array_equal(got, want)
+    assert not np.array_equal(windows[6], windows[0])  # the second visit draws another window
+    again = [x[b] for x, _ in second for b in range(len(x))]
+    for got, want in zip(again, windows):
+        np.testing.assert_array_equal(got, want)
+    shards = [
+        make_validation_dataset(config, IDS[:3], num_windows=7, num_shards=2, shard_index=k) for k in (0, 1)
+    ]
+    dealt = [[x[b] for x, _ in shard for b in range(len(x))] for shard in shards]
+    assert [len(d) for d in dealt] == [4, 3]
+    for k in (0, 1):
+        for got, want in zip(dealt[k], windows[k::2]):
+            np.testing.assert_array_equal(got, want)
+    with pytest.raises(ValueError, match="num_windows"):
+        make_validation_dataset(config, IDS[:3], num_windows=0)
+
+
 def test_training_shards_deal_subjects(ini: Path) -> None:
     config = load_config(ini)
     for k, expected in ((0, {0, 2}), (1, {1, 3})):

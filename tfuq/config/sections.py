@@ -167,7 +167,12 @@ class TrainingSection:
     max_checkpoints: int = setting(5, "recent checkpoints kept", min=1)
     tensorboard_every_n: int = setting(20, "TensorBoard summaries every n iterations; 0 = off", min=0)
     validation_every_n: int = setting(-1, "validate every n iterations; <= 0 = off", min=-1)
-    validation_max_iter: int = setting(1, "validation batches per validation", min=1)
+    validation_max_iter: int = setting(
+        1,
+        "validation batches per validation: the same windows every time, drawn from the Validation "
+        "subjects in turn",
+        min=1,
+    )
     log_every_n: int = setting(1, "tfuq: a <model_dir>/logs/training.csv row every n iterations", min=1)
     early_stopping_patience: int = setting(
         0, "tfuq: stop after this many validations without a lower validation loss; 0 = off", min=0

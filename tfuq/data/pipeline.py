@@ -113,8 +113,10 @@ class _WindowSource:
         num_shards: int = 1,
         target_normalisation: NormalisationParams | None = None,
         fixed_stream: bool = False,
+        num_windows: int | None = None,
     ) -> None:
         self.config, self.subjects, self.sources = config, subjects, sources
+        self.num_windows = num_windows
         self.target_normalisation = target_normalisation
         self.seed, self.shard, self.training, self.deterministic = seed, shard, training, deterministic
         self.num_shards = num_shards
@@ -171,7 +173,8 @@ class _WindowSource:
             pool.shutdown(wait=True, cancel_futures=True)
 
     def _tasks(self, stream: list[int]) -> Iterator[tuple[int, int]]:
-        for epoch in itertools.count() if self.training else [0]:
+        endless = self.training or self.num_windows is not None
+        for epoch in itertools.count() if endless else [0]:
             order = np.arange(len(self.subjects))
             if self.training:
                 order = np.random.default_rng([*stream, epoch]).permutation(order)
@@ -198,7 +201,10 @@ class _WindowSource:
     def _elements(self) -> Iterator[tuple[Any, np.ndarray]]:
         pass_id = 0 if self.fixed_stream else next(self.passes)
         if not self.training:
-            for k, element in enumerate(self._windows(pass_id)):
+            windows = self._windows(pass_id)
+            if self.num_windows is not None:
+                windows = itertools.islice(windows, self.num_windows)
+            for k, element in enumerate(windows):
                 if k % self.num_shards == self.shard:
                     yield element
             return
@@ -254,6 +260,7 @@ def _dataset(
     batch_size: int | None,
     target_normalisation: NormalisationParams | None,
     fixed_stream: bool = False,
+    num_windows: int | None = None,
 ) -> Any:
     import tensorflow as tf
 
@@ -278,6 +285,7 @@ def _dataset(
         num_shards=1 if training else num_shards,
         target_normalisation=target_normalisation,
         fixed_stream=fixed_stream,
+        num_windows=num_windows,
     )
     geometry = source.geometry
     channels = len(config.input_sections)
@@ -370,15 +378,21 @@ def make_validation_dataset(
     shard_index: int = 0,
     batch_size: int | None = None,
     target_normalisation: NormalisationParams | None = None,
+    num_windows: int | None = None,
 ) -> Any:
     """A finite ``tf.data.Dataset`` of validation batches: the same windows on every pass.
 
     Subjects in the given order, ``sample_per_volume`` windows each drawn with
     the configured sampler from a fixed seed, no augmentation, no shuffling,
     the last batch possibly smaller; with ``num_shards > 1`` every
-    ``num_shards``-th window belongs to this shard. Arguments and element
-    shapes as :func:`make_training_dataset`.
+    ``num_shards``-th window belongs to this shard. With ``num_windows``, the
+    subjects are visited again in the same order, each visit drawing fresh
+    windows from its own fixed seed, until exactly ``num_windows`` windows (in
+    all shards together); the first visit is the default's. Other arguments
+    and element shapes as :func:`make_training_dataset`.
     """
+    if num_windows is not None and (isinstance(num_windows, bool) or int(num_windows) < 1):
+        raise ValueError(f"num_windows must be None or >= 1. Received: num_windows={num_windows!r}")
     return _dataset(
         config,
         subject_ids,
@@ -391,4 +405,5 @@ def make_validation_dataset(
         shard_index=shard_index,
         batch_size=batch_size,
         target_normalisation=target_normalisation,
+        num_windows=None if num_windows is None else int(num_windows),
     )

@@ -125,8 +125,16 @@ def prepare_inputs(
         )
 
     def valid_pipeline(shards: int, index: int, batch: int) -> tf.data.Dataset:
+        # validation_max_iter global batches of windows (NiftyNet's meaning), the same ones at every
+        # validation, dealt over the pipelines
         return make_validation_dataset(
-            config, valid_ids, num_shards=shards, shard_index=index, batch_size=batch, **shared
+            config,
+            valid_ids,
+            num_shards=shards,
+            shard_index=index,
+            batch_size=batch,
+            num_windows=t.validation_max_iter * config.network.batch_size,
+            **shared,
         )
 
     def sample() -> tf.data.Dataset:
