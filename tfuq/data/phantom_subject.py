@@ -212,12 +212,11 @@ def _noise_models(kind: str, anatomy: Anatomy) -> dict[str, NoiseModel]:
                 render_ct(without_gas, texture), ct_sigma, "gaussian", moving_parts=anatomy.moving_parts
             ),
         }
+    t1 = render_mr(labels, texture, bias, "t1", scale)
+    t2 = render_mr(labels, texture, bias, "t2", scale)
     return {
-        name: NoiseModel(
-            render_mr(labels, texture, bias, name, scale), tissue_values(f"{name}_noise")[labels], "rician"
-        )
-        for name in ("t1", "t2")
-    } | {
+        "t1": NoiseModel(t1, tissue_values("t1_noise")[labels], "rician"),
+        "t2": NoiseModel(t2, tissue_values("t2_noise")[labels], "rician"),
         "ct": NoiseModel(render_ct(labels, texture), ct_sigma, "gaussian"),
     }
 
