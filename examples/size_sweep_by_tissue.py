@@ -1,22 +1,23 @@
-"""Diagnostic for issue #6: where a size-sweep model's epistemic std rises, tissue by tissue.
+"""Where a size-sweep model's epistemic std rises, tissue by tissue (a diagnostic for issue #6).
 
-Trains the demo's size-sweep models exactly as ``tfuq validate-uq`` does (same
-nested subsets, seed, stopping rule and best-validation weights; needs the
-trained demo model's split, i.e. run ``make demo`` or ``tfuq train`` first) and
+Reads the size-sweep models that ``tfuq validate-uq`` kept (run it with
+``--set EVALUATION.size_sweep_keep=true``; their records are in
+``validate_uq.json``), predicts the first held-out phantom subject with each,
+as validate-uq scored it (same T, window and seeded dropout streams), and
 prints the mean epistemic and aleatoric std (target units) per phantom tissue
-of the first held-out subject. Research aid, not part of the package API: it
-uses validate-uq's internals.
+inside the body.
 
 Usage:
-    .venv/bin/python examples/size_sweep_by_tissue.py [CONFIG] [SIZE ...]
+    .venv/bin/tfuq validate-uq configs/demo_mr2ct.ini --set EVALUATION.size_sweep_keep=true
+    .venv/bin/python examples/size_sweep_by_tissue.py configs/demo_mr2ct.ini \\
+        --set EVALUATION.size_sweep_keep=true
 
-    CONFIG defaults to configs/demo_mr2ct.ini, SIZE to 2 4 (sizes of the
-    config's ``[EVALUATION] size_sweep``). Models go to
-    ``<model_dir>/size_sweep_by_tissue/n<SIZE>`` (refused if it exists).
+    Further ``--set SECTION.key=value`` arguments must repeat validate-uq's.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
 from pathlib import Path
@@ -25,48 +26,40 @@ import nibabel as nib
 import numpy as np
 
 from tfuq.config import load_config
-from tfuq.config.sections import INFERENCE, TRAINING, VALIDATION
 from tfuq.data.sources import resolve_sources
-from tfuq.data.split import read_split, write_split
-from tfuq.evaluation import validate_uq as uq
-from tfuq.evaluation.validation import nested_subsets
+from tfuq.evaluation.validate_uq import held_out_subjects
 from tfuq.inference.decomposition import ALEATORIC_VAR, EPISTEMIC_VAR
-from tfuq.inference.predict_subject import predict_subject
+from tfuq.inference.predict_subject import predict_subject, prediction_settings
 from tfuq.inference.trained_model import load_trained_model
-from tfuq.training.job import run_training
 
 
 def main(argv: list[str]) -> int:
-    """Train the requested sweep sizes and print the per-tissue table; returns the exit code."""
-    path = Path(argv[0]) if argv and not argv[0].isdigit() else Path("configs/demo_mr2ct.ini")
-    wanted = [int(a) for a in argv if a.isdigit()] or [2, 4]
-    config = load_config(path)
+    """Print the per-tissue table of every kept size-sweep model; returns the exit code."""
+    path = Path(argv[0]) if argv else Path("configs/demo_mr2ct.ini")
+    overrides = [v for k, v in itertools.pairwise(argv[1:]) if k == "--set"]
+    config = load_config(path, overrides)
+    summary = json.loads((Path(config.evaluation.save_csv_dir) / "validate_uq.json").read_text())
+    records = [r for r in summary["size_sweep"].get("models", []) if r.get("model_dir")]
+    if not records:
+        print("no kept size-sweep models: run tfuq validate-uq with --set EVALUATION.size_sweep_keep=true")
+        return 2
     sources = resolve_sources(config)
-    subject = uq._held_out(config, sources)[0]
-    settings = uq.prediction_settings(config, mc_samples=config.evaluation.uq_mc_samples or None)
-    split = read_split(config.system.dataset_split_file)
-    train_ids = sorted(i for i, p in split.items() if p == TRAINING)
-    held = {subject.id: INFERENCE} | {i: VALIDATION for i, p in split.items() if p == VALIDATION}
+    subject = held_out_subjects(config, sources)[0]
+    settings = prediction_settings(config, mc_samples=config.evaluation.uq_mc_samples or None)
     folder = Path(sources[config.target_section].path_to_search[0])
     labels = np.asarray(nib.load(folder / f"{subject.id}_labels.nii.gz").dataobj).astype(int)
     names = {v: k for k, v in json.loads((folder / "phantom.json").read_text())["labels"].items()}
-    region = uq._region(subject)
-    sizes = list(config.evaluation.size_sweep)
-    for subset in nested_subsets(train_ids, sizes, seed=config.system.seed):
-        if len(subset) not in wanted:
-            continue
-        out = Path(config.model_dir) / "size_sweep_by_tissue" / f"n{len(subset)}"
-        out.mkdir(parents=True)
-        write_split(out / "dataset_split.csv", {**{i: TRAINING for i in subset}, **held})
-        prior = len(train_ids) / len(subset)
-        run_training(uq.size_sweep_config(config, out, seed=config.system.seed, prior_scale=prior))
-        member = load_trained_model(out, best=True)
+    region = subject.mask if subject.mask is not None else np.ones(subject.shape, bool)
+    for record in records:
+        member = load_trained_model(record["model_dir"])
         maps = predict_subject([member], subject.normalised(), settings)
         scale = member.target_normalisation.scale
-        epi = uq._std(maps, EPISTEMIC_VAR, scale)
-        ale = uq._std(maps, ALEATORIC_VAR, scale)
-        print(f"{len(subset)} subject(s) {subset}: epistemic mean {epi[region].mean():.1f}, "
-              f"median {np.median(epi[region]):.1f}")  # fmt: skip
+        epi = np.sqrt(np.maximum(maps[EPISTEMIC_VAR], 0.0)) * scale
+        ale = np.sqrt(np.maximum(maps[ALEATORIC_VAR], 0.0)) * scale
+        scored = record["mean_epistemic_std"][subject.id]
+        print(f"repeat {record['repeat']}, {record['size']} subject(s) {record['subjects']}, stopped at "
+              f"{record['final_step']}: {subject.id} epistemic mean {epi[region].mean():.1f} "
+              f"(validate-uq {scored:.1f}), median {np.median(epi[region]):.1f}")  # fmt: skip
         for label in np.unique(labels[region]):
             inside = region & (labels == label)
             print(f"  {names.get(int(label), label):16s} {inside.sum():7d} voxels  epistemic "

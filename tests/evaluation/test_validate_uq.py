@@ -164,6 +164,58 @@ def test_size_sweep_trains_a_model_per_nested_subset(job: dict, caplog: pytest.L
     assert isinstance(result["size_sweep_monotonic"], bool)
 
 
+def test_size_sweep_keep_writes_the_scored_models_and_their_records(job: dict) -> None:
+    from tfuq.data.sources import resolve_sources
+    from tfuq.errors import UserError
+    from tfuq.evaluation.validate_uq import held_out_subjects
+    from tfuq.inference.decomposition import ALEATORIC_VAR, EPISTEMIC_VAR
+    from tfuq.inference.predict_subject import predict_subject, prediction_settings
+    from tfuq.inference.trained_model import load_trained_model
+
+    save_analytic_model(job["tmp"] / "keep", base=0.02, slope=0.5)
+    overrides = (
+        "EVALUATION.size_sweep=1, 2",
+        "EVALUATION.size_sweep_iter=2",
+        "EVALUATION.size_sweep_keep=true",
+        "EVALUATION.anomaly_trials=0",
+        "EVALUATION.noise_levels=0, 0.1",
+        "INFERENCE.spatial_window_size=16, 16, 16",  # the trained U-Nets take their training window
+    )
+    config = _config(job, "keep", overrides)
+    result, _ = _run(config)
+    models = result["size_sweep"]["models"]
+    train_ids = sorted(i for i, p in job["split"].items() if p == "Training")
+    assert [(m["repeat"], m["size"], m["final_step"], m["stopped"]) for m in models] == [
+        (1, 1, 2, "max_iter"),
+        (1, 2, 2, "max_iter"),
+    ]
+    assert set(models[0]["subjects"]) < set(models[1]["subjects"]) <= set(train_ids)  # nested
+    settings = prediction_settings(config)
+    subjects = held_out_subjects(config, resolve_sources(config))
+    for record, mean in zip(models, result["size_sweep"]["mean_epistemic_std"], strict=True):
+        assert mean == pytest.approx(np.mean(list(record["mean_epistemic_std"].values())))
+        folder = Path(record["model_dir"])
+        assert folder.name == f"seed{config.system.seed}-n{record['size']}"
+        assert not (folder / "checkpoints").exists() and not list(folder.parent.glob("*.partial"))
+        split = read_split(folder / "dataset_split.csv")
+        assert sorted(i for i, p in split.items() if p == "Training") == sorted(record["subjects"])
+        # Oracle: the kept model, predicted again with the same seeded dropout streams, gives the
+        # recorded per-subject means, so it is the network the sweep scored.
+        member = load_trained_model(folder)
+        scale = member.target_normalisation.scale
+        for subject in subjects:
+            maps = predict_subject([member], subject.normalised(), settings)
+            inside = subject.mask
+            for key, name in ((EPISTEMIC_VAR, "mean_epistemic_std"), (ALEATORIC_VAR, "mean_aleatoric_std")):
+                value = np.sqrt(np.maximum(maps[key], 0.0))[inside].mean() * scale
+                assert value == pytest.approx(record[name][subject.id], rel=1e-5)
+    assert all(v > 0 for record in models for v in record["mean_epistemic_std"].values())
+    # The kept models are refused, before any work, unless [EVALUATION] overwrite.
+    (Path(config.evaluation.save_csv_dir) / "validate_uq.json").unlink()
+    with pytest.raises(UserError, match=r"size_sweep: already exists; refusing to overwrite"):
+        run_validation(config)
+
+
 def test_size_sweep_config_stops_on_the_validation_loss_only_with_patience(job: dict) -> None:
     from tfuq.evaluation.validate_uq import size_sweep_config
 

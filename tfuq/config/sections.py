@@ -313,6 +313,12 @@ class EvaluationSection:
         "tfuq: validate-uq size-sweep repeats averaged per size, each with its own nested subsets and seed",
         min=1,
     )
+    size_sweep_keep: bool = setting(
+        False,
+        "tfuq: validate-uq keeps each size-sweep model (the weights it scored) in "
+        "<save_csv_dir>/size_sweep/seed<seed>-n<size>, a model_dir for tfuq infer; false = a temporary "
+        "folder, deleted",
+    )
     anomaly_size: int = setting(
         0, "tfuq: validate-uq zero-cube side in voxels; 0 = a sixth of the smallest axis", min=0
     )

@@ -11,7 +11,8 @@ uq_mc_samples`` (default ``[UNCERTAINTY] mc_samples``); stds in target units:
    aleatoric std inside the mask must rise;
 2. training-set size sweep: a model per size in ``[EVALUATION] size_sweep``,
    trained from scratch on nested subsets of the Training subjects with the
-   same configuration in a temporary model_dir (deleted afterwards), for
+   same configuration in a temporary model_dir (deleted afterwards; kept in
+   ``<save_csv_dir>/size_sweep/seed<seed>-n<size>`` with ``size_sweep_keep``), for
    ``size_sweep_iter`` iterations, or, with ``size_sweep_patience``, until
    the loss on the Validation subjects stops falling (Reinhold: "until the
    validation loss plateaued"; the best-validation weights are scored),
@@ -19,7 +20,9 @@ uq_mc_samples`` (default ``[UNCERTAINTY] mc_samples``); stds in target units:
    regularisers, weight decay) scaled by N / n as Gal's derivation has it; the
    mean epistemic std on the held-out subjects, averaged over
    ``size_sweep_repeats`` repeats (each with its own nested subsets and
-   seed), must fall;
+   seed), must fall; ``validate_uq.json`` records every model (``size_sweep.models``:
+   its subjects, stop step and reason, per held-out subject mean epistemic and
+   aleatoric std);
 3. synthetic anomaly: ``anomaly_trials`` zero cubes of side ``anomaly_size``
    (input units) at seeded random places inside the mask where at least
    ``anomaly_min_changed`` of the cube's input is away from zero (not where
@@ -46,10 +49,11 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import logging
+import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -77,7 +81,17 @@ from tfuq.inference.predict_subject import (
 from tfuq.inference.subject_inputs import SubjectInputs, load_inference_subject
 from tfuq.inference.trained_model import TrainedModel, load_members, load_trained_model
 
-__all__ = ["UQValidationError", "run_validation", "size_sweep_config", "validate_uq"]
+if TYPE_CHECKING:
+    from tfuq.training.job import TrainingResult
+
+__all__ = [
+    "UQValidationError",
+    "held_out_subjects",
+    "run_validation",
+    "size_sweep_config",
+    "train_size_sweep_model",
+    "validate_uq",
+]
 
 _LOG = logging.getLogger(__name__)
 _MAX_PLOT_VOXELS = 200_000
@@ -96,7 +110,15 @@ def _std(maps: Mapping[str, np.ndarray], key: str, scale: float) -> np.ndarray:
     return np.sqrt(np.maximum(maps[key], 0.0)) * scale
 
 
-def _held_out(config: Config, sources: Mapping[str, Any]) -> list[SubjectInputs]:
+def held_out_subjects(config: Config, sources: Mapping[str, Any]) -> list[SubjectInputs]:
+    """The subjects validate-uq scores: Inference (else Validation) subjects with a target.
+
+    At most ``[EVALUATION] uq_subjects`` of them, in the split's order, loaded
+    as ``tfuq infer`` loads them (with their target, mask and noise map).
+
+    Raises:
+        UserError: no split file, or no such subject.
+    """
     from tfuq.inference.subject_inputs import find_inference_subjects
 
     split_file = Path(config.system.dataset_split_file)
@@ -222,11 +244,11 @@ def size_sweep_config(
 
 def _size_sweep(
     config: Config, subjects: Sequence[SubjectInputs], settings: PredictionSettings, split: Mapping[str, str]
-) -> tuple[list[int], list[float]]:
+) -> tuple[list[int], list[float], list[dict[str, Any]]]:
     sizes = list(config.evaluation.size_sweep)
     if len(sizes) < 2:
         _LOG.info("[EVALUATION] size_sweep has fewer than 2 sizes: no training-set size sweep")
-        return [], []
+        return [], [], []
     train_ids = sorted(i for i, p in split.items() if p == TRAINING)
     if sizes[-1] > len(train_ids) or any(b <= a for a, b in itertools.pairwise(sizes)):
         raise ConfigError(
@@ -246,22 +268,68 @@ def _size_sweep(
         held = {**held, **{i: VALIDATION for i in valid_ids}}
     repeats = config.evaluation.size_sweep_repeats
     values = np.zeros((repeats, len(sizes)))
+    records = []
     for r in range(repeats):
         seed = config.system.seed + r
         for k, subset in enumerate(nested_subsets(train_ids, sizes, seed=seed)):
-            values[r, k] = _sweep_model_epistemic(
-                config, subset, held, subjects, settings, seed, num_train=len(train_ids)
-            )
+            record = _sweep_model(config, subset, held, subjects, settings, seed, num_train=len(train_ids))
+            records.append({"repeat": r + 1, **record})
+            values[r, k] = float(np.mean(list(record["mean_epistemic_std"].values())))
             _LOG.info(
                 "size sweep (repeat %d): %d subject(s) -> mean held-out epistemic std %.4g",
                 r + 1,
                 len(subset),
                 values[r, k],
             )
-    return sizes, values.mean(axis=0).tolist()
+    return sizes, values.mean(axis=0).tolist(), records
 
 
-def _sweep_model_epistemic(
+def train_size_sweep_model(
+    config: Config,
+    subset: Sequence[str],
+    held: Mapping[str, str],
+    folder: Path,
+    *,
+    seed: int,
+    num_train: int,
+) -> tuple[TrainedModel, TrainingResult]:
+    """Train one size-sweep model on ``subset`` in ``folder`` and load the weights it is scored with.
+
+    The model is trained as ``tfuq validate-uq`` trains every size-sweep
+    model (:func:`size_sweep_config`): ``config``'s settings, the prior terms
+    scaled by ``num_train / len(subset)``, stopped on the validation loss
+    when ``[EVALUATION] size_sweep_patience`` is set, in which case the
+    best-validation weights are loaded.
+
+    Args:
+        config: The full model's configuration.
+        subset: The Training subjects of this model.
+        held: The other subjects of its split and their phase (the held-out
+            subjects; the Validation subjects it stops on).
+        folder: An empty or new folder: the model's model_dir.
+        seed: Its ``[SYSTEM] seed``.
+        num_train: The number of Training subjects of the full model.
+
+    Returns:
+        The loaded model and the training run's result (stop step and reason).
+    """
+    from tfuq.training.job import run_training
+
+    write_split(folder / "dataset_split.csv", {**{i: TRAINING for i in subset}, **held})
+    _LOG.info(
+        "size sweep: training on %d subject(s) for %d iterations",
+        len(subset),
+        config.evaluation.size_sweep_iter,
+    )
+    sweep_config = size_sweep_config(config, folder, seed=seed, prior_scale=num_train / len(subset))
+    result = run_training(sweep_config)
+    _LOG.info("size sweep: %d subject(s) stopped at step %d (%s)", len(subset), result.final_step,
+              result.stopped)  # fmt: skip
+    member = load_trained_model(folder, best=bool(sweep_config.training.early_stopping_patience))
+    return member, result
+
+
+def _sweep_model(
     config: Config,
     subset: Sequence[str],
     held: Mapping[str, str],
@@ -270,46 +338,67 @@ def _sweep_model_epistemic(
     seed: int,
     *,
     num_train: int,
-) -> float:
-    """Train one size-sweep model on ``subset`` and return its mean epistemic std on ``subjects``.
+) -> dict[str, Any]:
+    """Train one size-sweep model and score it on the held-out ``subjects``.
 
-    ``num_train`` is the number of Training subjects of the full model: the
-    prior terms are scaled by ``num_train / len(subset)`` (:func:`size_sweep_config`).
-
-    ``held`` maps the other subjects of the sweep's split to their phase
-    (the held-out subjects, and the Validation subjects when it stops on the
-    validation loss, in which case the best-validation weights are scored).
+    Returns:
+        Its record in ``validate_uq.json``: ``size``, ``subjects`` (its
+        Training subjects), ``seed``, ``final_step``, ``stopped``, the mean
+        epistemic and aleatoric std inside each held-out subject's mask
+        (``mean_epistemic_std``, ``mean_aleatoric_std``: subject -> target
+        units) and ``model_dir`` (the kept model, or None).
     """
-    from tfuq.training.job import run_training
-
     with tempfile.TemporaryDirectory(prefix=f"tfuq-size-sweep-{len(subset)}-") as tmp:
-        folder = Path(tmp)
-        write_split(folder / "dataset_split.csv", {**{i: TRAINING for i in subset}, **held})
-        _LOG.info(
-            "size sweep: training on %d subject(s) for %d iterations",
-            len(subset),
-            config.evaluation.size_sweep_iter,
+        member, result = train_size_sweep_model(
+            config, subset, held, Path(tmp), seed=seed, num_train=num_train
         )
-        sweep_config = size_sweep_config(config, folder, seed=seed, prior_scale=num_train / len(subset))
-        result = run_training(sweep_config)
-        best = bool(sweep_config.training.early_stopping_patience)
-        _LOG.info("size sweep: %d subject(s) stopped at step %d (%s)", len(subset), result.final_step,
-                  result.stopped)  # fmt: skip
-        member = load_trained_model(folder, best=best)
         check_windows([member], settings)
         scale = member.target_normalisation.scale
-        means = []
+        epistemic, aleatoric = {}, {}
         for s in subjects:
             maps = predict_subject([member], s.normalised(), settings)
-            means.append(float(_std(maps, EPISTEMIC_VAR, scale)[_region(s)].mean()))
-            _LOG.info(
-                "size sweep: %d subject(s), %s: mean epistemic std %.4g, mean aleatoric std %.4g",
-                len(subset),
-                s.id,
-                means[-1],
-                float(_std(maps, ALEATORIC_VAR, scale)[_region(s)].mean()),
-            )
-    return float(np.mean(means))
+            epistemic[s.id] = float(_std(maps, EPISTEMIC_VAR, scale)[_region(s)].mean())
+            aleatoric[s.id] = float(_std(maps, ALEATORIC_VAR, scale)[_region(s)].mean())
+            _LOG.info("size sweep: %d subject(s), %s: mean epistemic std %.4g, mean aleatoric std %.4g",
+                      len(subset), s.id, epistemic[s.id], aleatoric[s.id])  # fmt: skip
+        kept = None
+        if config.evaluation.size_sweep_keep:
+            kept = _keep_sweep_model(config, member, Path(tmp), seed=seed, size=len(subset))
+    return {
+        "size": len(subset),
+        "subjects": list(subset),
+        "seed": seed,
+        "final_step": result.final_step,
+        "stopped": result.stopped,
+        "mean_epistemic_std": epistemic,
+        "mean_aleatoric_std": aleatoric,
+        "model_dir": kept,
+    }
+
+
+def _sweep_model_dir(config: Config) -> Path:
+    return Path(config.evaluation.save_csv_dir) / "size_sweep"
+
+
+def _keep_sweep_model(config: Config, member: TrainedModel, tmp: Path, *, seed: int, size: int) -> str:
+    """Copy a scored size-sweep model to ``<save_csv_dir>/size_sweep/seed<seed>-n<size>``.
+
+    The copy is a model_dir ``tfuq infer`` reads (``--set SYSTEM.model_dir=``):
+    ``model.keras`` holds the weights the sweep scored (the best-validation
+    ones when it stopped on the validation loss), beside the split, the
+    normalisation and the training configuration; checkpoints are left out.
+    It is written under a temporary name and renamed, so a folder of that
+    name is always whole.
+    """
+    final = _sweep_model_dir(config) / f"seed{seed}-n{size}"
+    partial = final.with_name(final.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    shutil.copytree(tmp, partial, ignore=shutil.ignore_patterns("checkpoints"))
+    member.model.save(partial / "model.keras")
+    if final.exists():  # run_validation refused earlier unless [EVALUATION] overwrite
+        shutil.rmtree(final)
+    partial.rename(final)
+    return str(final)
 
 
 def _noise_check(
@@ -341,12 +430,14 @@ def run_validation(config: Config) -> dict[str, Any]:
 
     Returns:
         The summary written (:func:`tfuq.evaluation.validation_summary` plus
-        ``subjects``, ``mc_samples``, ``size_sweep_iter`` and ``paths``).
+        ``subjects``, ``mc_samples``, ``size_sweep_iter``, ``paths`` and
+        ``size_sweep.models``, one record per size-sweep model).
 
     Raises:
         UQValidationError: an expected direction failed (after writing).
         UserError: no trained model or held-out subject, existing outputs
-            without ``[EVALUATION] overwrite``, bad data.
+            (``validate_uq.json``, kept size-sweep models) without
+            ``[EVALUATION] overwrite``, bad data.
         ConfigError: a size sweep larger than the Training phase.
     """
     ev = config.evaluation
@@ -358,18 +449,23 @@ def run_validation(config: Config) -> dict[str, Any]:
         )
     if len(ev.noise_levels) < 2:
         raise ConfigError(f"{config.path}: [EVALUATION] noise_levels: expected at least 2 rising levels")
+    kept = _sweep_model_dir(config)
+    if ev.size_sweep_keep and kept.exists() and not ev.overwrite:
+        raise UserError(f"{kept}: already exists; refusing to overwrite: set [EVALUATION] overwrite = true")
     members = load_members(config)
     settings = prediction_settings(config, mc_samples=ev.uq_mc_samples or None)
     check_windows(members, settings)
     sources = resolve_sources(config)
-    subjects = _held_out(config, sources)
+    subjects = held_out_subjects(config, sources)
     scale = members[0].target_normalisation.scale
     _LOG.info("validate-uq on %s with T = %d", ", ".join(s.id for s in subjects), settings.mc_samples)
     noise_inside, noise_image, clean = _noise_sweep(members, subjects, settings, config)
     if not clean:
         clean = {s.id: predict_subject(members, s.normalised(), settings) for s in subjects}
     trials = _anomalies(members, subjects, settings, config)
-    sizes, size_values = _size_sweep(config, subjects, settings, read_split(config.system.dataset_split_file))
+    sizes, size_values, size_models = _size_sweep(
+        config, subjects, settings, read_split(config.system.dataset_split_file)
+    )
     noise_scores, sample = _noise_check(config, subjects, clean, scale)
     summary = validation_summary(
         noise_levels=ev.noise_levels,
@@ -383,6 +479,7 @@ def run_validation(config: Config) -> dict[str, Any]:
     if not sizes:  # no sweep run: nothing to check
         summary["size_sweep"] = {"sizes": [], "mean_epistemic_std": []}
         summary["size_sweep_monotonic"] = None
+    summary["size_sweep"]["models"] = size_models
     summary.update(
         {
             "subjects": [s.id for s in subjects],
