@@ -132,3 +132,14 @@ def test_write_validation(tmp_path):
     only = write_validation(tmp_path / "b", _summary(anomaly_trials=[], aleatoric_noise=None))
     assert set(only) == {"json", "sweeps"}
     assert json.loads(only["json"].read_text())["anomaly_auroc"] is None
+    # Repeats: every size-sweep model's record is stored and drawn beside the mean.
+    repeated = _summary()
+    sizes = repeated["size_sweep"]["sizes"]
+    repeated["size_sweep"]["models"] = [
+        {"repeat": r, "size": n, "mean_epistemic_std": {"s1": 1.0 / n + r, "s2": 2.0}, "model_dir": None}
+        for r in (1, 2)
+        for n in sizes
+    ]
+    stored = json.loads(write_validation(tmp_path / "c", repeated)["json"].read_text())
+    assert stored["size_sweep"]["models"] == repeated["size_sweep"]["models"]
+    assert _png_size(tmp_path / "c" / VALIDATION_FILES["sweeps"]) == (1000, 400)

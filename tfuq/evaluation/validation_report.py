@@ -76,7 +76,17 @@ def plot_sweeps(
     left.set_title(f"Input noise sweep: {_verdict(summary['noise_sweep_monotonic'])}")
     left.legend(fontsize="small")
     size = summary["size_sweep"]
-    right.plot(size["sizes"], size["mean_epistemic_std"], "o-", color="tab:purple")
+    right.plot(size["sizes"], size["mean_epistemic_std"], "o-", color="tab:purple", label="mean over repeats")
+    models = [m for m in size.get("models", []) if m.get("mean_epistemic_std")]
+    if len(models) > len(size["sizes"]):  # repeats: each model's own value
+        right.plot(
+            [m["size"] for m in models],
+            [float(np.mean(list(m["mean_epistemic_std"].values()))) for m in models],
+            "x",
+            color="0.4",
+            label="each model",
+        )
+        right.legend(fontsize="small")
     right.set_xlabel("training subjects")
     right.set_ylabel(f"mean epistemic std on held-out subjects{suffix}")
     right.set_title(f"Training-size sweep: {_verdict(summary['size_sweep_monotonic'])}")
