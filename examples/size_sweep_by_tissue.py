@@ -2,7 +2,8 @@
 
 Reads the size-sweep models that ``tfuq validate-uq`` kept (run it with
 ``--set EVALUATION.size_sweep_keep=true``; their records are in
-``validate_uq.json``), predicts the first held-out phantom subject with each,
+``validate_uq.json``), predicts the first held-out phantom subject with each (its members as one
+ensemble),
 as validate-uq scored it (same T, window and seeded dropout streams), and
 prints the mean epistemic and aleatoric std (target units) per phantom tissue
 inside the body.
@@ -39,7 +40,7 @@ def main(argv: list[str]) -> int:
     overrides = [v for k, v in itertools.pairwise(argv[1:]) if k == "--set"]
     config = load_config(path, overrides)
     summary = json.loads((Path(config.evaluation.save_csv_dir) / "validate_uq.json").read_text())
-    records = [r for r in summary["size_sweep"].get("models", []) if r.get("model_dir")]
+    records = [r for r in summary["size_sweep"].get("models", []) if r["members"][0]["model_dir"]]
     if not records:
         print("no kept size-sweep models: run tfuq validate-uq with --set EVALUATION.size_sweep_keep=true")
         return 2
@@ -51,14 +52,15 @@ def main(argv: list[str]) -> int:
     names = {v: k for k, v in json.loads((folder / "phantom.json").read_text())["labels"].items()}
     region = subject.mask if subject.mask is not None else np.ones(subject.shape, bool)
     for record in records:
-        member = load_trained_model(record["model_dir"])
-        maps = predict_subject([member], subject.normalised(), settings)
-        scale = member.target_normalisation.scale
+        members = [load_trained_model(m["model_dir"]) for m in record["members"]]
+        maps = predict_subject(members, subject.normalised(), settings)
+        scale = members[0].target_normalisation.scale
         epi = np.sqrt(np.maximum(maps[EPISTEMIC_VAR], 0.0)) * scale
         ale = np.sqrt(np.maximum(maps[ALEATORIC_VAR], 0.0)) * scale
         scored = record["mean_epistemic_std"][subject.id]
+        stops = [m["final_step"] for m in record["members"]]
         print(f"repeat {record['repeat']}, {record['size']} subject(s) {record['subjects']}, stopped at "
-              f"{record['final_step']}: {subject.id} epistemic mean {epi[region].mean():.1f} "
+              f"{stops}: {subject.id} epistemic mean {epi[region].mean():.1f} "
               f"(validate-uq {scored:.1f}), median {np.median(epi[region]):.1f}")  # fmt: skip
         for label in np.unique(labels[region]):
             inside = region & (labels == label)

@@ -164,7 +164,7 @@ def test_size_sweep_trains_a_model_per_nested_subset(job: dict, caplog: pytest.L
     assert isinstance(result["size_sweep_monotonic"], bool)
 
 
-def test_size_sweep_keep_writes_the_scored_models_and_their_records(job: dict) -> None:
+def test_size_sweep_keep_writes_the_scored_ensembles_and_their_records(job: dict) -> None:
     from tfuq.data.sources import resolve_sources
     from tfuq.errors import UserError
     from tfuq.evaluation.validate_uq import held_out_subjects
@@ -176,6 +176,7 @@ def test_size_sweep_keep_writes_the_scored_models_and_their_records(job: dict) -
     overrides = (
         "EVALUATION.size_sweep=1, 2",
         "EVALUATION.size_sweep_iter=2",
+        "EVALUATION.size_sweep_members=2",
         "EVALUATION.size_sweep_keep=true",
         "EVALUATION.anomaly_trials=0",
         "EVALUATION.noise_levels=0, 0.1",
@@ -185,30 +186,35 @@ def test_size_sweep_keep_writes_the_scored_models_and_their_records(job: dict) -
     result, _ = _run(config)
     models = result["size_sweep"]["models"]
     train_ids = sorted(i for i, p in job["split"].items() if p == "Training")
-    assert [(m["repeat"], m["size"], m["final_step"], m["stopped"]) for m in models] == [
-        (1, 1, 2, "max_iter"),
-        (1, 2, 2, "max_iter"),
-    ]
+    seed = config.system.seed
+    assert [(m["repeat"], m["size"], m["seed"]) for m in models] == [(1, 1, seed), (1, 2, seed)]
     assert set(models[0]["subjects"]) < set(models[1]["subjects"]) <= set(train_ids)  # nested
     settings = prediction_settings(config)
     subjects = held_out_subjects(config, resolve_sources(config))
     for record, mean in zip(models, result["size_sweep"]["mean_epistemic_std"], strict=True):
         assert mean == pytest.approx(np.mean(list(record["mean_epistemic_std"].values())))
-        folder = Path(record["model_dir"])
-        assert folder.name == f"seed{config.system.seed}-n{record['size']}"
-        assert not (folder / "checkpoints").exists() and not list(folder.parent.glob("*.partial"))
-        split = read_split(folder / "dataset_split.csv")
-        assert sorted(i for i, p in split.items() if p == "Training") == sorted(record["subjects"])
-        # Oracle: the kept model, predicted again with the same seeded dropout streams, gives the
-        # recorded per-subject means, so it is the network the sweep scored.
-        member = load_trained_model(folder)
-        scale = member.target_normalisation.scale
+        members = record["members"]
+        assert [(m["seed"], m["final_step"], m["stopped"]) for m in members] == [
+            (seed, 2, "max_iter"),
+            (seed + 1, 2, "max_iter"),  # member m: seed + m * size_sweep_repeats
+        ]
+        for member in members:
+            folder = Path(member["model_dir"])
+            assert folder.name == f"seed{member['seed']}-n{record['size']}"
+            assert not (folder / "checkpoints").exists() and not list(folder.parent.glob("*.partial"))
+            split = read_split(folder / "dataset_split.csv")
+            assert sorted(i for i, p in split.items() if p == "Training") == sorted(record["subjects"])
+        # Oracle: the kept members, predicted again as one ensemble with the same seeded dropout
+        # streams, give the recorded per-subject means, so they are the networks the sweep scored.
+        ensemble = [load_trained_model(m["model_dir"]) for m in members]
+        scale = ensemble[0].target_normalisation.scale
         for subject in subjects:
-            maps = predict_subject([member], subject.normalised(), settings)
-            inside = subject.mask
+            maps = predict_subject(ensemble, subject.normalised(), settings)
             for key, name in ((EPISTEMIC_VAR, "mean_epistemic_std"), (ALEATORIC_VAR, "mean_aleatoric_std")):
-                value = np.sqrt(np.maximum(maps[key], 0.0))[inside].mean() * scale
+                value = np.sqrt(np.maximum(maps[key], 0.0))[subject.mask].mean() * scale
                 assert value == pytest.approx(record[name][subject.id], rel=1e-5)
+            alone = predict_subject(ensemble[:1], subject.normalised(), settings)
+            assert not np.allclose(alone[EPISTEMIC_VAR], maps[EPISTEMIC_VAR])  # both members count
     assert all(v > 0 for record in models for v in record["mean_epistemic_std"].values())
     # The kept models are refused, before any work, unless [EVALUATION] overwrite.
     (Path(config.evaluation.save_csv_dir) / "validate_uq.json").unlink()

@@ -313,6 +313,12 @@ class EvaluationSection:
         "tfuq: validate-uq size-sweep repeats averaged per size, each with its own nested subsets and seed",
         min=1,
     )
+    size_sweep_members: int = setting(
+        1,
+        "tfuq: validate-uq networks per size-sweep model, differing only in seed and scored as one deep "
+        "ensemble (members x MC samples); 1 = the configured model alone",
+        min=1,
+    )
     size_sweep_keep: bool = setting(
         False,
         "tfuq: validate-uq keeps each size-sweep model (the weights it scored) in "

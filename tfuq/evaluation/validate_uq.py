@@ -17,12 +17,14 @@ uq_mc_samples`` (default ``[UNCERTAINTY] mc_samples``); stds in target units:
    the loss on the Validation subjects stops falling (Reinhold: "until the
    validation loss plateaued"; the best-validation weights are scored),
    with the prior terms of the dropout objective (concrete-dropout
-   regularisers, weight decay) scaled by N / n as Gal's derivation has it; the
+   regularisers, weight decay) scaled by N / n as Gal's derivation has it
+   (``size_sweep_members`` > 1: that many networks per size, differing only in
+   their seed, scored as one deep ensemble); the
    mean epistemic std on the held-out subjects, averaged over
    ``size_sweep_repeats`` repeats (each with its own nested subsets and
    seed), must fall; ``validate_uq.json`` records every model (``size_sweep.models``:
-   its subjects, stop step and reason, per held-out subject mean epistemic and
-   aleatoric std);
+   its subjects, each network's seed, stop step and reason, per held-out
+   subject mean epistemic and aleatoric std);
 3. synthetic anomaly: ``anomaly_trials`` zero cubes of side ``anomaly_size``
    (input units) at seeded random places inside the mask where at least
    ``anomaly_min_changed`` of the cube's input is away from zero (not where
@@ -339,40 +341,53 @@ def _sweep_model(
     *,
     num_train: int,
 ) -> dict[str, Any]:
-    """Train one size-sweep model and score it on the held-out ``subjects``.
+    """Train one size-sweep model (``size_sweep_members`` networks) and score it on ``subjects``.
+
+    With several members they differ only in their seed (initial weights,
+    window draws, dropout masks), ``seed + m * size_sweep_repeats`` for member
+    ``m``, and are scored as one deep ensemble (law of total variance over
+    members and MC samples, as ``tfuq infer`` combines ``[UNCERTAINTY]
+    ensemble``).
 
     Returns:
         Its record in ``validate_uq.json``: ``size``, ``subjects`` (its
-        Training subjects), ``seed``, ``final_step``, ``stopped``, the mean
-        epistemic and aleatoric std inside each held-out subject's mask
-        (``mean_epistemic_std``, ``mean_aleatoric_std``: subject -> target
-        units) and ``model_dir`` (the kept model, or None).
+        Training subjects), ``seed`` (of its nested subsets), ``members``
+        (per network: ``seed``, ``final_step``, ``stopped``, ``model_dir`` of
+        the kept copy or None), and the mean epistemic and aleatoric std
+        inside each held-out subject's mask (``mean_epistemic_std``,
+        ``mean_aleatoric_std``: subject -> target units).
     """
+    ev = config.evaluation
+    seeds = [seed + m * ev.size_sweep_repeats for m in range(ev.size_sweep_members)]
     with tempfile.TemporaryDirectory(prefix=f"tfuq-size-sweep-{len(subset)}-") as tmp:
-        member, result = train_size_sweep_model(
-            config, subset, held, Path(tmp), seed=seed, num_train=num_train
-        )
-        check_windows([member], settings)
-        scale = member.target_normalisation.scale
+        members, records = [], []
+        for member_seed in seeds:
+            folder = Path(tmp) / f"seed{member_seed}"
+            member, result = train_size_sweep_model(
+                config, subset, held, folder, seed=member_seed, num_train=num_train
+            )
+            members.append(member)
+            records.append({"seed": member_seed, "final_step": result.final_step, "stopped": result.stopped})
+        check_windows(members, settings)
         epistemic, aleatoric = {}, {}
         for s in subjects:
-            maps = predict_subject([member], s.normalised(), settings)
+            maps = predict_subject(members, s.normalised(), settings)
+            scale = members[0].target_normalisation.scale  # the maps are in the first member's units
             epistemic[s.id] = float(_std(maps, EPISTEMIC_VAR, scale)[_region(s)].mean())
             aleatoric[s.id] = float(_std(maps, ALEATORIC_VAR, scale)[_region(s)].mean())
             _LOG.info("size sweep: %d subject(s), %s: mean epistemic std %.4g, mean aleatoric std %.4g",
                       len(subset), s.id, epistemic[s.id], aleatoric[s.id])  # fmt: skip
-        kept = None
-        if config.evaluation.size_sweep_keep:
-            kept = _keep_sweep_model(config, member, Path(tmp), seed=seed, size=len(subset))
+        for member, record in zip(members, records, strict=True):
+            record["model_dir"] = None
+            if ev.size_sweep_keep:
+                record["model_dir"] = _keep_sweep_model(config, member, size=len(subset), seed=record["seed"])
     return {
         "size": len(subset),
         "subjects": list(subset),
         "seed": seed,
-        "final_step": result.final_step,
-        "stopped": result.stopped,
+        "members": records,
         "mean_epistemic_std": epistemic,
         "mean_aleatoric_std": aleatoric,
-        "model_dir": kept,
     }
 
 
@@ -380,7 +395,7 @@ def _sweep_model_dir(config: Config) -> Path:
     return Path(config.evaluation.save_csv_dir) / "size_sweep"
 
 
-def _keep_sweep_model(config: Config, member: TrainedModel, tmp: Path, *, seed: int, size: int) -> str:
+def _keep_sweep_model(config: Config, member: TrainedModel, *, seed: int, size: int) -> str:
     """Copy a scored size-sweep model to ``<save_csv_dir>/size_sweep/seed<seed>-n<size>``.
 
     The copy is a model_dir ``tfuq infer`` reads (``--set SYSTEM.model_dir=``):
@@ -393,7 +408,7 @@ def _keep_sweep_model(config: Config, member: TrainedModel, tmp: Path, *, seed: 
     final = _sweep_model_dir(config) / f"seed{seed}-n{size}"
     partial = final.with_name(final.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
-    shutil.copytree(tmp, partial, ignore=shutil.ignore_patterns("checkpoints"))
+    shutil.copytree(member.model_dir, partial, ignore=shutil.ignore_patterns("checkpoints"))
     member.model.save(partial / "model.keras")
     if final.exists():  # run_validation refused earlier unless [EVALUATION] overwrite
         shutil.rmtree(final)
