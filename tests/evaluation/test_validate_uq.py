@@ -239,6 +239,9 @@ def test_size_sweep_config_stops_on_the_validation_loss_only_with_patience(job: 
     )
     t = patient.training
     assert (t.validation_every_n, t.early_stopping_patience, patient.system.seed) == (3, 2, 5)
+    assert t.early_stopping_start == 0
+    started = size_sweep_config(_config(job, "cfg", ("EVALUATION.size_sweep_min_iter=40",)), job["tmp"] / "d")
+    assert started.training.early_stopping_start == 40
     # Gal: the prior terms are l^2 / (tau N) and 2 / (tau N): n of N subjects -> x N / n.
     base = _config(job, "cfg", ("TRAINING.weight_decay=0.01",))
     scaled = size_sweep_config(base, job["tmp"] / "c", prior_scale=4.0)
@@ -291,6 +294,17 @@ def test_size_sweep_with_patience_scores_the_best_validation_weights(
         result, _ = _run(_config(job, "patient", overrides))
     stops = [r.getMessage() for r in caplog.records if "stopped at step" in r.getMessage()]
     assert len(stops) == 2 and all(("step 6" in m) or ("early_stopping" in m) for m in stops)
+    # With size_sweep_min_iter = 4 the validation at step 2 does not count: the first counted one
+    # (step 4) sets the best and patience 1 can only stop at the next (step 6), the cap.
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="tfuq"):
+        _run(
+            _config(
+                job, "patient", (*overrides, "EVALUATION.size_sweep_min_iter=4", "EVALUATION.overwrite=true")
+            )
+        )
+    stops = [r.getMessage() for r in caplog.records if "stopped at step" in r.getMessage()]
+    assert len(stops) == 2 and all("stopped at step 6 " in m for m in stops), stops
     assert all(v > 0 for v in result["size_sweep"]["mean_epistemic_std"])
 
 

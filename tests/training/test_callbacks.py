@@ -114,24 +114,51 @@ def test_klaser_convergence_over_blocks_and_after_resume(tmp_path: Path) -> None
     assert resumed.stopped and clock.step == 9
 
 
-def test_validation_early_stopping_and_best_checkpoint(tmp_path: Path) -> None:
+def test_validation_early_stopping_and_best_checkpoint(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     clock = cb.StepClock(0, 100)
     ckpts = FakeCheckpoints(tmp_path)
     early, best = cb.ValidationEarlyStopping(patience=2), cb.BestCheckpoint(clock, ckpts)
     net = model()
     for callback in (early, best):
         callback.set_model(net)
-    for value in (1.0, 0.9, float("nan"), 0.95, 0.92):
-        clock.step += 10
-        for callback in (early, best):
-            callback.on_epoch_end(0, {"loss": 5.0, "val_loss": value})
-        if net.stop_training:
-            break
+    with caplog.at_level(logging.INFO, logger="tfuq.training.callbacks"):
+        for value in (1.0, 0.9, float("nan"), 0.95, 0.92):
+            clock.step += 10
+            for callback in (early, best):
+                callback.on_epoch_end(0, {"loss": 5.0, "val_loss": value})
+            if net.stop_training:
+                break
+    logged = [r.getMessage() for r in caplog.records if r.getMessage().startswith("validation at")]
+    assert logged[:2] == ["validation at step 10: val_loss 1 (best before inf)",
+                          "validation at step 20: val_loss 0.9 (best before 1)"]  # fmt: skip
     assert early.stopped and clock.step == 40  # 0.9 at step 20 was not beaten twice (nan counts as no gain)
     assert ckpts.saved == [10, 20]
     record = json.loads((tmp_path / "best.json").read_text())
     assert record == {"step": 20, "val_loss": 0.9, "checkpoint": str(tmp_path / "ckpt-20")}
     assert cb.BestCheckpoint(clock, ckpts).best == 0.9  # a resumed run keeps the record
+
+
+def test_early_stopping_ignores_validations_before_its_start() -> None:
+    values = (0.5, 1.0, 0.9, 0.95, 0.92, 0.93, 0.94)  # an early dip at step 10, then a plateau
+    stops = {}
+    for start in (0, 20):
+        clock = cb.StepClock(0, 100)
+        early = cb.ValidationEarlyStopping(patience=2, clock=clock, start=start)
+        net = model()
+        early.set_model(net)
+        for value in values:
+            clock.step += 10
+            early.on_epoch_end(0, {"val_loss": value})
+            if net.stop_training:
+                break
+        stops[start] = (clock.step, early.best)
+    # From the first validation: 0.5 is never beaten, stop after two more (step 30). From step 20:
+    # best 1.0, then 0.9 (step 30), then 0.95 and 0.92 do not beat it: stop at step 50.
+    assert stops == {0: (30, 0.5), 20: (50, 0.9)}
+    with pytest.raises(ValueError, match="start step needs the step clock"):
+        cb.ValidationEarlyStopping(patience=2, start=5)
 
 
 def test_progress_logs_steps_without_a_terminal(caplog: pytest.LogCaptureFixture) -> None:

@@ -177,6 +177,12 @@ class TrainingSection:
     early_stopping_patience: int = setting(
         0, "tfuq: stop after this many validations without a lower validation loss; 0 = off", min=0
     )
+    early_stopping_start: int = setting(
+        0,
+        "tfuq: validations before this iteration do not count for early stopping (Keras "
+        "start_from_epoch); 0 = from the first",
+        min=0,
+    )
     convergence_window: int = setting(
         0,
         "tfuq: stop when the mean loss of the last n iterations is within convergence_tolerance of "
@@ -306,6 +312,12 @@ class EvaluationSection:
         "tfuq: validate-uq size-sweep models stop after this many validations ([TRAINING] "
         "validation_every_n, the Validation subjects) without a lower loss and keep the best weights "
         "(Reinhold: until the validation loss plateaued); 0 = exactly size_sweep_iter iterations",
+        min=0,
+    )
+    size_sweep_min_iter: int = setting(
+        0,
+        "tfuq: validate-uq size-sweep models train at least this many iterations before "
+        "size_sweep_patience counts (their [TRAINING] early_stopping_start)",
         min=0,
     )
     size_sweep_repeats: int = setting(

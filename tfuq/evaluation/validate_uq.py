@@ -204,7 +204,7 @@ def size_sweep_config(
     ``size_sweep_patience`` it validates every ``[TRAINING]
     validation_every_n`` iterations and stops after that many validations
     without a lower validation loss (Reinhold: "trained until the validation
-    loss plateaued").
+    loss plateaued"), counting from ``size_sweep_min_iter`` iterations.
 
     ``prior_scale`` multiplies the prior terms of the dropout objective:
     the concrete-dropout regularisers and the weight decay. In Gal's
@@ -233,6 +233,7 @@ def size_sweep_config(
         tensorboard_every_n=0,
         validation_every_n=config.training.validation_every_n if patience else -1,
         early_stopping_patience=patience,
+        early_stopping_start=config.evaluation.size_sweep_min_iter,
         convergence_window=0,
         weight_decay=config.training.weight_decay * prior_scale,
     )

@@ -230,7 +230,12 @@ class BestCheckpoint(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         """Called by Keras after each epoch (and its validation)."""
         value = scalar_logs(logs).get("val_loss")
-        if value is None or not math.isfinite(value) or value >= self.best:
+        if value is None:
+            return
+        if self.enabled:
+            logger.info("validation at step %d: val_loss %.5g (best before %.5g)", self.clock.step, value,
+                        self.best)  # fmt: skip
+        if not math.isfinite(value) or value >= self.best:
             return
         self.best = value
         path = self.checkpoints.save(self.clock.step)
@@ -241,17 +246,29 @@ class BestCheckpoint(keras.callbacks.Callback):
 
 
 class ValidationEarlyStopping(keras.callbacks.Callback):
-    """Stop after ``patience`` validations without a lower ``val_loss``."""
+    """Stop after ``patience`` validations without a lower ``val_loss``.
 
-    def __init__(self, patience: int) -> None:
+    Args:
+        patience: Validations without a lower loss before stopping.
+        clock: The run's step clock; needed with ``start``.
+        start: Validations at steps below it are ignored (neither a best
+            value nor a wait), as Keras' ``EarlyStopping(start_from_epoch)``:
+            the loss of a heteroscedastic model often pauses early, while its
+            variance head settles, and would stop it there.
+    """
+
+    def __init__(self, patience: int, clock: StepClock | None = None, *, start: int = 0) -> None:
         super().__init__()
+        if start and clock is None:
+            raise ValueError(f"A start step needs the step clock. Received: start={start!r}, clock=None")
         self.patience, self.best, self.waited = int(patience), math.inf, 0
+        self.clock, self.start = clock, int(start)
         self.stopped = False
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         """Called by Keras after each epoch (and its validation)."""
         value = scalar_logs(logs).get("val_loss")
-        if value is None:
+        if value is None or (self.clock is not None and self.clock.step < self.start):
             return
         if value < self.best:
             self.best, self.waited = value, 0

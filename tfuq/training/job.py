@@ -306,7 +306,9 @@ def _callbacks(
     if data.validating:
         out.append(cb.BestCheckpoint(clock, best, enabled=chief))
         if t.early_stopping_patience:
-            out.append(cb.ValidationEarlyStopping(t.early_stopping_patience))
+            out.append(
+                cb.ValidationEarlyStopping(t.early_stopping_patience, clock, start=t.early_stopping_start)
+            )
     if t.convergence_window:
         out.append(
             cb.ConvergenceStop(clock, t.convergence_window, t.convergence_tolerance, log_dir / "training.csv")
