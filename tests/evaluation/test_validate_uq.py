@@ -213,8 +213,11 @@ def test_size_sweep_keep_writes_the_scored_ensembles_and_their_records(job: dict
             for key, name in ((EPISTEMIC_VAR, "mean_epistemic_std"), (ALEATORIC_VAR, "mean_aleatoric_std")):
                 value = np.sqrt(np.maximum(maps[key], 0.0))[subject.mask].mean() * scale
                 assert value == pytest.approx(record[name][subject.id], rel=1e-5)
-            alone = predict_subject(ensemble[:1], subject.normalised(), settings)
-            assert not np.allclose(alone[EPISTEMIC_VAR], maps[EPISTEMIC_VAR])  # both members count
+            for network, member in zip(ensemble, members, strict=True):  # each network alone
+                alone = predict_subject([network], subject.normalised(), settings)
+                value = np.sqrt(np.maximum(alone[EPISTEMIC_VAR], 0.0))[subject.mask].mean() * scale
+                assert value == pytest.approx(member["mean_epistemic_std"][subject.id], rel=1e-5)
+                assert not np.allclose(alone[EPISTEMIC_VAR], maps[EPISTEMIC_VAR])  # both members count
     assert all(v > 0 for record in models for v in record["mean_epistemic_std"].values())
     # The kept models are refused, before any work, unless [EVALUATION] overwrite.
     (Path(config.evaluation.save_csv_dir) / "validate_uq.json").unlink()

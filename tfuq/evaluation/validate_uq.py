@@ -354,7 +354,8 @@ def _sweep_model(
         Its record in ``validate_uq.json``: ``size``, ``subjects`` (its
         Training subjects), ``seed`` (of its nested subsets), ``members``
         (per network: ``seed``, ``final_step``, ``stopped``, ``model_dir`` of
-        the kept copy or None), and the mean epistemic and aleatoric std
+        the kept copy or None and, with several members, its own
+        ``mean_epistemic_std`` per subject), and the mean epistemic and aleatoric std
         inside each held-out subject's mask (``mean_epistemic_std``,
         ``mean_aleatoric_std``: subject -> target units).
     """
@@ -378,6 +379,13 @@ def _sweep_model(
             aleatoric[s.id] = float(_std(maps, ALEATORIC_VAR, scale)[_region(s)].mean())
             _LOG.info("size sweep: %d subject(s), %s: mean epistemic std %.4g, mean aleatoric std %.4g",
                       len(subset), s.id, epistemic[s.id], aleatoric[s.id])  # fmt: skip
+            if len(members) > 1:  # each network alone: how much of the spread is the seed's
+                for member, record in zip(members, records, strict=True):
+                    alone = predict_subject([member], s.normalised(), settings)
+                    value = float(_std(alone, EPISTEMIC_VAR, scale)[_region(s)].mean())
+                    record.setdefault("mean_epistemic_std", {})[s.id] = value
+                _LOG.info("size sweep: %d subject(s), %s: each network alone %s", len(subset), s.id,
+                          ", ".join(f"{r['mean_epistemic_std'][s.id]:.4g}" for r in records))  # fmt: skip
         for member, record in zip(members, records, strict=True):
             record["model_dir"] = None
             if ev.size_sweep_keep:
