@@ -50,6 +50,14 @@ def _run(config) -> tuple[dict, str]:
     return json.loads((Path(config.evaluation.save_csv_dir) / "validate_uq.json").read_text()), message
 
 
+#: A size sweep of trained U-Nets on 1 and 2 subjects, without anomalies.
+_SWEEP = (
+    "EVALUATION.size_sweep=1, 2",
+    "EVALUATION.anomaly_trials=0",
+    "INFERENCE.spatial_window_size=16, 16, 16",  # the trained U-Nets take their training window
+)
+
+
 def _normalised(mr: np.ndarray) -> tuple[np.ndarray, object]:
     params = fit_normalisation(mr, "percentile", cutoff=(0.01, 0.99))
     return normalise(mr.astype(np.float64), params), params
@@ -148,18 +156,17 @@ def test_failed_direction_exits_with_code_2(
 @pytest.mark.slow
 def test_size_sweep_trains_a_model_per_nested_subset(job: dict, caplog: pytest.LogCaptureFixture) -> None:
     save_analytic_model(job["tmp"] / "sizes", base=0.02, slope=0.5)
-    overrides = (
-        "EVALUATION.size_sweep=1, 2",
-        "EVALUATION.size_sweep_iter=2",
-        "EVALUATION.size_sweep_repeats=2",
-        "EVALUATION.anomaly_trials=0",
-        "INFERENCE.spatial_window_size=16, 16, 16",  # the trained U-Nets take their training window
-    )
+    overrides = (*_SWEEP, "EVALUATION.size_sweep_iter=2", "EVALUATION.size_sweep_repeats=2")
     with caplog.at_level(logging.INFO, logger="tfuq"):
         result, _ = _run(_config(job, "sizes", overrides))
     assert caplog.text.count("size sweep: training on") == 4  # 2 sizes x 2 repeats
     sweep = result["size_sweep"]
     assert sweep["sizes"] == [1, 2] and len(sweep["mean_epistemic_std"]) == 2
+    models = sweep["models"]
+    assert [(m["repeat"], m["size"]) for m in models] == [(1, 1), (1, 2), (2, 1), (2, 2)]
+    for k, size in enumerate(sweep["sizes"]):  # each size's value is the mean over the repeats
+        per_repeat = [np.mean(list(m["mean_epistemic_std"].values())) for m in models if m["size"] == size]
+        assert sweep["mean_epistemic_std"][k] == pytest.approx(np.mean(per_repeat))
     assert all(v > 0 for v in sweep["mean_epistemic_std"])  # trained U-Nets with MC dropout
     assert isinstance(result["size_sweep_monotonic"], bool)
 
@@ -174,13 +181,11 @@ def test_size_sweep_keep_writes_the_scored_ensembles_and_their_records(job: dict
 
     save_analytic_model(job["tmp"] / "keep", base=0.02, slope=0.5)
     overrides = (
-        "EVALUATION.size_sweep=1, 2",
+        *_SWEEP,
         "EVALUATION.size_sweep_iter=2",
         "EVALUATION.size_sweep_members=2",
         "EVALUATION.size_sweep_keep=true",
-        "EVALUATION.anomaly_trials=0",
         "EVALUATION.noise_levels=0, 0.1",
-        "INFERENCE.spatial_window_size=16, 16, 16",  # the trained U-Nets take their training window
     )
     config = _config(job, "keep", overrides)
     result, _ = _run(config)
@@ -285,13 +290,11 @@ def test_size_sweep_with_patience_scores_the_best_validation_weights(
 ) -> None:
     save_analytic_model(job["tmp"] / "patient", base=0.02, slope=0.5)
     overrides = (
-        "EVALUATION.size_sweep=1, 2",
+        *_SWEEP,
         "EVALUATION.size_sweep_iter=6",
         "EVALUATION.size_sweep_patience=1",
         "TRAINING.validation_every_n=2",
-        "EVALUATION.anomaly_trials=0",
         "EVALUATION.noise_levels=0, 0.1",
-        "INFERENCE.spatial_window_size=16, 16, 16",
     )
     with caplog.at_level(logging.INFO, logger="tfuq"):
         result, _ = _run(_config(job, "patient", overrides))
