@@ -273,6 +273,9 @@ def test_size_sweep_patience_without_validation_is_a_config_error(job: dict) -> 
     )  # [TRAINING] validation_every_n is off in the tiny config
     with pytest.raises(ConfigError, match=r"size_sweep_patience: expected Validation subjects"):
         run_validation(_config(job, "patience", overrides))
+    validating = (*overrides, "TRAINING.validation_every_n=2", "EVALUATION.size_sweep_iter=6")
+    with pytest.raises(ConfigError, match=r"size_sweep_min_iter: expected fewer than size_sweep_iter = 6"):
+        run_validation(_config(job, "patience", (*validating, "EVALUATION.size_sweep_min_iter=6")))
 
 
 def test_load_trained_model_best_needs_a_best_validation_record(tmp_path: Path) -> None:

@@ -161,6 +161,18 @@ def test_early_stopping_ignores_validations_before_its_start() -> None:
         cb.ValidationEarlyStopping(patience=2, start=5)
 
 
+def test_best_checkpoint_ignores_validations_before_its_start(tmp_path: Path) -> None:
+    clock = cb.StepClock(0, 100)
+    ckpts = FakeCheckpoints(tmp_path)
+    best = cb.BestCheckpoint(clock, ckpts, start=20)
+    best.set_model(model())
+    for value in (0.5, 1.0, 0.9, 0.95):  # the dip at step 10 is before the start
+        clock.step += 10
+        best.on_epoch_end(0, {"val_loss": value})
+    assert ckpts.saved == [20, 30] and best.best == 0.9
+    assert json.loads((tmp_path / "best.json").read_text())["step"] == 30
+
+
 def test_progress_logs_steps_without_a_terminal(caplog: pytest.LogCaptureFixture) -> None:
     clock = cb.StepClock(0, 4)
     with caplog.at_level(logging.INFO, logger="tfuq.training.callbacks"):

@@ -179,8 +179,8 @@ class TrainingSection:
     )
     early_stopping_start: int = setting(
         0,
-        "tfuq: validations before this iteration do not count for early stopping (Keras "
-        "start_from_epoch); 0 = from the first",
+        "tfuq: validations before this iteration do not count for early stopping nor as the best "
+        "checkpoint (Keras start_from_epoch); 0 = from the first",
         min=0,
     )
     convergence_window: int = setting(

@@ -268,6 +268,12 @@ def _size_sweep(
                 f"{len(valid_ids)} Validation subject(s) and validation_every_n = "
                 f"{config.training.validation_every_n}; set size_sweep_patience = 0 for fixed iterations"
             )
+        if config.evaluation.size_sweep_min_iter >= config.evaluation.size_sweep_iter:
+            raise ConfigError(
+                f"{config.path}: [EVALUATION] size_sweep_min_iter: expected fewer than size_sweep_iter = "
+                f"{config.evaluation.size_sweep_iter} iterations (no validation would count), got "
+                f"{config.evaluation.size_sweep_min_iter}"
+            )
         held = {**held, **{i: VALIDATION for i in valid_ids}}
     repeats = config.evaluation.size_sweep_repeats
     values = np.zeros((repeats, len(sizes)))

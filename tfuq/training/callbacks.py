@@ -217,11 +217,18 @@ def _render(columns: list[str], rows: list[dict[str, str]]) -> str:
 
 
 class BestCheckpoint(keras.callbacks.Callback):
-    """Keep the checkpoint with the lowest ``val_loss`` in ``<checkpoints>/best`` (+ ``best.json``)."""
+    """Keep the checkpoint with the lowest ``val_loss`` in ``<checkpoints>/best`` (+ ``best.json``).
 
-    def __init__(self, clock: StepClock, checkpoints: TrainingCheckpoints, *, enabled: bool = True) -> None:
+    Validations at steps below ``start`` are logged but never kept as the
+    best, so with :class:`ValidationEarlyStopping`'s ``start`` the weights
+    scored are those of a model trained at least that long.
+    """
+
+    def __init__(
+        self, clock: StepClock, checkpoints: TrainingCheckpoints, *, enabled: bool = True, start: int = 0
+    ) -> None:
         super().__init__()
-        self.clock, self.checkpoints, self.enabled = clock, checkpoints, enabled
+        self.clock, self.checkpoints, self.enabled, self.start = clock, checkpoints, enabled, int(start)
         self.record = Path(checkpoints.directory) / "best.json"
         self.best = math.inf
         if self.record.is_file():
@@ -235,7 +242,7 @@ class BestCheckpoint(keras.callbacks.Callback):
         if self.enabled:
             logger.info("validation at step %d: val_loss %.5g (best before %.5g)", self.clock.step, value,
                         self.best)  # fmt: skip
-        if not math.isfinite(value) or value >= self.best:
+        if not math.isfinite(value) or value >= self.best or self.clock.step < self.start:
             return
         self.best = value
         path = self.checkpoints.save(self.clock.step)

@@ -304,7 +304,7 @@ def _callbacks(
         cb.CSVLog(clock, log_dir, t.log_every_n, enabled=chief),
     ]
     if data.validating:
-        out.append(cb.BestCheckpoint(clock, best, enabled=chief))
+        out.append(cb.BestCheckpoint(clock, best, enabled=chief, start=t.early_stopping_start))
         if t.early_stopping_patience:
             out.append(
                 cb.ValidationEarlyStopping(t.early_stopping_patience, clock, start=t.early_stopping_start)
