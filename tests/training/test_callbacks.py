@@ -131,7 +131,7 @@ def test_validation_early_stopping_and_best_checkpoint(
             if net.stop_training:
                 break
     logged = [r.getMessage() for r in caplog.records if r.getMessage().startswith("validation at")]
-    assert logged[:2] == ["validation at step 10: val_loss 1 (best before inf)",
+    assert logged[:2] == ["validation at step 10: val_loss 1 (first counted)",
                           "validation at step 20: val_loss 0.9 (best before 1)"]  # fmt: skip
     assert early.stopped and clock.step == 40  # 0.9 at step 20 was not beaten twice (nan counts as no gain)
     assert ckpts.saved == [10, 20]
@@ -161,15 +161,24 @@ def test_early_stopping_ignores_validations_before_its_start() -> None:
         cb.ValidationEarlyStopping(patience=2, start=5)
 
 
-def test_best_checkpoint_ignores_validations_before_its_start(tmp_path: Path) -> None:
+def test_best_checkpoint_ignores_validations_before_its_start(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     clock = cb.StepClock(0, 100)
     ckpts = FakeCheckpoints(tmp_path)
     best = cb.BestCheckpoint(clock, ckpts, start=20)
     best.set_model(model())
-    for value in (0.5, 1.0, 0.9, 0.95):  # the dip at step 10 is before the start
-        clock.step += 10
-        best.on_epoch_end(0, {"val_loss": value})
+    with caplog.at_level(logging.INFO, logger="tfuq.training.callbacks"):
+        for value in (0.5, 1.0, 0.9, 0.95):  # the dip at step 10 is before the start
+            clock.step += 10
+            best.on_epoch_end(0, {"val_loss": value})
     assert ckpts.saved == [20, 30] and best.best == 0.9
+    assert [r.getMessage() for r in caplog.records] == [
+        "validation at step 10: val_loss 0.5 (before the start at step 20)",
+        "validation at step 20: val_loss 1 (first counted)",
+        "validation at step 30: val_loss 0.9 (best before 1)",
+        "validation at step 40: val_loss 0.95 (best before 0.9)",
+    ]
     assert json.loads((tmp_path / "best.json").read_text())["step"] == 30
 
 

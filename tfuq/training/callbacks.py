@@ -240,8 +240,13 @@ class BestCheckpoint(keras.callbacks.Callback):
         if value is None:
             return
         if self.enabled:
-            logger.info("validation at step %d: val_loss %.5g (best before %.5g)", self.clock.step, value,
-                        self.best)  # fmt: skip
+            if self.clock.step < self.start:
+                before = f"before the start at step {self.start}"
+            elif math.isfinite(self.best):
+                before = f"best before {self.best:.5g}"
+            else:
+                before = "first counted"
+            logger.info("validation at step %d: val_loss %.5g (%s)", self.clock.step, value, before)
         if not math.isfinite(value) or value >= self.best or self.clock.step < self.start:
             return
         self.best = value
