@@ -18,7 +18,7 @@ from uq_job_setup import save_analytic_model, tiny_config
 
 from tfuq.cli import main
 from tfuq.data import fit_normalisation, load_volume, normalise, read_split, write_split
-from tfuq.evaluation import insert_anomaly, noise_sweep_inputs
+from tfuq.evaluation import bootstrap_mean_interval, insert_anomaly, noise_sweep_inputs
 from tfuq.evaluation.validate_uq import UQValidationError, run_validation
 from tfuq.workflow import prepare_data
 
@@ -169,6 +169,11 @@ def test_size_sweep_trains_a_model_per_nested_subset(job: dict, caplog: pytest.L
         assert sweep["mean_epistemic_std"][k] == pytest.approx(np.mean(per_repeat))
     assert all(v > 0 for v in sweep["mean_epistemic_std"])  # trained U-Nets with MC dropout
     assert isinstance(result["size_sweep_monotonic"], bool)
+    assert sweep["ci95_over"] == "repeats"  # each size's interval resamples its two repeats' values
+    for size, ci in zip(sweep["sizes"], sweep["ci95"], strict=True):
+        per_repeat = [np.mean(list(m["mean_epistemic_std"].values())) for m in models if m["size"] == size]
+        assert ci == pytest.approx(list(bootstrap_mean_interval(per_repeat, seed=0)))
+        assert ci == pytest.approx([min(per_repeat), max(per_repeat)])  # two values: their range
 
 
 def test_size_sweep_keep_writes_the_scored_ensembles_and_their_records(job: dict) -> None:
@@ -196,6 +201,9 @@ def test_size_sweep_keep_writes_the_scored_ensembles_and_their_records(job: dict
     assert set(models[0]["subjects"]) < set(models[1]["subjects"]) <= set(train_ids)  # nested
     settings = prediction_settings(config)
     subjects = held_out_subjects(config, resolve_sources(config))
+    # One repeat and one held-out subject: nothing to resample, so no interval and no separation verdict.
+    assert len(subjects) == 1 and "ci95" not in result["size_sweep"]
+    assert result["size_sweep_separated"] is None
     for record, mean in zip(models, result["size_sweep"]["mean_epistemic_std"], strict=True):
         assert mean == pytest.approx(np.mean(list(record["mean_epistemic_std"].values())))
         members = record["members"]
@@ -228,6 +236,18 @@ def test_size_sweep_keep_writes_the_scored_ensembles_and_their_records(job: dict
     (Path(config.evaluation.save_csv_dir) / "validate_uq.json").unlink()
     with pytest.raises(UserError, match=r"size_sweep: already exists; refusing to overwrite"):
         run_validation(config)
+
+
+def test_size_sweep_intervals_resample_repeats_else_held_out_subjects() -> None:
+    from tfuq.evaluation.validate_uq import size_sweep_intervals
+
+    values = np.array([[3.0, 2.0, 1.0], [5.0, 2.0, 0.0]])  # 2 repeats x 3 sizes
+    intervals, over = size_sweep_intervals(values, [], seed=0)
+    assert over == "repeats" and intervals == [(3.0, 5.0), (2.0, 2.0), (0.0, 1.0)]  # two values: their range
+    per_subject = [{"a": 4.0, "b": 6.0}, {"a": 1.0, "b": 2.0}]
+    intervals, over = size_sweep_intervals(np.array([[5.0, 1.5]]), per_subject, seed=0)
+    assert over == "held-out subjects" and intervals == [(4.0, 6.0), (1.0, 2.0)]
+    assert size_sweep_intervals(np.array([[5.0, 1.5]]), [{"a": 5.0}, {"a": 1.5}], seed=0) == (None, None)
 
 
 def test_size_sweep_config_stops_on_the_validation_loss_only_with_patience(job: dict) -> None:

@@ -108,6 +108,43 @@ def test_validation_summary_keys_and_failures():
         _summary(sizes=[1, 2])
 
 
+def test_bootstrap_mean_interval_against_exact_and_scipy():
+    # Two values: the resampled mean is a, (a+b)/2 or b with probabilities 1/4, 1/2, 1/4, so the
+    # 2.5 % and 97.5 % quantiles are a and b exactly; a 40 % interval is the middle value alone.
+    assert val.bootstrap_mean_interval([1.0, 3.0]) == (1.0, 3.0)
+    assert val.bootstrap_mean_interval([1.0, 3.0], level=0.4) == (2.0, 2.0)
+    assert val.bootstrap_mean_interval([5.0, 5.0, 5.0]) == (5.0, 5.0)
+    values = np.random.default_rng(3).normal(100.0, 20.0, size=12)
+    low, high = val.bootstrap_mean_interval(values, resamples=20_000, seed=4)
+    oracle = stats.bootstrap(
+        (values,), np.mean, confidence_level=0.95, method="percentile", n_resamples=20_000,
+        random_state=np.random.default_rng(5),
+    ).confidence_interval  # fmt: skip
+    assert low == pytest.approx(oracle.low, abs=1.0) and high == pytest.approx(oracle.high, abs=1.0)
+    assert low < values.mean() < high
+    assert val.bootstrap_mean_interval(values, seed=4) == val.bootstrap_mean_interval(values, seed=4)
+    assert val.bootstrap_mean_interval([2.0]) is None and val.bootstrap_mean_interval([]) is None
+    for bad in ({"level": 1.0}, {"level": 0.0}, {"resamples": 0}):
+        with pytest.raises(ValueError, match="level"):
+            val.bootstrap_mean_interval(values, **bad)
+    with pytest.raises(ValueError, match="finite"):
+        val.bootstrap_mean_interval([1.0, float("nan")])
+
+
+def test_validation_summary_size_intervals_and_separation():
+    assert _summary()["size_sweep_separated"] is None and "ci95" not in _summary()["size_sweep"]
+    apart = _summary(size_intervals=[(2.5, 3.5), None, (0.5, 1.5)], size_intervals_over="repeats")
+    assert apart["size_sweep_separated"] is True
+    assert apart["size_sweep"]["ci95"] == [[2.5, 3.5], None, [0.5, 1.5]]
+    assert apart["size_sweep"]["ci95_over"] == "repeats"
+    # A fall inside the spread passes the check (it is on the means) but is not separated.
+    overlapping = _summary(size_intervals=[(1.5, 4.0), (1.0, 3.0), (0.5, 2.0)])
+    assert overlapping["passed"] and overlapping["size_sweep_separated"] is False
+    assert _summary(size_intervals=[None, (1.0, 3.0), (0.5, 1.5)])["size_sweep_separated"] is None
+    with pytest.raises(ValueError, match="one interval per size"):
+        _summary(size_intervals=[(1.0, 2.0)])
+
+
 def _png_size(path):
     data = path.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n"

@@ -48,6 +48,7 @@ from tfuq.evaluation.uq_metrics import (
 from tfuq.evaluation.validation import (
     VALIDATION_KEYS,
     aleatoric_vs_noise,
+    bootstrap_mean_interval,
     nested_subsets,
     noise_sweep_inputs,
     validation_summary,
@@ -79,6 +80,7 @@ __all__ = [
     "anomaly_scores",
     "auroc",
     "ause",
+    "bootstrap_mean_interval",
     "coverage_key",
     "error_uncertainty_pairs",
     "evaluate_subject",

@@ -24,7 +24,9 @@ uq_mc_samples`` (default ``[UNCERTAINTY] mc_samples``); stds in target units:
    ``size_sweep_repeats`` repeats (each with its own nested subsets and
    seed), must fall; ``validate_uq.json`` records every model (``size_sweep.models``:
    its subjects, each network's seed, stop step and reason, per held-out
-   subject mean epistemic and aleatoric std);
+   subject mean epistemic and aleatoric std) and a bootstrapped 95 %
+   interval per size (:func:`size_sweep_intervals`, Reinhold's Fig. 1
+   shading) with ``size_sweep_separated``, whether the fall exceeds it;
 3. synthetic anomaly: ``anomaly_trials`` zero cubes of side ``anomaly_size``
    (input units) at seeded random places inside the mask where at least
    ``anomaly_min_changed`` of the cube's input is away from zero (not where
@@ -67,6 +69,7 @@ from tfuq.errors import UserError
 from tfuq.evaluation.validation import (
     aleatoric_vs_noise,
     anomaly_scores,
+    bootstrap_mean_interval,
     insert_anomaly,
     nested_subsets,
     noise_sweep_inputs,
@@ -91,6 +94,7 @@ __all__ = [
     "held_out_subjects",
     "run_validation",
     "size_sweep_config",
+    "size_sweep_intervals",
     "train_size_sweep_model",
     "validate_uq",
 ]
@@ -245,13 +249,52 @@ def size_sweep_config(
     return dataclasses.replace(config, system=system, training=training, uncertainty=uncertainty)
 
 
+@dataclasses.dataclass(frozen=True)
+class _SizeSweep:
+    """The size sweep's result: per size the mean over repeats, its interval, every model's record."""
+
+    sizes: list[int]
+    values: list[float]
+    intervals: list[tuple[float, float] | None] | None
+    intervals_over: str | None
+    models: list[dict[str, Any]]
+
+
+def size_sweep_intervals(
+    values: np.ndarray, per_subject: Sequence[Mapping[str, float]], *, seed: int
+) -> tuple[list[tuple[float, float] | None] | None, str | None]:
+    """95 % bootstrap intervals of the size sweep's points (Reinhold Fig. 1's shading).
+
+    With several repeats each size's interval resamples its repeats' values
+    (the spread of retraining on other subsets with other seeds); with one
+    repeat it resamples the held-out subjects' values of the one model per
+    size (:func:`tfuq.evaluation.bootstrap_mean_interval`).
+
+    Args:
+        values: Shape (repeats, sizes): each model's mean held-out epistemic std.
+        per_subject: With one repeat, per size the model's mean epistemic std
+            per held-out subject.
+        seed: Seed of the resampling.
+
+    Returns:
+        ``(intervals, over)``: one ``(low, high)`` per size and "repeats" or
+        "held-out subjects"; ``(None, None)`` with one repeat and one subject.
+    """
+    if values.shape[0] >= 2:
+        return [bootstrap_mean_interval(values[:, k], seed=seed) for k in range(values.shape[1])], "repeats"
+    if per_subject and min(len(v) for v in per_subject) >= 2:
+        intervals = [bootstrap_mean_interval(list(v.values()), seed=seed) for v in per_subject]
+        return intervals, "held-out subjects"
+    return None, None
+
+
 def _size_sweep(
     config: Config, subjects: Sequence[SubjectInputs], settings: PredictionSettings, split: Mapping[str, str]
-) -> tuple[list[int], list[float], list[dict[str, Any]]]:
+) -> _SizeSweep:
     sizes = list(config.evaluation.size_sweep)
     if len(sizes) < 2:
         _LOG.info("[EVALUATION] size_sweep has fewer than 2 sizes: no training-set size sweep")
-        return [], [], []
+        return _SizeSweep([], [], None, None, [])
     train_ids = sorted(i for i, p in split.items() if p == TRAINING)
     if sizes[-1] > len(train_ids) or any(b <= a for a, b in itertools.pairwise(sizes)):
         raise ConfigError(
@@ -290,7 +333,13 @@ def _size_sweep(
                 len(subset),
                 values[r, k],
             )
-    return sizes, values.mean(axis=0).tolist(), records
+    per_subject = [r["mean_epistemic_std"] for r in records] if repeats == 1 else []
+    intervals, over = size_sweep_intervals(values, per_subject, seed=config.system.seed)
+    for size, value, ci in zip(sizes, values.mean(axis=0), intervals or [None] * len(sizes), strict=True):
+        if ci is not None:
+            _LOG.info("size sweep: %d subject(s): %.4g, 95%% interval over %s %.4g-%.4g", size, value, over,
+                      ci[0], ci[1])  # fmt: skip
+    return _SizeSweep(sizes, values.mean(axis=0).tolist(), intervals, over, records)
 
 
 def train_size_sweep_model(
@@ -493,23 +542,23 @@ def run_validation(config: Config) -> dict[str, Any]:
     if not clean:
         clean = {s.id: predict_subject(members, s.normalised(), settings) for s in subjects}
     trials = _anomalies(members, subjects, settings, config)
-    sizes, size_values, size_models = _size_sweep(
-        config, subjects, settings, read_split(config.system.dataset_split_file)
-    )
+    sweep = _size_sweep(config, subjects, settings, read_split(config.system.dataset_split_file))
     noise_scores, sample = _noise_check(config, subjects, clean, scale)
     summary = validation_summary(
         noise_levels=ev.noise_levels,
         noise_aleatoric=noise_inside,
-        sizes=sizes or [0, 1],
-        size_epistemic=size_values or [1.0, 0.0],
+        sizes=sweep.sizes or [0, 1],
+        size_epistemic=sweep.values or [1.0, 0.0],
         anomaly_trials=trials,
         aleatoric_noise=noise_scores,
         noise_aleatoric_image=noise_image,
+        size_intervals=sweep.intervals,
+        size_intervals_over=sweep.intervals_over,
     )
-    if not sizes:  # no sweep run: nothing to check
+    if not sweep.sizes:  # no sweep run: nothing to check
         summary["size_sweep"] = {"sizes": [], "mean_epistemic_std": []}
         summary["size_sweep_monotonic"] = None
-    summary["size_sweep"]["models"] = size_models
+    summary["size_sweep"]["models"] = sweep.models
     summary.update(
         {
             "subjects": [s.id for s in subjects],

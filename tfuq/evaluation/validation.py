@@ -36,6 +36,7 @@ __all__ = [
     "aleatoric_vs_noise",
     "anomaly_changes",
     "anomaly_scores",
+    "bootstrap_mean_interval",
     "insert_anomaly",
     "nested_subsets",
     "noise_sweep_inputs",
@@ -124,6 +125,46 @@ def nested_subsets(items: Sequence[Any], sizes: Sequence[int], *, seed: int) -> 
     return [[pool[i] for i in order[:n]] for n in counts]
 
 
+def bootstrap_mean_interval(
+    values: Sequence[float], *, level: float = 0.95, resamples: int = 10_000, seed: int = 0
+) -> tuple[float, float] | None:
+    """Percentile bootstrap interval of the mean of a few values.
+
+    Reinhold et al. shade bootstrapped 95 % intervals around each point of
+    their sweeps (Fig. 1); here the values are one per scored model
+    (repeats) or one per held-out subject.
+
+    Args:
+        values: Shape (n,), finite.
+        level: Coverage of the interval, in (0, 1).
+        resamples: Bootstrap resamples (with replacement, n values each).
+        seed: Seed of the resampling.
+
+    Returns:
+        ``(low, high)``, the ``(1 - level) / 2`` and ``(1 + level) / 2``
+        quantiles of the resampled means; None for fewer than 2 values.
+
+    Raises:
+        ValueError: a non-finite value, ``level`` outside (0, 1) or
+            ``resamples`` < 1.
+
+    Reference:
+        Efron & Tibshirani, "An Introduction to the Bootstrap", 1993, ch. 13.
+    """
+    x = np.asarray(values, dtype=np.float64).ravel()
+    if not 0.0 < level < 1.0 or resamples < 1:
+        raise ValueError(
+            f"Expected 0 < level < 1 and resamples >= 1. Received: level={level!r}, resamples={resamples!r}"
+        )
+    if not np.all(np.isfinite(x)):
+        raise ValueError(f"Expected finite values. Received: {x.tolist()!r}")
+    if x.size < 2:
+        return None
+    draws = np.random.default_rng(int(seed)).integers(0, x.size, size=(int(resamples), x.size))
+    low, high = np.quantile(x[draws].mean(axis=1), [(1.0 - level) / 2.0, (1.0 + level) / 2.0])
+    return float(low), float(high)
+
+
 def aleatoric_vs_noise(aleatoric_std: Any, noise_std: Any, mask: Any | None = None) -> dict[str, float]:
     """Estimated aleatoric std against the true noise std (phantom), inside the mask.
 
@@ -170,6 +211,8 @@ def validation_summary(
     anomaly_trials: Sequence[Mapping[str, float]],
     aleatoric_noise: Mapping[str, float] | None = None,
     noise_aleatoric_image: Sequence[float] | None = None,
+    size_intervals: Sequence[tuple[float, float] | None] | None = None,
+    size_intervals_over: str | None = None,
     min_auroc: float = 0.5,
     min_ratio: float = 1.0,
     min_spearman: float = 0.0,
@@ -185,15 +228,22 @@ def validation_summary(
         aleatoric_noise: :func:`aleatoric_vs_noise` on the phantom, or None.
         noise_aleatoric_image: Optional mean aleatoric std over the whole
             image per level (plotted and stored, not checked).
+        size_intervals: Optional 95 % interval of each size's value
+            (:func:`bootstrap_mean_interval`; None where there is none).
+        size_intervals_over: What the intervals resample, e.g. "repeats".
         min_auroc: The anomaly AUROC must exceed this. Default 0.5.
         min_ratio: The anomaly ratio must exceed this. Default 1.
         min_spearman: The aleatoric-noise Spearman must exceed this. Default 0.
 
     Returns:
         JSON-ready dict with :data:`VALIDATION_KEYS`, the raw sweeps
-        (``noise_sweep``, ``size_sweep``), ``anomaly`` trials,
-        ``aleatoric_vs_noise_ratio``, ``failures`` (expected directions that
-        failed, one line each) and ``passed``.
+        (``noise_sweep``, ``size_sweep``; with ``size_intervals`` the sweep's
+        ``ci95`` and ``ci95_over``), ``anomaly`` trials,
+        ``aleatoric_vs_noise_ratio``, ``size_sweep_separated`` (the smallest
+        size's interval lies wholly above the largest's, i.e. the fall is
+        larger than the spread the intervals measure; None without both
+        intervals; reported, not checked), ``failures`` (expected
+        directions that failed, one line each) and ``passed``.
 
     Raises:
         ValueError: a sweep's values do not match its levels, or fewer than 2.
@@ -204,6 +254,12 @@ def validation_summary(
             f"Received: {len(noise_levels)} noise levels / {len(noise_aleatoric)} values, "
             f"{len(sizes)} sizes / {len(size_epistemic)} values"
         )
+    intervals = None if size_intervals is None else list(size_intervals)
+    if intervals is not None and len(intervals) != len(sizes):
+        raise ValueError(f"Expected one interval per size. Received: {len(intervals)} for {len(sizes)} sizes")
+    separated = None
+    if intervals and intervals[0] is not None and intervals[-1] is not None:
+        separated = bool(intervals[-1][1] < intervals[0][0])
     noise_ok = is_monotonic(noise_aleatoric, "increasing")
     size_ok = is_monotonic(size_epistemic, "decreasing")
     auroc_value = _mean_of(anomaly_trials, "auroc")
@@ -229,6 +285,13 @@ def validation_summary(
     }
     if noise_aleatoric_image is not None:
         sweep["mean_aleatoric_std_image"] = [float(v) for v in noise_aleatoric_image]
+    size_sweep: dict[str, Any] = {
+        "sizes": [int(s) for s in sizes],
+        "mean_epistemic_std": [float(v) for v in size_epistemic],
+    }
+    if intervals is not None:
+        size_sweep["ci95"] = [None if c is None else [float(c[0]), float(c[1])] for c in intervals]
+        size_sweep["ci95_over"] = size_intervals_over
     return {
         "noise_sweep_monotonic": noise_ok,
         "size_sweep_monotonic": size_ok,
@@ -236,11 +299,9 @@ def validation_summary(
         "anomaly_ratio": ratio_value,
         "aleatoric_vs_noise_spearman": rho,
         "aleatoric_vs_noise_ratio": float(noise.get("ratio", float("nan"))),
+        "size_sweep_separated": separated,
         "noise_sweep": sweep,
-        "size_sweep": {
-            "sizes": [int(s) for s in sizes],
-            "mean_epistemic_std": [float(v) for v in size_epistemic],
-        },
+        "size_sweep": size_sweep,
         "anomaly": {"trials": [dict(t) for t in anomaly_trials]},
         "thresholds": {"min_auroc": min_auroc, "min_ratio": min_ratio, "min_spearman": min_spearman},
         "failures": failures,

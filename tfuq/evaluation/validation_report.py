@@ -77,6 +77,16 @@ def plot_sweeps(
     left.legend(fontsize="small")
     size = summary["size_sweep"]
     right.plot(size["sizes"], size["mean_epistemic_std"], "o-", color="tab:purple", label="mean over repeats")
+    shown = [(n, c) for n, c in zip(size["sizes"], size.get("ci95") or [], strict=False) if c is not None]
+    if shown:  # Reinhold Fig. 1: bootstrapped 95 % intervals
+        right.fill_between(
+            [n for n, _ in shown],
+            [c[0] for _, c in shown],
+            [c[1] for _, c in shown],
+            color="tab:purple",
+            alpha=0.2,
+            label=f"95 % interval over {size.get('ci95_over') or 'models'}",
+        )
     models = [m for m in size.get("models", []) if m.get("mean_epistemic_std")]
     if len(models) > len(size["sizes"]):  # repeats: each model's own value
         right.plot(
@@ -86,6 +96,7 @@ def plot_sweeps(
             color="0.4",
             label="each model",
         )
+    if shown or len(models) > len(size["sizes"]):
         right.legend(fontsize="small")
     right.set_xlabel("training subjects")
     right.set_ylabel(f"mean epistemic std on held-out subjects{suffix}")
