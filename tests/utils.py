@@ -16,7 +16,10 @@ from typing import Any
 import keras
 import numpy as np
 
-__all__ = ["assert_keras_roundtrip", "run_layer_test"]
+__all__ = ["assert_keras_roundtrip", "load_example", "run_layer_test"]
+
+#: The repository's ``examples`` folder (scripts, not a package).
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
 def _outputs(model: keras.Model, inputs: Any) -> list[np.ndarray]:
@@ -151,3 +154,15 @@ def raw_beta(beta: Any) -> np.ndarray:
     """
     u = (np.asarray(beta, dtype=np.float64) - 0.1) / 9.9
     return np.log(u / (1.0 - u)) - np.log((2.0 - 0.1) / (10.0 - 2.0))
+
+
+def load_example(name: str) -> Any:
+    """Import ``examples/<name>.py`` as a module (its ``main`` is not run)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"tfuq_example_{name}", EXAMPLES / f"{name}.py")
+    if spec is None or spec.loader is None:
+        raise FileNotFoundError(EXAMPLES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 
 import keras
@@ -15,6 +16,7 @@ import numpy as np
 import pytest
 from scipy import stats
 from uq_job_setup import save_analytic_model, tiny_config
+from utils import load_example
 
 from tfuq.cli import main
 from tfuq.data import fit_normalisation, load_volume, normalise, read_split, write_split
@@ -176,7 +178,9 @@ def test_size_sweep_trains_a_model_per_nested_subset(job: dict, caplog: pytest.L
         assert ci == pytest.approx([min(per_repeat), max(per_repeat)])  # two values: their range
 
 
-def test_size_sweep_keep_writes_the_scored_ensembles_and_their_records(job: dict) -> None:
+def test_size_sweep_keep_writes_the_scored_ensembles_and_their_records(
+    job: dict, capsys: pytest.CaptureFixture[str]
+) -> None:
     from tfuq.data.sources import resolve_sources
     from tfuq.errors import UserError
     from tfuq.evaluation.validate_uq import held_out_subjects
@@ -232,6 +236,26 @@ def test_size_sweep_keep_writes_the_scored_ensembles_and_their_records(job: dict
                 assert value == pytest.approx(member["mean_epistemic_std"][subject.id], rel=1e-5)
                 assert not np.allclose(alone[EPISTEMIC_VAR], maps[EPISTEMIC_VAR])  # both members count
     assert all(v > 0 for record in models for v in record["mean_epistemic_std"].values())
+    # examples/size_sweep_by_tissue.py reads the kept models and reprints validate-uq's values; the
+    # voxel-weighted mean of its per-tissue rows is the body mean.
+    argv = [str(config.path)]
+    for override in ("UNCERTAINTY.mc_samples=1", *overrides):
+        argv += ["--set", override]
+    capsys.readouterr()
+    assert load_example("size_sweep_by_tissue").main(argv) == 0
+    blocks = capsys.readouterr().out.split("repeat ")[1:]
+    assert len(blocks) == len(models)
+    for block, record in zip(blocks, models, strict=True):
+        head, *rows = block.strip().splitlines()
+        shown, scored = (
+            float(v) for v in re.search(r"epistemic mean ([\d.]+) \(validate-uq ([\d.]+)\)", head).groups()
+        )
+        assert shown == pytest.approx(scored, abs=0.051)
+        assert scored == pytest.approx(record["mean_epistemic_std"][subjects[0].id], abs=0.051)
+        voxels = np.array([int(r.split()[1]) for r in rows])
+        tissue = np.array([float(r.split()[4]) for r in rows])
+        assert voxels.sum() == subjects[0].mask.sum()
+        assert np.dot(voxels, tissue) / voxels.sum() == pytest.approx(shown, abs=0.1)
     # The kept models are refused, before any work, unless [EVALUATION] overwrite.
     (Path(config.evaluation.save_csv_dir) / "validate_uq.json").unlink()
     with pytest.raises(UserError, match=r"size_sweep: already exists; refusing to overwrite"):
