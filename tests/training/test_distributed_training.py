@@ -80,7 +80,7 @@ import numpy as np
 from tfuq.training.job import run_training
 
 result = run_training(config, strategy=strategy)
-weights = result.trainer.network.get_weights()
+weights = result.trainer.get_weights()  # the network's, and a GAN's discriminators'
 np.savez(f"{out}/worker{index}.npz", *weights)
 print("replicas", strategy.num_replicas_in_sync, "step", result.final_step)
 """
@@ -92,11 +92,11 @@ def _env() -> dict[str, str]:
     return env
 
 
-def _phantom(tiny_ini: Path) -> None:
+def _phantom(ini: Path, overrides: list[str] | None = None) -> None:
     """Generate the phantom once, before the subprocesses race to do it."""
     from tfuq.data.sources import resolve_sources
 
-    resolve_sources(load_config(tiny_ini))
+    resolve_sources(load_config(ini, overrides or []))
 
 
 def test_mirrored_two_cpus_same_first_step_as_one_device(tiny_ini: Path, tmp_path: Path) -> None:
@@ -133,20 +133,36 @@ def _free_ports(n: int) -> list[int]:
     return ports
 
 
+#: UP-GAN (configs/demo_upgan.ini) made tiny: 2 phases of 1 step each, then fine-tuning, so three
+#: steps cross both stage boundaries (each stage's step is traced on its own).
+UPGAN_TINY = [
+    "NETWORK.num_phases=2",
+    "NETWORK.feature_norm=none",
+    "NETWORK.batch_size=2",
+    "GAN.phase_iter=1",
+    "PHANTOM.num_subjects=4",
+]
+
+
 @pytest.mark.slow
-def test_multi_worker_two_local_processes_end_with_identical_weights(tiny_ini: Path, tmp_path: Path) -> None:
-    _phantom(tiny_ini)
-    script = tmp_path / "worker.py"
-    script.write_text(WORKER_SCRIPT)
-    workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
+@pytest.mark.parametrize("application", ["regression", "upgan"])
+def test_multi_worker_two_local_processes_end_with_identical_weights(
+    application: str, tiny_ini: Path, tmp_path: Path
+) -> None:
+    ini, extra = tiny_ini, [*EXACT, "NETWORK.batch_size=2"]
+    if application == "upgan":
+        ini, extra = Path(__file__).resolve().parents[2] / "configs" / "demo_upgan.ini", UPGAN_TINY
     overrides = [
-        *EXACT,
+        *extra,
         "TRAINING.max_iter=3",
         "TRAINING.save_every_n=2",
-        "NETWORK.batch_size=2",
         "SYSTEM.strategy=multi_worker",
         f"SYSTEM.model_dir={tmp_path / 'run'}",
     ]
+    _phantom(ini, [o for o in overrides if not o.startswith("SYSTEM.strategy")])
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER_SCRIPT)
+    workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
     procs = []
     for index in range(2):
         env = _env()
@@ -155,7 +171,7 @@ def test_multi_worker_two_local_processes_end_with_identical_weights(tiny_ini: P
         )
         procs.append(
             subprocess.Popen(
-                [sys.executable, str(script), str(tiny_ini), str(tmp_path), str(index), *overrides],
+                [sys.executable, str(script), str(ini), str(tmp_path), str(index), *overrides],
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 text=True,

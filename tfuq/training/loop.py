@@ -8,7 +8,10 @@ without that step: the trainer's own ``train_step`` and ``test_step`` under
 ``strategy.run`` in a ``tf.function``, per-step outputs averaged over all
 replicas of all workers (so every worker sees the same logs and takes the
 same stopping decisions), and the same Keras callbacks with the same
-``on_*`` calls and ``val_`` logs as ``fit``.
+``on_*`` calls and ``val_`` logs as ``fit``. A trainer with stages (it has
+``current_stage``, as :class:`~tfuq.training.gan_upgan.UPGANTrainer`) gets
+one traced step per stage, as its own ``make_train_function`` does under
+``fit``.
 """
 
 from __future__ import annotations
@@ -56,11 +59,21 @@ def distributed_fit(
         validation_freq: Epochs between validations.
     """
     callback_list = keras.callbacks.CallbackList(list(callbacks), model=trainer)
+    traced: dict[Any, Any] = {}
 
-    @tf.function
     def train_function(iterator: Any) -> Any:
-        outputs = strategy.run(trainer.train_step, args=(next(iterator),))
-        return _mean_over_replicas(strategy, outputs)
+        # One traced step per training stage: a trainer whose step differs between stages (UP-GAN's
+        # progressive schedule: other variables trained, other optimisers) has ``current_stage``.
+        stage = getattr(trainer, "current_stage", None)
+        if stage not in traced:
+
+            @tf.function
+            def step(iterator: Any) -> Any:
+                outputs = strategy.run(trainer.train_step, args=(next(iterator),))
+                return _mean_over_replicas(strategy, outputs)
+
+            traced[stage] = step
+        return traced[stage](iterator)
 
     @tf.function
     def test_function(batch: Any) -> Any:
