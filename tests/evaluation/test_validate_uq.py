@@ -60,6 +60,15 @@ _SWEEP = (
 )
 
 
+def _training_subject(config, subject: str):
+    """A Training subject loaded as ``tfuq infer`` loads any subject."""
+    from tfuq.data.sources import resolve_sources
+    from tfuq.inference.subject_inputs import find_inference_subjects, load_inference_subject
+
+    sources = resolve_sources(config)
+    return load_inference_subject(config, subject, find_inference_subjects(config, sources)[subject], sources)
+
+
 def _normalised(mr: np.ndarray) -> tuple[np.ndarray, object]:
     params = fit_normalisation(mr, "percentile", cutoff=(0.01, 0.99))
     return normalise(mr.astype(np.float64), params), params
@@ -208,8 +217,12 @@ def test_size_sweep_keep_writes_the_scored_ensembles_and_their_records(
     # One repeat and one held-out subject: nothing to resample, so no interval and no separation verdict.
     assert len(subjects) == 1 and "ci95" not in result["size_sweep"]
     assert result["size_sweep_separated"] is None
-    for record, mean in zip(models, result["size_sweep"]["mean_epistemic_std"], strict=True):
+    sweep = result["size_sweep"]
+    for record, mean, own_mean in zip(
+        models, sweep["mean_epistemic_std"], sweep["training_mean_epistemic_std"], strict=True
+    ):
         assert mean == pytest.approx(np.mean(list(record["mean_epistemic_std"].values())))
+        assert own_mean == pytest.approx(np.mean(list(record["training_epistemic_std"].values())))
         members = record["members"]
         assert [(m["seed"], m["final_step"], m["stopped"]) for m in members] == [
             (seed, 2, "max_iter"),
@@ -230,6 +243,14 @@ def test_size_sweep_keep_writes_the_scored_ensembles_and_their_records(
             for key, name in ((EPISTEMIC_VAR, "mean_epistemic_std"), (ALEATORIC_VAR, "mean_aleatoric_std")):
                 value = np.sqrt(np.maximum(maps[key], 0.0))[subject.mask].mean() * scale
                 assert value == pytest.approx(record[name][subject.id], rel=1e-5)
+        # ... and on its own first Training subject (the same at both sizes: the subsets are nested).
+        own_id = record["subjects"][0]
+        assert list(record["training_epistemic_std"]) == [own_id] and own_id == models[0]["subjects"][0]
+        own = _training_subject(config, own_id)
+        maps = predict_subject(ensemble, own.normalised(), settings)
+        value = np.sqrt(np.maximum(maps[EPISTEMIC_VAR], 0.0))[own.mask].mean() * scale
+        assert value == pytest.approx(record["training_epistemic_std"][own_id], rel=1e-5)
+        for subject in subjects:
             for network, member in zip(ensemble, members, strict=True):  # each network alone
                 alone = predict_subject([network], subject.normalised(), settings)
                 value = np.sqrt(np.maximum(alone[EPISTEMIC_VAR], 0.0))[subject.mask].mean() * scale

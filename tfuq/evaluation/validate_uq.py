@@ -55,7 +55,7 @@ import itertools
 import logging
 import shutil
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -142,6 +142,21 @@ def held_out_subjects(config: Config, sources: Mapping[str, Any]) -> list[Subjec
     if config.evaluation.uq_subjects:
         ids = ids[: config.evaluation.uq_subjects]
     return [load_inference_subject(config, i, with_target[i], sources, need_target=True) for i in ids]
+
+
+def _subject_loader(config: Config, sources: Mapping[str, Any]) -> Callable[[str], SubjectInputs]:
+    """Load any subject by id as ``tfuq infer`` does, each once (the size sweep's Training subjects)."""
+    from tfuq.inference.subject_inputs import find_inference_subjects
+
+    found = find_inference_subjects(config, sources)
+    loaded: dict[str, SubjectInputs] = {}
+
+    def load(subject: str) -> SubjectInputs:
+        if subject not in loaded:
+            loaded[subject] = load_inference_subject(config, subject, found[subject], sources)
+        return loaded[subject]
+
+    return load
 
 
 def _region(subject: SubjectInputs) -> np.ndarray:
@@ -258,6 +273,7 @@ class _SizeSweep:
     intervals: list[tuple[float, float] | None] | None
     intervals_over: str | None
     models: list[dict[str, Any]]
+    training_values: list[float] = dataclasses.field(default_factory=list)
 
 
 def size_sweep_intervals(
@@ -289,7 +305,11 @@ def size_sweep_intervals(
 
 
 def _size_sweep(
-    config: Config, subjects: Sequence[SubjectInputs], settings: PredictionSettings, split: Mapping[str, str]
+    config: Config,
+    subjects: Sequence[SubjectInputs],
+    settings: PredictionSettings,
+    split: Mapping[str, str],
+    training_subject: Callable[[str], SubjectInputs],
 ) -> _SizeSweep:
     sizes = list(config.evaluation.size_sweep)
     if len(sizes) < 2:
@@ -319,14 +339,18 @@ def _size_sweep(
             )
         held = {**held, **{i: VALIDATION for i in valid_ids}}
     repeats = config.evaluation.size_sweep_repeats
-    values = np.zeros((repeats, len(sizes)))
+    values, training = np.zeros((repeats, len(sizes))), np.zeros((repeats, len(sizes)))
     records = []
     for r in range(repeats):
         seed = config.system.seed + r
         for k, subset in enumerate(nested_subsets(train_ids, sizes, seed=seed)):
-            record = _sweep_model(config, subset, held, subjects, settings, seed, num_train=len(train_ids))
+            record = _sweep_model(
+                config, subset, held, subjects, settings, seed, num_train=len(train_ids),
+                training_subject=training_subject,
+            )  # fmt: skip
             records.append({"repeat": r + 1, **record})
             values[r, k] = float(np.mean(list(record["mean_epistemic_std"].values())))
+            training[r, k] = float(np.mean(list(record["training_epistemic_std"].values())))
             _LOG.info(
                 "size sweep (repeat %d): %d subject(s) -> mean held-out epistemic std %.4g",
                 r + 1,
@@ -339,7 +363,9 @@ def _size_sweep(
         if ci is not None:
             _LOG.info("size sweep: %d subject(s): %.4g, 95%% interval over %s %.4g-%.4g", size, value, over,
                       ci[0], ci[1])  # fmt: skip
-    return _SizeSweep(sizes, values.mean(axis=0).tolist(), intervals, over, records)
+    return _SizeSweep(
+        sizes, values.mean(axis=0).tolist(), intervals, over, records, training.mean(axis=0).tolist()
+    )
 
 
 def train_size_sweep_model(
@@ -396,8 +422,15 @@ def _sweep_model(
     seed: int,
     *,
     num_train: int,
+    training_subject: Callable[[str], SubjectInputs],
 ) -> dict[str, Any]:
     """Train one size-sweep model (``size_sweep_members`` networks) and score it on ``subjects``.
+
+    It is also scored on as many of its own Training subjects (the first of
+    ``subset``, the same ones at every size of a repeat, since the subsets are
+    nested; loaded by ``training_subject``): a model that is no more certain
+    on a subject it was trained on than on an unseen one has no data gap for
+    a larger training set to close.
 
     With several members they differ only in their seed (initial weights,
     window draws, dropout masks), ``seed + m * size_sweep_repeats`` for member
@@ -412,7 +445,8 @@ def _sweep_model(
         the kept copy or None and, with several members, its own
         ``mean_epistemic_std`` per subject), and the mean epistemic and aleatoric std
         inside each held-out subject's mask (``mean_epistemic_std``,
-        ``mean_aleatoric_std``: subject -> target units).
+        ``mean_aleatoric_std``: subject -> target units), and
+        ``training_epistemic_std``, the same on its own Training subjects.
     """
     ev = config.evaluation
     seeds = [seed + m * ev.size_sweep_repeats for m in range(ev.size_sweep_members)]
@@ -441,6 +475,17 @@ def _sweep_model(
                     record.setdefault("mean_epistemic_std", {})[s.id] = value
                 _LOG.info("size sweep: %d subject(s), %s: each network alone %s", len(subset), s.id,
                           ", ".join(f"{r['mean_epistemic_std'][s.id]:.4g}" for r in records))  # fmt: skip
+        seen = {}
+        for i in subset[: max(1, len(subjects))]:
+            own = training_subject(i)
+            maps = predict_subject(members, own.normalised(), settings)
+            seen[i] = float(
+                _std(maps, EPISTEMIC_VAR, members[0].target_normalisation.scale)[_region(own)].mean()
+            )
+        held_mean, seen_mean = np.mean(list(epistemic.values())), np.mean(list(seen.values()))
+        _LOG.info("size sweep: %d subject(s), on its own Training subject(s) %s: mean epistemic std %.4g "
+                  "(held-out / own %.3g)", len(subset), ", ".join(seen), seen_mean,
+                  held_mean / seen_mean if seen_mean > 0 else float("nan"))  # fmt: skip
         for member, record in zip(members, records, strict=True):
             record["model_dir"] = None
             if ev.size_sweep_keep:
@@ -452,6 +497,7 @@ def _sweep_model(
         "members": records,
         "mean_epistemic_std": epistemic,
         "mean_aleatoric_std": aleatoric,
+        "training_epistemic_std": seen,
     }
 
 
@@ -542,7 +588,13 @@ def run_validation(config: Config) -> dict[str, Any]:
     if not clean:
         clean = {s.id: predict_subject(members, s.normalised(), settings) for s in subjects}
     trials = _anomalies(members, subjects, settings, config)
-    sweep = _size_sweep(config, subjects, settings, read_split(config.system.dataset_split_file))
+    sweep = _size_sweep(
+        config,
+        subjects,
+        settings,
+        read_split(config.system.dataset_split_file),
+        _subject_loader(config, sources),
+    )
     noise_scores, sample = _noise_check(config, subjects, clean, scale)
     summary = validation_summary(
         noise_levels=ev.noise_levels,
@@ -559,6 +611,8 @@ def run_validation(config: Config) -> dict[str, Any]:
         summary["size_sweep"] = {"sizes": [], "mean_epistemic_std": []}
         summary["size_sweep_monotonic"] = None
     summary["size_sweep"]["models"] = sweep.models
+    if sweep.sizes:  # the same models on their own Training subjects: the gap a larger set could close
+        summary["size_sweep"]["training_mean_epistemic_std"] = sweep.training_values
     summary.update(
         {
             "subjects": [s.id for s in subjects],

@@ -76,7 +76,15 @@ def plot_sweeps(
     left.set_title(f"Input noise sweep: {_verdict(summary['noise_sweep_monotonic'])}")
     left.legend(fontsize="small")
     size = summary["size_sweep"]
-    right.plot(size["sizes"], size["mean_epistemic_std"], "o-", color="tab:purple", label="mean over repeats")
+    right.plot(size["sizes"], size["mean_epistemic_std"], "o-", color="tab:purple", label="held-out subjects")
+    if size.get("training_mean_epistemic_std"):  # the same models on subjects they were trained on
+        right.plot(
+            size["sizes"],
+            size["training_mean_epistemic_std"],
+            "s--",
+            color="tab:olive",
+            label="its own training subject(s)",
+        )
     shown = [(n, c) for n, c in zip(size["sizes"], size.get("ci95") or [], strict=False) if c is not None]
     if shown:  # Reinhold Fig. 1: bootstrapped 95 % intervals
         right.fill_between(
@@ -96,10 +104,10 @@ def plot_sweeps(
             color="0.4",
             label="each model",
         )
-    if shown or len(models) > len(size["sizes"]):
+    if shown or len(models) > len(size["sizes"]) or size.get("training_mean_epistemic_std"):
         right.legend(fontsize="small")
     right.set_xlabel("training subjects")
-    right.set_ylabel(f"mean epistemic std on held-out subjects{suffix}")
+    right.set_ylabel(f"mean epistemic std (mean over repeats){suffix}")
     right.set_title(f"Training-size sweep: {_verdict(summary['size_sweep_monotonic'])}")
     for ax in (left, right):
         ax.grid(alpha=0.3)
