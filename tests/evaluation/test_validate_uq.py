@@ -250,6 +250,10 @@ def test_size_sweep_keep_writes_the_scored_ensembles_and_their_records(
         maps = predict_subject(ensemble, own.normalised(), settings)
         value = np.sqrt(np.maximum(maps[EPISTEMIC_VAR], 0.0))[own.mask].mean() * scale
         assert value == pytest.approx(record["training_epistemic_std"][own_id], rel=1e-5)
+        for network, member in zip(ensemble, members, strict=True):
+            alone = predict_subject([network], own.normalised(), settings)
+            value = np.sqrt(np.maximum(alone[EPISTEMIC_VAR], 0.0))[own.mask].mean() * scale
+            assert value == pytest.approx(member["training_epistemic_std"][own_id], rel=1e-5)
         for subject in subjects:
             for network, member in zip(ensemble, members, strict=True):  # each network alone
                 alone = predict_subject([network], subject.normalised(), settings)

@@ -443,8 +443,8 @@ def _sweep_model(
         Training subjects), ``seed`` (of its nested subsets), ``members``
         (per network: ``seed``, ``final_step``, ``stopped``, ``model_dir`` of
         the kept copy or None and, with several members, its own
-        ``mean_epistemic_std`` per subject), and the mean epistemic and aleatoric std
-        inside each held-out subject's mask (``mean_epistemic_std``,
+        ``mean_epistemic_std`` and ``training_epistemic_std`` per subject),
+        and the mean epistemic and aleatoric std inside each held-out subject's mask (``mean_epistemic_std``,
         ``mean_aleatoric_std``: subject -> target units), and
         ``training_epistemic_std``, the same on its own Training subjects.
     """
@@ -460,32 +460,22 @@ def _sweep_model(
             members.append(member)
             records.append({"seed": member_seed, "final_step": result.final_step, "stopped": result.stopped})
         check_windows(members, settings)
-        epistemic, aleatoric = {}, {}
+        epistemic, aleatoric, seen = {}, {}, {}
         for s in subjects:
-            maps = predict_subject(members, s.normalised(), settings)
-            scale = members[0].target_normalisation.scale  # the maps are in the first member's units
-            epistemic[s.id] = float(_std(maps, EPISTEMIC_VAR, scale)[_region(s)].mean())
-            aleatoric[s.id] = float(_std(maps, ALEATORIC_VAR, scale)[_region(s)].mean())
-            _LOG.info("size sweep: %d subject(s), %s: mean epistemic std %.4g, mean aleatoric std %.4g",
-                      len(subset), s.id, epistemic[s.id], aleatoric[s.id])  # fmt: skip
-            if len(members) > 1:  # each network alone: how much of the spread is the seed's
-                for member, record in zip(members, records, strict=True):
-                    alone = predict_subject([member], s.normalised(), settings)
-                    value = float(_std(alone, EPISTEMIC_VAR, scale)[_region(s)].mean())
-                    record.setdefault("mean_epistemic_std", {})[s.id] = value
-                _LOG.info("size sweep: %d subject(s), %s: each network alone %s", len(subset), s.id,
-                          ", ".join(f"{r['mean_epistemic_std'][s.id]:.4g}" for r in records))  # fmt: skip
-        seen = {}
-        for i in subset[: max(1, len(subjects))]:
-            own = training_subject(i)
-            maps = predict_subject(members, own.normalised(), settings)
-            seen[i] = float(
-                _std(maps, EPISTEMIC_VAR, members[0].target_normalisation.scale)[_region(own)].mean()
-            )
+            epistemic[s.id], aleatoric[s.id], alone = _score_sweep_model(members, s, settings)
+            for record, value in zip(records, alone, strict=False):
+                record.setdefault("mean_epistemic_std", {})[s.id] = value
+            _LOG.info("size sweep: %d subject(s), %s: mean epistemic std %.4g, mean aleatoric std %.4g%s",
+                      len(subset), s.id, epistemic[s.id], aleatoric[s.id], _each(alone))  # fmt: skip
+        for i in subset[: max(1, len(subjects))]:  # its own Training subjects, as many
+            seen[i], _, alone = _score_sweep_model(members, training_subject(i), settings)
+            for record, value in zip(records, alone, strict=False):
+                record.setdefault("training_epistemic_std", {})[i] = value
+            _LOG.info("size sweep: %d subject(s), %s (a Training subject): mean epistemic std %.4g%s",
+                      len(subset), i, seen[i], _each(alone))  # fmt: skip
         held_mean, seen_mean = np.mean(list(epistemic.values())), np.mean(list(seen.values()))
-        _LOG.info("size sweep: %d subject(s), on its own Training subject(s) %s: mean epistemic std %.4g "
-                  "(held-out / own %.3g)", len(subset), ", ".join(seen), seen_mean,
-                  held_mean / seen_mean if seen_mean > 0 else float("nan"))  # fmt: skip
+        _LOG.info("size sweep: %d subject(s): mean epistemic std held-out / on its Training subjects %.3g",
+                  len(subset), held_mean / seen_mean if seen_mean > 0 else float("nan"))  # fmt: skip
         for member, record in zip(members, records, strict=True):
             record["model_dir"] = None
             if ev.size_sweep_keep:
@@ -499,6 +489,32 @@ def _sweep_model(
         "mean_aleatoric_std": aleatoric,
         "training_epistemic_std": seen,
     }
+
+
+def _score_sweep_model(
+    members: Sequence[TrainedModel], subject: SubjectInputs, settings: PredictionSettings
+) -> tuple[float, float, list[float]]:
+    """Mean epistemic and aleatoric std of a sweep model in ``subject``'s mask (target units).
+
+    Returns:
+        ``(epistemic, aleatoric, alone)``: the members as one ensemble, and
+        with several members each network's own mean epistemic std ([] with one).
+    """
+    scale = members[0].target_normalisation.scale  # the maps are in the first member's units
+    maps = predict_subject(members, subject.normalised(), settings)
+    region = _region(subject)
+    epistemic = float(_std(maps, EPISTEMIC_VAR, scale)[region].mean())
+    aleatoric = float(_std(maps, ALEATORIC_VAR, scale)[region].mean())
+    alone = []
+    if len(members) > 1:  # each network alone: how much of the spread is the seed's
+        for member in members:
+            maps = predict_subject([member], subject.normalised(), settings)
+            alone.append(float(_std(maps, EPISTEMIC_VAR, scale)[region].mean()))
+    return epistemic, aleatoric, alone
+
+
+def _each(alone: Sequence[float]) -> str:
+    return f"; each network alone {', '.join(f'{v:.4g}' for v in alone)}" if alone else ""
 
 
 def _sweep_model_dir(config: Config) -> Path:
