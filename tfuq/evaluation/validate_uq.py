@@ -26,7 +26,10 @@ uq_mc_samples`` (default ``[UNCERTAINTY] mc_samples``); stds in target units:
    its subjects, each network's seed, stop step and reason, per held-out
    subject mean epistemic and aleatoric std) and a bootstrapped 95 %
    interval per size (:func:`size_sweep_intervals`, Reinhold's Fig. 1
-   shading) with ``size_sweep_separated``, whether the fall exceeds it;
+   shading) with ``size_sweep_separated``, whether the fall exceeds it,
+   and each model's value on its own first Training subject(s)
+   (``training_epistemic_std``): the in-sample reference without which a
+   flat sweep cannot be told from a model that finds no subject new;
 3. synthetic anomaly: ``anomaly_trials`` zero cubes of side ``anomaly_size``
    (input units) at seeded random places inside the mask where at least
    ``anomaly_min_changed`` of the cube's input is away from zero (not where
