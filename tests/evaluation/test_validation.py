@@ -170,7 +170,8 @@ def test_write_validation(tmp_path):
     assert set(only) == {"json", "sweeps"}
     assert json.loads(only["json"].read_text())["anomaly_auroc"] is None
     # Repeats: every size-sweep model's record is stored and drawn beside the mean.
-    repeated = _summary()
+    repeated = _summary(size_intervals=[(2.5, 3.5), None, (0.5, 1.5)], size_intervals_over="repeats")
+    repeated["size_sweep"]["training_mean_epistemic_std"] = [2.9, 1.9, 0.9]
     sizes = repeated["size_sweep"]["sizes"]
     repeated["size_sweep"]["models"] = [
         {"repeat": r, "size": n, "mean_epistemic_std": {"s1": 1.0 / n + r, "s2": 2.0}, "model_dir": None}
@@ -178,5 +179,6 @@ def test_write_validation(tmp_path):
         for n in sizes
     ]
     stored = json.loads(write_validation(tmp_path / "c", repeated)["json"].read_text())
-    assert stored["size_sweep"]["models"] == repeated["size_sweep"]["models"]
+    assert stored["size_sweep"] == repeated["size_sweep"]  # models, intervals, in-sample values
+    assert stored["size_sweep_separated"] is True
     assert _png_size(tmp_path / "c" / VALIDATION_FILES["sweeps"]) == (1000, 400)

@@ -470,7 +470,7 @@ def _sweep_model(
                 record.setdefault("mean_epistemic_std", {})[s.id] = value
             _LOG.info("size sweep: %d subject(s), %s: mean epistemic std %.4g, mean aleatoric std %.4g%s",
                       len(subset), s.id, epistemic[s.id], aleatoric[s.id], _each(alone))  # fmt: skip
-        for i in subset[: max(1, len(subjects))]:  # its own Training subjects, as many
+        for i in subset[: len(subjects)]:  # as many of its own Training subjects as held-out ones
             seen[i], _, alone = _score_sweep_model(members, training_subject(i), settings)
             for record, value in zip(records, alone, strict=False):
                 record.setdefault("training_epistemic_std", {})[i] = value
