@@ -95,14 +95,34 @@ def test_calibration_lowers_the_held_out_calibration_error(job: dict, method: st
     assert after < (0.5 if method == "isotonic" else 0.9) * before
 
 
-def test_empty_validation_phase_falls_back_to_training(job: dict, caplog: pytest.LogCaptureFixture) -> None:
+def test_no_held_out_subject_is_a_one_line_error(job: dict) -> None:
+    """Never in-sample by default: without Calibration or Validation subjects, name what to set."""
     split = {i: ("Training" if p == "Validation" else p) for i, p in job["split"].items()}
-    config = _model(job, "fallback", split=split)
+    config = _model(job, "noheldout", split=split)
+    with pytest.raises(UserError, match=r"no Validation subject .*list held-out subjects as Calibration"):
+        run_calibration(config)
+    assert not (config.model_dir / "calibration").exists()
+
+
+def test_training_only_when_asked_and_flagged_in_sample(job: dict, caplog: pytest.LogCaptureFixture) -> None:
+    split = {i: ("Training" if p == "Validation" else p) for i, p in job["split"].items()}
+    config = _model(job, "insample", ("CALIBRATION.dataset=Training",), split=split)
     with caplog.at_level(logging.WARNING, logger="tfuq"):
         summary = run_calibration(config)
-    assert "calibrating on the Training subjects instead" in caplog.text
-    assert summary["dataset"] == "Training"
+    assert "calibrating in-sample on the training subjects" in caplog.text
+    assert summary["dataset"] == "Training" and summary["in_sample"] is True
     assert summary["subjects"] == sorted(i for i, p in split.items() if p == "Training")
+    stored = json.loads((config.model_dir / "calibration" / "summary.json").read_text())
+    assert stored["in_sample"] is True
+
+
+def test_calibration_phase_is_preferred_to_validation(job: dict) -> None:
+    """A split with Calibration subjects fits on them, not on the Validation ones (early stopping's)."""
+    split = dict(job["split"])
+    split[job["Inference"]] = "Calibration"
+    summary = run_calibration(_model(job, "calphase", split=split))
+    assert summary["dataset"] == "Calibration" and summary["in_sample"] is False
+    assert summary["subjects"] == [job["Inference"]]
 
 
 def test_max_voxels_subsamples_the_calibration_set(job: dict) -> None:

@@ -73,3 +73,26 @@ def test_bad_lesion_section_is_one_line(tmp_path: Path, lesion: str, message: st
     with pytest.raises(ConfigError, match=message) as info:
         load_config(_write(tmp_path, text))
     assert "\n" not in str(info.value) and str(tmp_path / "app.ini") in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("section", "extra", "message"),
+    [
+        ("MR", "", r"\[MR\] target_normalisation = per_subject: only the target section \[CT\]"),
+        ("CT", "", r"needs intensity_normalisation = minmax, percentile or zscore, got none"),
+        ("CT", "intensity_normalisation = zscore\n", r"\[EVALUATION\] target_units = native: .*normalised"),
+    ],
+)
+def test_per_subject_target_misuse_is_one_line(tmp_path: Path, section: str, extra: str, message: str) -> None:
+    text = REGRESSION.format(lesion="TUMOUR").replace(
+        f"[{section}]\n", f"[{section}]\ntarget_normalisation = per_subject\n{extra}"
+    )
+    path = tmp_path / "app.ini"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message) as error:
+        load_config(path)
+    assert "\n" not in str(error.value)
+    ok = text.replace("[REGRESSION]", "[EVALUATION]\ntarget_units = normalised\n[REGRESSION]")
+    path.write_text(ok)
+    if section == "CT" and extra:
+        assert load_config(path).per_subject_target

@@ -15,7 +15,7 @@ import tensorflow as tf
 from tfuq.data.normalisation import NormalisationParams
 from tfuq.distributions import constrain
 from tfuq.export import (
-    ExportedRecalibration,
+    MomentRecalibration,
     export_saved_model,
     input_names,
     output_names,
@@ -232,7 +232,7 @@ def test_saved_model_cli_lists_the_serving_signatures(exported):
 
 def test_recalibrated_export_outputs_the_interval(tmp_path):
     model = _unet(rank=2, family="laplace")
-    rec = ExportedRecalibration(kind="sigma_scaling", aleatoric_scale=2.0)
+    rec = MomentRecalibration(kind="sigma_scaling", aleatoric_scale=2.0)
     export_saved_model(model, tmp_path / "m", family="laplace", mc_samples=4, seed=0, recalibration=rec)
     x = np.random.default_rng(0).normal(size=(2, 8, 8, 1)).astype(np.float32)  # a 2D model
     out = tf.saved_model.load(str(tmp_path / "m")).signatures["serving_default"](windows=tf.constant(x))

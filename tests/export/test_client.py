@@ -210,20 +210,24 @@ def _edge_mask(window: tuple[int, ...], border: tuple[int, ...]) -> np.ndarray:
 
 
 def _edge_wrong_server(border: tuple[int, ...]):
-    """Answers mean x + 1, epistemic std 0.5, aleatoric |x| + 0.1, lower95 x - 2 (+ WRONG at edges)."""
+    """Answers mean x + 1, epistemic std 0.5, aleatoric |x| + 0.1 (+ WRONG at edges) and, as a
+    recalibrated SavedModel does, the interval mean - 1.5 total_std, mean + 2 total_std."""
 
     def transport(url, body):
         _, inputs = decode_request(body)
         x = np.asarray(inputs["windows"], np.float64)[..., 0]
         edge = WRONG * np.broadcast_to(_edge_mask(x.shape[1:], border), x.shape)
         aleatoric = np.abs(x) + 0.1 + edge
+        epistemic = 0.5 + edge
+        mean, total = x + 1.0 + edge, np.sqrt(epistemic**2 + aleatoric**2)
         return encode_response(
             {
-                "mean": x + 1.0 + edge,
-                "epistemic_std": 0.5 + edge,
+                "mean": mean,
+                "epistemic_std": epistemic,
                 "aleatoric_std": aleatoric,
-                "total_std": np.sqrt(0.25 + aleatoric**2),
-                "lower95": x - 2.0 - edge,
+                "total_std": total,
+                "lower95": mean - 1.5 * total,
+                "upper95": mean + 2.0 * total,
             }
         )
 
@@ -249,8 +253,9 @@ def test_served_volume_drops_the_border(shape, window, border, rank, served_bord
         "epistemic_std": np.full(shape, 0.5),
         "aleatoric_std": np.abs(x) + 0.1,
         "total_std": np.sqrt(0.25 + (np.abs(x) + 0.1) ** 2),
-        "lower95": x - 2.0,
     }
+    expected["lower95"] = expected["mean"] - 1.5 * expected["total_std"]
+    expected["upper95"] = expected["mean"] + 2.0 * expected["total_std"]
     assert sorted(served) == sorted(expected)
     for key, value in expected.items():
         assert served[key].shape == shape and served[key].dtype == np.float32

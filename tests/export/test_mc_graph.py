@@ -5,9 +5,9 @@ import pytest
 import tensorflow as tf
 from scipy import special
 
+from tfuq.calibration.moment_recalibration import MomentRecalibration
 from tfuq.distributions import params_size
 from tfuq.export.mc_graph import mc_maps, param_maps
-from tfuq.export.recalibration import ExportedRecalibration
 
 
 def _replay(stack: np.ndarray):
@@ -65,7 +65,7 @@ def test_units_and_sigma_scaling_and_interval():
     rng = np.random.default_rng(1)
     T, shape = 5, (1, 6)
     stack = rng.normal(0.0, 0.5, (T, *shape, 2)).astype(np.float32)
-    rec = ExportedRecalibration(kind="sigma_scaling", aleatoric_scale=1.5)
+    rec = MomentRecalibration(kind="sigma_scaling", aleatoric_scale=1.5)
     offset, scale = -1024.0, 4095.0
     forward, _ = _replay(stack)
     out = mc_maps(
@@ -87,7 +87,7 @@ def test_units_and_sigma_scaling_and_interval():
 
 def test_isotonic_constants_scale_every_std_and_shift_the_bounds():
     stack = np.random.default_rng(2).normal(0.0, 0.5, (4, 3, 2)).astype(np.float32)
-    rec = ExportedRecalibration(kind="isotonic", std_factor=0.8, lower_z=-1.5, upper_z=2.5)
+    rec = MomentRecalibration(kind="isotonic", std_factor=0.8, lower_z=-1.5, upper_z=2.5)
     forward, _ = _replay(stack)
     out = mc_maps(forward, "normal", 4, tf.constant((3,)), recalibration=rec)
     mean, epistemic, aleatoric = _numpy_moments("normal", stack)

@@ -17,6 +17,7 @@ from scipy import special, stats
 from uq_job_setup import CT_PARAMS, normalised_mr, save_analytic_model, tiny_config
 
 from tfuq.calibration import IsotonicRecalibrator, SigmaScaling
+from tfuq.calibration.moment_recalibration import MomentRecalibration
 from tfuq.data import NormalisationParams, load_volume, read_split
 from tfuq.errors import UserError
 from tfuq.inference import mc_predict_volume, to_target_units
@@ -163,8 +164,16 @@ def test_stored_calibration_adds_the_recalibrated_interval(job: dict, method: st
     assert result.qc[subject]["recalibration"] == (
         "IsotonicRecalibrator" if method == "isotonic" else "SigmaScaling"
     )
-    # the std maps stay the model's decomposition
-    np.testing.assert_allclose(_read(out / f"{subject}_total_std.nii.gz"), 0.02 * 4095.0, rtol=1e-4)
+    # the MC moments' own std maps are kept under _uncalibrated; the standard names are recalibrated
+    # (identity isotonic map: factor 1; sigma scaling: the aleatoric std, all of the total here, x 2)
+    np.testing.assert_allclose(
+        _read(out / f"{subject}_total_std_uncalibrated.nii.gz"), 0.02 * 4095.0, rtol=1e-4
+    )
+    factor = 1.0 if method == "isotonic" else 2.0
+    np.testing.assert_allclose(_read(out / f"{subject}_total_std.nii.gz"), factor * 0.02 * 4095.0, rtol=1e-3)
+    np.testing.assert_allclose(
+        _read(out / f"{subject}_aleatoric_std.nii.gz"), factor * 0.02 * 4095.0, rtol=1e-3
+    )
 
 
 def test_train_calibrate_infer_evaluate_end_to_end(job: dict, caplog: pytest.LogCaptureFixture) -> None:
@@ -189,11 +198,19 @@ def test_train_calibrate_infer_evaluate_end_to_end(job: dict, caplog: pytest.Log
     maps = mc_predict_volume(model, volume, "normal", mc_samples=3, window=16, batch_size=4, seed=0)
     expected = to_target_units(maps, CT_PARAMS)
     out = Path(config.inference.save_seg_dir)
+    # with a calibration stored, the standard std names are recalibrated (the isotonic map's
+    # effective-std factor k, as the SavedModel serves them) and the raw ones kept as _uncalibrated
+    iso = IsotonicRecalibrator.load(config.model_dir / "calibration" / "isotonic.json")
+    k = MomentRecalibration.from_recalibrator(iso).std_factor
     for key in ("mean", "epistemic_std", "aleatoric_std", "total_std", "lower95", "upper95"):
         written = load_volume(out / f"{subject}_{key}.nii.gz")
         np.testing.assert_allclose(written.affine, mr.affine)
-        if key in expected:
+        if key == "mean":
             np.testing.assert_allclose(written.array, expected[key], rtol=1e-4, atol=0.05)
+        elif key in expected:
+            raw = load_volume(out / f"{subject}_{key}_uncalibrated.nii.gz").array
+            np.testing.assert_allclose(raw, expected[key], rtol=1e-4, atol=0.05)
+            np.testing.assert_allclose(written.array, k * expected[key], rtol=1e-4, atol=0.05)
     assert expected["epistemic_std"].max() > 0  # dropout sampled
     evaluate(config)
     summary = json.loads((Path(config.evaluation.save_csv_dir) / "summary.json").read_text())

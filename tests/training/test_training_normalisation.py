@@ -116,3 +116,33 @@ def test_target_fit_record_and_pipeline_use_the_same_parameters(folder_ini: Path
     per_subject = np.asarray(next(iter(make_training_dataset(config, ["s1"])))[1])[0, ..., 0]
     assert not np.allclose(per_subject, targets["make_training_dataset"], atol=1e-3)
     del tf
+
+
+def test_per_subject_target_is_the_identity_record_and_each_subject_own_map(
+    folder_ini: Path, tmp_path: Path
+) -> None:
+    """target_normalisation = per_subject: stored map = identity (maps in normalised units), and
+    each subject's training target is z-scored with its own statistics (oracle: NumPy on the file)."""
+    pytest.importorskip("tensorflow")
+    import tensorflow as tf
+
+    from tfuq.data.pipeline import make_training_dataset
+    from tfuq.training.inputs import prepare_inputs
+
+    overrides = ["CT.target_normalisation=per_subject", "EVALUATION.target_units=normalised"]
+    config = load_config(folder_ini, [*overrides, f"SYSTEM.model_dir={tmp_path / 'run'}"])
+    assert config.per_subject_target
+    assert fit_target_normalisation(config, ["s0", "s1"]) == NormalisationParams("none", 0.0, 1.0)
+    inputs = prepare_inputs(config, tf.distribute.get_strategy())
+    assert inputs.target_normalisation == NormalisationParams("none", 0.0, 1.0)
+    record = json.loads((tmp_path / "run" / "normalisation.json").read_text())
+    assert record["target"]["per_subject"] is True and record["target"]["method"] == "none"
+    b = B.astype(np.float32).astype(np.float64)
+    for subject, ct in (("s1", b),):
+        _, y = (np.asarray(t)[0, ..., 0] for t in next(iter(make_training_dataset(config, [subject]))))
+        own = (ct - ct.mean()) / ct.std()
+        # a 4^3 window of the subject's own z-scores: every value is one of them
+        assert np.min(np.abs(y.ravel()[:, None] - own.ravel()[None, :]), axis=1).max() < 1e-4
+    # a pooled record says so too
+    pooled = load_config(folder_ini)
+    assert normalisation_record(pooled, NormalisationParams("none", 0.0, 1.0))["target"]["per_subject"] is False

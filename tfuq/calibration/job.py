@@ -2,12 +2,16 @@
 
 The steps of :func:`run_calibration`:
 
-1. the subjects of ``[CALIBRATION] dataset`` (default Validation; Zhao et al.
-   used the training set) that have a target; when that phase is empty,
-   a logged warning and the Training subjects instead;
+1. the held-out subjects with a target: the split's Calibration subjects,
+   else its Validation ones, or the phase ``[CALIBRATION] dataset`` names;
+   none is a one-line error. Training subjects only when named there
+   (Zhao et al. calibrated in-sample): a logged warning and ``"in_sample":
+   true`` in the stored summary, which the report shows;
 2. for each, the prediction ``tfuq infer`` makes (same model(s), window, T,
    seed; :func:`tfuq.inference.predict_subject.predict_subject`), kept in
-   memory, and the truth, both in the model's normalised units;
+   memory, and the truth, both in the model's normalised units (the
+   subject's own target normalisation with ``target_normalisation =
+   per_subject``);
 3. the voxels inside the mask section (every voxel without one), pooled over
    subjects and subsampled at random (seeded) to ``[CALIBRATION] max_voxels``;
 4. PIT values of the moment-matched normal ``N(mean, epistemic + aleatoric)``
@@ -43,8 +47,9 @@ from tfuq.calibration.quantiles import CENTRAL_COVERAGES
 from tfuq.calibration.sigma_scaling import SigmaScaling
 from tfuq.calibration.stored import CALIBRATION_DIR, SUMMARY_FILE, calibration_path
 from tfuq.config import Config
-from tfuq.config.sections import TRAINING
-from tfuq.data.normalisation import normalise
+from tfuq.config.sections import CALIBRATION, TRAINING, VALIDATION
+from tfuq.data.loading import fit_array_normalisation
+from tfuq.data.normalisation import NormalisationParams, normalise
 from tfuq.data.sources import resolve_sources
 from tfuq.data.split import read_split
 from tfuq.errors import UserError
@@ -120,6 +125,7 @@ def fit_recalibrators(
 
 
 def _calibration_subjects(config: Config, sources: Mapping[str, Any]) -> tuple[str, dict[str, dict]]:
+    """The phase and subjects to fit on: never Training unless ``[CALIBRATION] dataset`` says so."""
     from tfuq.inference.subject_inputs import find_inference_subjects
 
     split_file = Path(config.system.dataset_split_file)
@@ -131,21 +137,33 @@ def _calibration_subjects(config: Config, sources: Mapping[str, Any]) -> tuple[s
         for i, files in find_inference_subjects(config, sources).items()
         if config.target_section in files
     }
+
+    def in_phase(phase: str) -> dict[str, dict]:
+        return {i: f for i, f in found.items() if split.get(i) == phase}
+
     phase = config.calibration.dataset
-    chosen = {i: f for i, f in found.items() if split.get(i) == phase}
-    if not chosen and phase != TRAINING:
-        _LOG.warning(
-            "[CALIBRATION] dataset = %s: no %s subject with a target in %s; calibrating on the Training "
-            "subjects instead (in-sample: the recalibration will be optimistic)",
-            phase,
-            phase,
-            split_file,
-        )
-        phase = TRAINING
-        chosen = {i: f for i, f in found.items() if split.get(i) == phase}
+    if not phase:
+        phase = CALIBRATION if in_phase(CALIBRATION) else VALIDATION
+    chosen = in_phase(phase)
     if not chosen:
-        raise UserError(f"{split_file}: no {phase} subject with a target file to calibrate on")
+        raise UserError(
+            f"{split_file}: no {phase} subject with a target file to calibrate on; list held-out subjects "
+            f"as Calibration (or Validation) in the split file, or set [CALIBRATION] dataset"
+        )
+    if phase == TRAINING:
+        _LOG.warning(
+            "[CALIBRATION] dataset = Training: calibrating in-sample on the training subjects; the "
+            "recalibration will be optimistic on new subjects"
+        )
     return phase, chosen
+
+
+def _target_params(config: Config, subject: Any, stored: NormalisationParams) -> NormalisationParams:
+    """The map of a subject's truth into the model's units: its own with a per-subject target."""
+    if not config.per_subject_target:
+        return stored
+    source = config.sources[config.target_section]
+    return fit_array_normalisation(source, subject.target, subject.mask, name=f"subject {subject.id}")
 
 
 def _subsample(parts: Sequence[Mapping[str, np.ndarray]], max_voxels: int, seed: int) -> dict:
@@ -200,13 +218,14 @@ def run_calibration(config: Config) -> dict[str, Any]:
         inside = (
             subject.mask if subject.mask is not None and subject.mask.any() else np.ones(subject.shape, bool)
         )
-        target = normalise(subject.target, params)
+        target = normalise(subject.target, _target_params(config, subject, params))
         values = (maps["mean"], maps["epistemic_var"], maps["aleatoric_var"], target)
         parts.append({key: v[inside] for key, v in zip(CALIBRATION_KEYS, values)})
     data = _subsample(parts, cal.max_voxels, config.system.seed)
     isotonic, sigma = fit_recalibrators(data, objective=cal.sigma_objective, num_bins=cal.num_bins)
     summary: dict[str, Any] = {
         "dataset": phase,
+        "in_sample": phase == TRAINING,
         "subjects": sorted(chosen),
         "num_voxels": int(sum(p["mean"].size for p in parts)),
         "num_fitted": int(data["mean"].size),

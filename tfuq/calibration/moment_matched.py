@@ -4,7 +4,7 @@ The whole-volume MC prediction keeps, per voxel, only the mixture's mean
 ``m``, epistemic variance ``e`` and aleatoric variance ``a`` (memory
 independent of T), not the T member distributions. Calibration is therefore
 fitted and applied to the moment-matched normal ``N(m, e + a)``, exactly as
-the exported SavedModel applies it (:mod:`tfuq.export.recalibration`):
+the exported SavedModel applies it (:mod:`tfuq.calibration.moment_recalibration`):
 
 Mathematical details:
     PIT value at the truth ``y``: ``p = Phi((y - m) / t)`` with

@@ -92,6 +92,12 @@ class Config:
         return self.app.output if isinstance(self.app, RegressionSection) else self.app.image
 
     @property
+    def per_subject_target(self) -> bool:
+        """Whether each subject's target is normalised by its own statistics (maps in normalised units)."""
+        source = self.sources.get(self.target_section)
+        return source is not None and source.target_normalisation == "per_subject"
+
+    @property
     def family(self) -> str:
         """Distribution family name as :mod:`tfuq.distributions` spells it."""
         return "point" if self.uncertainty.family == "none" else self.uncertainty.family
@@ -318,4 +324,31 @@ def load_config(path: PathLike, overrides: Iterable[str] = ()) -> Config:
                     f"{path}: [{name}] path_to_search: expected exactly {PHANTOM_PREFIX!r} for the "
                     f"phantom (settings go in [PHANTOM]), got {entry!r}"
                 )
+    target = app.output if application == "REGRESSION" else app.image
+    _check_target_normalisation(path, sources, target, parsed["evaluation"])
     return Config(path=path, application=application, app=app, sources=sources, **parsed)
+
+
+def _check_target_normalisation(
+    path: Path, sources: Mapping[str, InputSource], target: str, evaluation: EvaluationSection
+) -> None:
+    """``target_normalisation = per_subject``: only on the target, with a data-fitted method."""
+    for name, source in sources.items():
+        if source.target_normalisation != "per_subject":
+            continue
+        if name != target:
+            raise ConfigError(
+                f"{path}: [{name}] target_normalisation = per_subject: only the target section [{target}] "
+                "takes it (inputs are always normalised per subject)"
+            )
+        if source.intensity_normalisation not in ("minmax", "percentile", "zscore"):
+            raise ConfigError(
+                f"{path}: [{name}] target_normalisation = per_subject needs intensity_normalisation = "
+                f"minmax, percentile or zscore, got {source.intensity_normalisation}"
+            )
+        if evaluation.target_units != "normalised":
+            raise ConfigError(
+                f"{path}: [EVALUATION] target_units = {evaluation.target_units}: with [{name}] "
+                "target_normalisation = per_subject the maps are in normalised units; "
+                "set target_units = normalised"
+            )

@@ -14,6 +14,7 @@ from tfuq.config.fields import setting
 
 __all__ = [
     "APPLICATIONS",
+    "CALIBRATION",
     "PHASES",
     "SECTIONS",
     "CalibrationSection",
@@ -34,7 +35,9 @@ __all__ = [
 TRAINING = "Training"
 VALIDATION = "Validation"
 INFERENCE = "Inference"
-PHASES = (TRAINING, VALIDATION, INFERENCE)
+#: Held out for recalibration and the QC threshold; only from a split file (never drawn at random).
+CALIBRATION = "Calibration"
+PHASES = (TRAINING, VALIDATION, CALIBRATION, INFERENCE)
 NETWORKS = ("unet", "highres3dnet", "multires", "pix2pix", "upgan")
 
 
@@ -414,7 +417,10 @@ class CalibrationSection:
         "isotonic", "recalibration applied by infer/export", choices=("isotonic", "sigma_scaling", "none")
     )
     dataset: str = setting(
-        "Validation", "phase the recalibration is fitted on (Zhao used Training)", choices=PHASES
+        "",
+        "phase the recalibration is fitted on; empty = Calibration, else Validation. Training only when "
+        "set here (in-sample, flagged as such; Zhao used Training)",
+        choices=("", *PHASES),
     )
     num_bins: int = setting(100, "expected-proportion grid of calibration curves", min=2)
     sigma_objective: str = setting("nll", "what sigma scaling minimises", choices=("nll", "calibration"))
@@ -544,6 +550,13 @@ class InputSource:
     )
     normalise_foreground_only: bool = setting(
         False, "fit normalisation inside the foreground (mask section or > minimum)"
+    )
+    target_normalisation: str = setting(
+        "pooled",
+        "target section only: pooled = one map fitted on the training subjects, maps in the "
+        "target's units (HU); per_subject = each subject's target normalised by its own statistics "
+        "(MR in arbitrary units), maps in normalised units",
+        choices=("pooled", "per_subject"),
     )
 
 

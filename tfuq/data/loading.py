@@ -13,7 +13,7 @@ from tfuq.data.normalisation import NormalisationParams, fit_normalisation
 from tfuq.data.subjects import Subject
 from tfuq.errors import UserError
 
-__all__ = ["fit_section_normalisation", "load_subject"]
+__all__ = ["fit_array_normalisation", "fit_section_normalisation", "load_subject"]
 
 
 def load_subject(
@@ -61,16 +61,23 @@ def fit_section_normalisation(
         UserError: the image cannot be normalised (e.g. it is constant); the
             message names the file and section.
     """
+    return fit_array_normalisation(source, volume.array, mask, name=volume.name)
+
+
+def fit_array_normalisation(
+    source: InputSource, array: np.ndarray, mask: np.ndarray | None = None, *, name: str = ""
+) -> NormalisationParams:
+    """:func:`fit_section_normalisation` of an array (``name`` labels errors, e.g. the file)."""
     foreground = None
     if source.normalise_foreground_only:
-        foreground = mask > 0 if mask is not None else volume.array > volume.array.min()
+        foreground = mask > 0 if mask is not None else array > array.min()
     try:
         return fit_normalisation(
-            volume.array,
+            array,
             source.intensity_normalisation,
             mask=foreground,
             cutoff=source.cutoff,
             window=source.intensity_window,
         )
     except ValueError as err:
-        raise UserError(f"{volume.name}: [{source.name}] intensity_normalisation: {err}") from err
+        raise UserError(f"{name}: [{source.name}] intensity_normalisation: {err}") from err

@@ -136,10 +136,21 @@ def _missing(config: Config, subjects: Mapping[str, Any]) -> list[str]:
 
 
 def _load_maps(config: Config, subject: str, axcodes: tuple[str, ...]) -> dict[str, Volume]:
-    from tfuq.inference.predict_subject import output_stem
+    """The mean and the std maps before recalibration (the scores apply the recalibrator themselves).
 
-    paths = output_paths(config.inference.save_seg_dir, output_stem(config, subject))
-    return {name: load_volume(paths[name], axcodes=axcodes or None) for name in OUTPUT_MAPS}
+    ``tfuq infer`` writes recalibrated std maps under the standard names and keeps the MC
+    moments' own as ``<name>_uncalibrated`` when a calibration is stored; those are read.
+    """
+    from tfuq.inference.predict_subject import UNCALIBRATED_SUFFIX, output_stem
+
+    raw = tuple(f"{name}{UNCALIBRATED_SUFFIX}" for name in OUTPUT_MAPS)
+    paths = output_paths(config.inference.save_seg_dir, output_stem(config, subject), (*OUTPUT_MAPS, *raw))
+    return {
+        name: load_volume(paths[f"{name}{UNCALIBRATED_SUFFIX}"], axcodes=axcodes or None)
+        if paths[f"{name}{UNCALIBRATED_SUFFIX}"].exists()
+        else load_volume(paths[name], axcodes=axcodes or None)
+        for name in OUTPUT_MAPS
+    }
 
 
 def _model_normalisation(config: Config) -> NormalisationParams | None:

@@ -1,5 +1,6 @@
 """Deployment: SavedModel with in-graph MC uncertainty, TF Serving layout and client, Keras import."""
 
+from tfuq.calibration.moment_recalibration import MomentRecalibration, load_recalibrator
 from tfuq.export.archive import (
     MC_SAMPLES_INPUT,
     PREDICT_MC,
@@ -12,7 +13,6 @@ from tfuq.export.archive import (
 )
 from tfuq.export.client import ServingClient, ServingError, http_transport, saved_model_transport
 from tfuq.export.keras_import import HEADS, import_keras, load_model
-from tfuq.export.recalibration import ExportedRecalibration, load_recalibrator
 from tfuq.export.remote_inference import serve_subject, serve_volume
 from tfuq.export.serving import list_versions, models_config_text, next_version, write_models_config
 
@@ -23,7 +23,7 @@ __all__ = [
     "PREDICT_PARAMS",
     "SERVING_DEFAULT",
     "WINDOWS",
-    "ExportedRecalibration",
+    "MomentRecalibration",
     "ServingClient",
     "ServingError",
     "export_saved_model",

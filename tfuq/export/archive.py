@@ -46,9 +46,9 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from tfuq.calibration.moment_recalibration import MomentRecalibration
 from tfuq.distributions import check_family, params_size
 from tfuq.export.mc_graph import ALPHA, BETA, LOWER, UPPER, Units, mc_maps, param_maps
-from tfuq.export.recalibration import ExportedRecalibration
 from tfuq.inference.mc import seeded_generators
 from tfuq.inference.outputs import OUTPUT_MAPS
 from tfuq.inference.trained_model import head_params
@@ -139,7 +139,7 @@ def export_saved_model(
     family: str,
     mc_samples: int,
     names: Sequence[str] | None = None,
-    recalibration: ExportedRecalibration | None = None,
+    recalibration: MomentRecalibration | None = None,
     units: Units = None,
     seed: int | None = None,
     assets: Mapping[str, str] | None = None,
@@ -156,7 +156,7 @@ def export_saved_model(
         names: Signature input names, one per model input; default
             :func:`input_names` for one input (``["windows"]``).
         recalibration: Constants from
-            :meth:`ExportedRecalibration.from_recalibrator`; None = none.
+            :meth:`MomentRecalibration.from_recalibrator`; None = none.
         units: ``(offset, scale)`` of the target's normalisation to answer in
             target units; None keeps normalised units.
         seed: Seed the dropout streams start from (see
@@ -181,7 +181,7 @@ def export_saved_model(
     out = Path(path)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ValueError(f"Expected an absent or empty folder to export into. Received: path={str(out)!r}")
-    recalibration = recalibration or ExportedRecalibration()
+    recalibration = recalibration or MomentRecalibration()
     names = list(names) if names is not None else input_names()
     specs = _check_model(model, family, names)
     single = len(specs) == 1

@@ -29,11 +29,11 @@ from pathlib import Path
 
 import keras
 
+from tfuq.calibration.moment_recalibration import MomentRecalibration
 from tfuq.config import Config
 from tfuq.errors import UserError
 from tfuq.export.archive import export_saved_model, input_names
 from tfuq.export.keras_import import load_model
-from tfuq.export.recalibration import ExportedRecalibration
 from tfuq.export.serving import staged_version, write_models_config
 
 __all__ = ["MODEL_FILE", "export"]
@@ -96,7 +96,7 @@ def export(config: Config, *, version: int | None = None, overwrite: bool = Fals
                 family=config.family,
                 mc_samples=mc_samples,
                 names=names,
-                recalibration=ExportedRecalibration.from_recalibrator(recalibrator),
+                recalibration=MomentRecalibration.from_recalibrator(recalibrator),
                 units=None if units is None else (units.offset, units.scale),
                 seed=config.system.seed,
                 assets=assets,

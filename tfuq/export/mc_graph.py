@@ -3,7 +3,7 @@
 Pure TensorFlow functions, traced into the exported signatures: T stochastic
 passes of the model in a ``tf.while_loop`` merged one at a time into the
 streaming decomposition of :mod:`tfuq.inference.streaming` (memory
-independent of T), then recalibration (:mod:`tfuq.export.recalibration`) and
+independent of T), then recalibration (:mod:`tfuq.calibration.moment_recalibration`) and
 the return to the target's units. Nothing here imports Keras; the model is
 reached through a ``forward()`` callable traced with MC sampling on.
 
@@ -14,7 +14,7 @@ Mathematical details:
         mean = mean_t mu_t,  epistemic_var = Var_t mu_t (population),
         aleatoric_var = mean_t v_t
 
-    then (see :mod:`tfuq.export.recalibration`) ``aleatoric_var *= s^2``,
+    then (see :mod:`tfuq.calibration.moment_recalibration`) ``aleatoric_var *= s^2``,
     stds ``= k sqrt(var)``, and in target units (normalisation
     ``y = (x - offset) / scale``): ``mean * scale + offset``, ``std * scale``.
     The generalized normal also gets the MC means of its per-pass alpha
@@ -31,8 +31,8 @@ from collections.abc import Callable
 
 import tensorflow as tf
 
+from tfuq.calibration.moment_recalibration import MomentRecalibration
 from tfuq.distributions import check_family, constrain
-from tfuq.export.recalibration import ExportedRecalibration
 from tfuq.inference.decomposition import ALEATORIC_VAR, EPISTEMIC_VAR, MEAN
 from tfuq.inference.outputs import ALEATORIC_STD, EPISTEMIC_STD, TOTAL_STD
 from tfuq.inference.streaming import MomentState, finalize, init_state, update_state
@@ -76,7 +76,7 @@ def mc_maps(
     mc_samples: tf.Tensor | int,
     spatial_shape: tf.Tensor,
     *,
-    recalibration: ExportedRecalibration | None = None,
+    recalibration: MomentRecalibration | None = None,
     units: Units = None,
 ) -> dict[str, tf.Tensor]:
     """Mean and uncertainty maps from T stochastic passes, for use inside a graph.
@@ -99,7 +99,7 @@ def mc_maps(
         generalized normal.
     """
     family = check_family(family)
-    recalibration = recalibration or ExportedRecalibration()
+    recalibration = recalibration or MomentRecalibration()
     t = tf.convert_to_tensor(mc_samples, tf.int32)
     check = tf.debugging.assert_greater_equal(t, 1, message="mc_samples must be >= 1")
     with tf.control_dependencies([check]):
@@ -125,18 +125,14 @@ def mc_maps(
     moments = finalize(state)
     mean = moments[MEAN]
     epistemic = tf.maximum(moments[EPISTEMIC_VAR], 0.0)
-    aleatoric = tf.maximum(moments[ALEATORIC_VAR], 0.0) * (recalibration.aleatoric_scale**2)
-    total_std = tf.sqrt(epistemic + aleatoric)
-    k = recalibration.std_factor
-    out = {
-        MEAN: _location(mean, units),
-        EPISTEMIC_STD: _spread(k * tf.sqrt(epistemic), units),
-        ALEATORIC_STD: _spread(k * tf.sqrt(aleatoric), units),
-        TOTAL_STD: _spread(k * total_std, units),
-    }
+    aleatoric = tf.maximum(moments[ALEATORIC_VAR], 0.0)
+    recalibrated = recalibration.apply(mean, epistemic, aleatoric)
+    out = {MEAN: _location(mean, units)}
+    for key in (EPISTEMIC_STD, ALEATORIC_STD, TOTAL_STD):
+        out[key] = _spread(recalibrated[key], units)
     if recalibration.has_interval:
-        out[LOWER] = _location(mean + recalibration.lower_z * total_std, units)
-        out[UPPER] = _location(mean + recalibration.upper_z * total_std, units)
+        out[LOWER] = _location(recalibrated[LOWER], units)
+        out[UPPER] = _location(recalibrated[UPPER], units)
     if ggd:
         count = tf.cast(t, tf.float32)
         out[ALPHA] = _spread(extras[0] / count * recalibration.aleatoric_scale, units)

@@ -18,9 +18,16 @@ Mathematical details:
         aleatoric_var = sum_i u_i a_i,    total_std = sqrt(epistemic_var + aleatoric_var)
 
     merged window by window with Chan et al.'s update
-    (:func:`tfuq.inference.merge_states`, weight as count, float64). The
-    other outputs (``lower95``, ``upper95``, ``alpha``, ``beta``) are
-    blended as weighted means, like :func:`tfuq.inference.sliding_window_predict`.
+    (:func:`tfuq.inference.merge_states`, weight as count, float64). A
+    recalibrated SavedModel returns ``bound = mean + c * total_std`` with
+    constants c fixed at export; they are read back from the outputs and the
+    interval is rebuilt from the blended mean and total std, as ``tfuq infer``
+    builds it from its blended moments (blending the windows' bounds would
+    give another interval where windows disagree). ``alpha`` and ``beta`` are
+    blended as weighted means. With an isotonic map the served stds carry its
+    factor k already, so the spread between windows' means enters unscaled
+    here and scaled by k locally: equal without overlap or where windows
+    agree (a SavedModel output carrying k would make them equal everywhere).
     Because the units map is affine, blending served target-unit maps equals
     blending normalised maps and converting afterwards.
 
@@ -64,6 +71,7 @@ __all__ = ["serve_subject", "serve_volume"]
 _MOMENT_KEYS = (MEAN, EPISTEMIC_STD, ALEATORIC_STD)
 #: Served maps that are locations (may be negative), not spreads.
 _LOCATIONS = (MEAN, LOWER, UPPER)
+_INTERVAL_KEYS = (LOWER, UPPER)
 
 
 def _model_inputs(
@@ -116,6 +124,19 @@ def _check_outputs(
             raise UserError(f"serving answer {key!r} holds NaN or infinite values")
         checked[key] = array
     return checked
+
+
+def _interval_constants(outputs: dict[str, np.ndarray]) -> dict[str, float]:
+    """The constants c of ``bound = mean + c * total_std`` the SavedModel applies (fixed at export).
+
+    Read back at the voxel of largest total std of a batch (none yet when every std is 0), so the
+    served interval is rebuilt from the blended mean and std, as ``tfuq infer`` builds its own.
+    """
+    std = outputs[TOTAL_STD]
+    at = np.unravel_index(int(np.argmax(std)), std.shape)
+    if not std[at] > 0:
+        return {}
+    return {key: float((outputs[key][at] - outputs[MEAN][at]) / std[at]) for key in _INTERVAL_KEYS}
 
 
 def serve_volume(
@@ -184,6 +205,7 @@ def serve_volume(
     padded = pad_volume(values, grid, pad_mode="constant" if constant else padding_mode)
     acc = MomentState(*(np.zeros(grid.padded_shape) for _ in range(4)))
     sums: dict[str, np.ndarray] = {}
+    interval: dict[str, float] = {}
     all_origins = grid.origins
     for first in range(0, len(all_origins), batch_size):
         origins = all_origins[first : first + batch_size]
@@ -199,9 +221,11 @@ def serve_volume(
                 outputs[EPISTEMIC_STD][k] ** 2,
                 outputs[ALEATORIC_STD][k] ** 2,
             )
-            for key in set(outputs) - {*_MOMENT_KEYS, TOTAL_STD}:
+            for key in set(outputs) - {*_MOMENT_KEYS, TOTAL_STD, *_INTERVAL_KEYS}:
                 blended = sums.setdefault(key, np.zeros(grid.padded_shape))
                 blended[index] += weights[local] * outputs[key][k][local]
+        if _INTERVAL_KEYS[0] in outputs and not interval:
+            interval = _interval_constants(outputs)
     count = grid.crop(acc.count)
     epistemic, aleatoric = grid.crop(acc.m2) / count, grid.crop(acc.aleatoric)
     maps = {
@@ -211,6 +235,8 @@ def serve_volume(
         TOTAL_STD: np.sqrt(epistemic + aleatoric),
         **{key: grid.crop(total) / count for key, total in sorted(sums.items())},
     }
+    for key, c in interval.items():
+        maps[key] = maps[MEAN] + c * maps[TOTAL_STD]
     return {key: np.ascontiguousarray(value, dtype=np.float32) for key, value in maps.items()}
 
 

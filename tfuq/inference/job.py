@@ -23,7 +23,7 @@ The steps of :func:`run_inference`:
 
 The std maps are the model's decomposition as predicted; recalibration
 shows in the interval maps (a SavedModel from ``tfuq export`` reports
-recalibrated stds instead, see :mod:`tfuq.export.recalibration`).
+recalibrated stds instead, see :mod:`tfuq.calibration.moment_recalibration`).
 """
 
 from __future__ import annotations

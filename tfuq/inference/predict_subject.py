@@ -36,7 +36,7 @@ import numpy as np
 
 from tfuq.atomic import write_json
 from tfuq.calibration.isotonic import IsotonicRecalibrator
-from tfuq.calibration.moment_matched import recalibrated_interval
+from tfuq.calibration.moment_recalibration import MomentRecalibration
 from tfuq.calibration.sigma_scaling import SigmaScaling
 from tfuq.config import Config
 from tfuq.data.geometry import resample_to_grid, same_grid
@@ -53,6 +53,8 @@ from tfuq.inference.windows import check_border
 
 __all__ = [
     "INTERVAL_MAPS",
+    "UNCALIBRATED_MAPS",
+    "UNCALIBRATED_SUFFIX",
     "PredictionSettings",
     "check_windows",
     "output_stem",
@@ -65,7 +67,10 @@ __all__ = [
 
 #: Names of the recalibrated 95 % interval maps.
 INTERVAL_MAPS = ("lower95", "upper95")
-_INTERVAL_COVERAGE = 0.95
+#: Suffix of the std maps as the MC moments give them, kept beside the recalibrated ones.
+UNCALIBRATED_SUFFIX = "_uncalibrated"
+#: Names of those maps.
+UNCALIBRATED_MAPS = tuple(f"{name}{UNCALIBRATED_SUFFIX}" for name in OUTPUT_MAPS[1:])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -262,7 +267,7 @@ def subject_output_paths(config: Config, subject: str, *, family: str, calibrate
     if family == "generalized_normal":
         names += [ALPHA, BETA]
     if calibrated:
-        names += list(INTERVAL_MAPS)
+        names += [*INTERVAL_MAPS, *UNCALIBRATED_MAPS]
     return output_paths(config.inference.save_seg_dir, output_stem(config, subject), tuple(names))
 
 
@@ -323,13 +328,18 @@ def write_subject(
     if ALPHA in back:
         extra[ALPHA] = denormalise_std(back[ALPHA], params)
         extra[BETA] = back[BETA]
-    if recalibrator is not None:
-        lower, upper = recalibrated_interval(
-            recalibrator, back[MEAN], back[EPISTEMIC_VAR], back[ALEATORIC_VAR], _INTERVAL_COVERAGE
-        )
-        extra[INTERVAL_MAPS[0]] = denormalise(lower, params).astype(np.float32)
-        extra[INTERVAL_MAPS[1]] = denormalise(upper, params).astype(np.float32)
     decomposition = {key: back[key] for key in (MEAN, EPISTEMIC_VAR, ALEATORIC_VAR, TOTAL_VAR)}
+    if recalibrator is not None:
+        # the std maps the SavedModel serves (one formula for both); the raw ones kept by name
+        epistemic, aleatoric = (np.maximum(back[k], 0.0) for k in (EPISTEMIC_VAR, ALEATORIC_VAR))
+        moments = MomentRecalibration.from_recalibrator(recalibrator).apply(back[MEAN], epistemic, aleatoric)
+        for name, var in zip(OUTPUT_MAPS[1:], (EPISTEMIC_VAR, ALEATORIC_VAR, TOTAL_VAR)):
+            extra[f"{name}{UNCALIBRATED_SUFFIX}"] = denormalise_std(
+                np.sqrt(np.maximum(back[var], 0.0)), params
+            )
+            decomposition[var] = np.square(moments[name])
+        for name in INTERVAL_MAPS:
+            extra[name] = denormalise(moments[name], params).astype(np.float32)
     paths = write_outputs(
         config.inference.save_seg_dir,
         output_stem(config, subject.id),

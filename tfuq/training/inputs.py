@@ -111,7 +111,8 @@ def prepare_inputs(
         target = fit_target_normalisation(config, train_ids, sources)
         if chief:
             write_normalisation(config.model_dir, config, target)
-    shared = {"sources": sources, "target_normalisation": target}
+    # per-subject targets: the pipeline fits each subject's own target normalisation
+    shared = {"sources": sources, "target_normalisation": None if config.per_subject_target else target}
 
     def train_pipeline(shards: int, index: int, batch: int) -> tf.data.Dataset:
         return make_training_dataset(

@@ -11,6 +11,14 @@ known at inference *without* the target, to map predictions back to its units
   ``normalise_foreground_only``): the pooled minimum and maximum, pooled
   percentiles, or pooled mean and standard deviation.
 
+MR is in arbitrary units that differ per scan (BraTS T2 brain medians range
+108-641 over 18 subjects), so one pooled map leaves each subject's scale in
+the target as noise the network cannot predict from the input. With
+``target_normalisation = per_subject`` every subject's target is normalised by
+its own statistics at training (as its inputs are), the stored target map is
+the identity, and the maps are written in those normalised units -- as Reinhold
+et al. (white-matter mean) and Zhao et al. (slices to [0, 1]) model MR.
+
 :func:`normalisation_record` writes both into ``<model_dir>/normalisation.json``::
 
     {"target": {"section": "CT", "method": "window", "offset": -1024.0, "scale": 4095.0},
@@ -147,7 +155,9 @@ def fit_target_normalisation(
 
     Returns:
         NormalisationParams: fixed (``none``, ``window``) or pooled (see
-        :func:`fit_pooled_normalisation`).
+        :func:`fit_pooled_normalisation`); the identity with
+        ``target_normalisation = per_subject``, whose maps stay in the
+        normalised units every subject's own target is mapped to.
 
     Raises:
         UserError: unreadable files or data that cannot be normalised (one line).
@@ -155,6 +165,8 @@ def fit_target_normalisation(
     name = config.target_section
     source = config.sources[name]
     method = source.intensity_normalisation
+    if config.per_subject_target:
+        return fit_normalisation(np.zeros(1), "none")
     if method in ("none", "window"):
         return fit_normalisation(np.zeros(1), method, window=source.intensity_window)
     from tfuq.data.loading import load_subject
@@ -201,7 +213,8 @@ def normalisation_record(config: Config, target: NormalisationParams) -> dict[st
             "foreground_only": source.normalise_foreground_only,
             "mask": mask_name if source.normalise_foreground_only else "",
         }
-    return {"target": {"section": config.target_section, **target.to_dict()}, "inputs": inputs}
+    record = {"section": config.target_section, **target.to_dict(), "per_subject": config.per_subject_target}
+    return {"target": record, "inputs": inputs}
 
 
 def write_normalisation(model_dir: PathLike, config: Config, target: NormalisationParams) -> Path:

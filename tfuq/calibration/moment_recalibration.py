@@ -1,11 +1,13 @@
-"""The recalibration baked into an exported SavedModel, as a handful of constants.
+"""Recalibration applied to the MC moments of each voxel, as a handful of constants.
 
-A SavedModel answers from the streaming MC moments of each voxel (mean,
-epistemic and aleatoric variance), not from the T member distributions,
-which it never keeps (memory independent of T). Recalibration is applied to
-those moments as follows; every constant is computed once at export time
-from the fitted recalibrator (:mod:`tfuq.calibration`) and stored in the
-graph, and the recalibrator itself is kept in the SavedModel's assets.
+``tfuq infer`` and an exported SavedModel both answer from the streaming MC
+moments of each voxel (mean, epistemic and aleatoric variance), not from the
+T member distributions, which are never kept (memory independent of T).
+Recalibration is applied to those moments as follows, by
+:meth:`MomentRecalibration.apply` in both (NumPy arrays in ``tfuq infer``,
+tensors inside the SavedModel's graph), so one model gives one answer; every
+constant is computed once from the fitted recalibrator and, at export, stored
+in the graph (the recalibrator itself is kept in the SavedModel's assets).
 
 Mathematical details:
     *Sigma scaling* (factor s, :class:`~tfuq.calibration.SigmaScaling`):
@@ -53,14 +55,15 @@ from typing import Any
 
 from scipy import special
 
-from tfuq.calibration import ONE_SIGMA_COVERAGE, IsotonicRecalibrator, SigmaScaling
+from tfuq.calibration.isotonic import ONE_SIGMA_COVERAGE, IsotonicRecalibrator
+from tfuq.calibration.sigma_scaling import SigmaScaling
 from tfuq.errors import UserError
 from tfuq.typing import PathLike
 
 __all__ = [
     "INTERVAL_COVERAGE",
     "RECALIBRATION_KINDS",
-    "ExportedRecalibration",
+    "MomentRecalibration",
     "load_recalibrator",
 ]
 
@@ -77,7 +80,7 @@ def _ppf(p: float) -> float:
 
 
 @dataclasses.dataclass(frozen=True)
-class ExportedRecalibration:
+class MomentRecalibration:
     """Constants of the recalibration applied inside a SavedModel (see the module docstring).
 
     Attributes:
@@ -118,7 +121,7 @@ class ExportedRecalibration:
     @classmethod
     def from_recalibrator(
         cls, recalibrator: IsotonicRecalibrator | SigmaScaling | None
-    ) -> ExportedRecalibration:
+    ) -> MomentRecalibration:
         """Constants for a fitted recalibrator (None: no recalibration).
 
         Raises:
@@ -142,6 +145,33 @@ class ExportedRecalibration:
             "Expected an IsotonicRecalibrator, a SigmaScaling or None. "
             f"Received: {type(recalibrator).__name__}"
         )
+
+    def apply(self, mean: Any, epistemic_var: Any, aleatoric_var: Any) -> dict[str, Any]:
+        """The recalibrated stds and interval of MC moments (see the module notes).
+
+        Args:
+            mean: Predictive mean, any shape (NumPy array or tensor).
+            epistemic_var: Epistemic variance ``>= 0``, same shape.
+            aleatoric_var: Aleatoric variance ``>= 0``, same shape.
+
+        Returns:
+            dict ``epistemic_std``, ``aleatoric_std``, ``total_std`` (times
+            ``std_factor``, aleatoric part scaled by ``aleatoric_scale``) and,
+            when :attr:`has_interval`, ``lower95`` / ``upper95``; same units
+            as the inputs (normalised or target: the map is affine-equivariant).
+        """
+        aleatoric = aleatoric_var * (self.aleatoric_scale**2)
+        total_std = (epistemic_var + aleatoric) ** 0.5
+        k = self.std_factor
+        out = {
+            "epistemic_std": k * epistemic_var**0.5,
+            "aleatoric_std": k * aleatoric**0.5,
+            "total_std": k * total_std,
+        }
+        if self.has_interval:
+            out["lower95"] = mean + self.lower_z * total_std
+            out["upper95"] = mean + self.upper_z * total_std
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict of the constants (plus the interval coverage)."""
