@@ -83,7 +83,9 @@ def test_bad_lesion_section_is_one_line(tmp_path: Path, lesion: str, message: st
         ("CT", "intensity_normalisation = zscore\n", r"\[EVALUATION\] target_units = native: .*normalised"),
     ],
 )
-def test_per_subject_target_misuse_is_one_line(tmp_path: Path, section: str, extra: str, message: str) -> None:
+def test_per_subject_target_misuse_is_one_line(
+    tmp_path: Path, section: str, extra: str, message: str
+) -> None:
     text = REGRESSION.format(lesion="TUMOUR").replace(
         f"[{section}]\n", f"[{section}]\ntarget_normalisation = per_subject\n{extra}"
     )

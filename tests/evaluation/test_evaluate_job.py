@@ -91,6 +91,14 @@ def test_evaluate_infers_missing_maps_and_writes_the_report(
     iso = IsotonicRecalibrator.load(config.model_dir / "calibration" / "isotonic.json")
     assert summary["calibration_rms_error_recalibrated"] == pytest.approx(_rms(iso.transform(pit)), abs=1e-6)
     assert summary["calibration_rms_error_recalibrated"] < summary["calibration_rms_error"]
+    # the trivial baselines and the correlation, against NumPy on the phantom files
+    assert summary["pearson"] == pytest.approx(stats.pearsonr(truth["ct"], truth["mean"])[0], rel=1e-5)
+    median = np.median(truth["ct"])
+    assert summary["baseline_constant_mae"] == pytest.approx(np.mean(np.abs(truth["ct"] - median)), rel=1e-5)
+    assert summary["mae_over_constant"] == pytest.approx(
+        summary["mae"] / summary["baseline_constant_mae"], rel=1e-6
+    )
+    assert summary["excluded_zero_target_voxels"] == 0
 
 
 def test_sigma_scaling_scores_scale_the_aleatoric_std(job: dict) -> None:
@@ -120,3 +128,30 @@ def test_evaluation_needs_the_target(job: dict) -> None:
     config = _config(job, "notarget", ("CT.filename_contains=_no_such_file",))
     with pytest.raises(UserError, match=r"\[CT\] no target file"):
         evaluate(config)
+
+
+def test_a_target_zero_in_over_1_percent_of_the_mask_is_left_out_with_a_warning(
+    job: dict, caplog: pytest.LogCaptureFixture
+) -> None:
+    s, folder = job["subject"], job["phantom"]
+    path = folder / f"{s}_ct.nii.gz"
+    original = path.read_bytes()
+    image = nib.load(path)
+    ct = np.asarray(image.dataobj, dtype=np.float32)
+    body = np.asarray(nib.load(folder / f"{s}_mask.nii.gz").dataobj) > 0
+    zero = np.zeros(ct.shape, bool)
+    zero[: ct.shape[0] // 4] = True
+    zero &= body
+    assert zero.sum() > 0.01 * body.sum()
+    try:
+        nib.save(nib.Nifti1Image(np.where(zero, 0.0, ct).astype(np.float32), image.affine), path)
+        config = _config(job, "zeros", ("EVALUATION.overwrite=true",))
+        with caplog.at_level(logging.WARNING, logger="tfuq"):
+            summary = run_evaluation(config)
+    finally:
+        path.write_bytes(original)
+    assert f"the target is 0 in {100 * zero.sum() / body.sum():.1f} % of the mask" in caplog.text
+    assert summary["excluded_zero_target_voxels"] == int(zero.sum())
+    kept = body & ~zero
+    mean = normalised_mr(folder / f"{s}_mr.nii.gz") * 4095.0 - 1024.0
+    assert summary["mae"] == pytest.approx(np.mean(np.abs(ct - mean)[kept]), rel=1e-5)

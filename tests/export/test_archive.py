@@ -12,14 +12,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tfuq.calibration import MomentRecalibration
 from tfuq.data.normalisation import NormalisationParams
 from tfuq.distributions import constrain
-from tfuq.export import (
-    MomentRecalibration,
-    export_saved_model,
-    input_names,
-    output_names,
-)
+from tfuq.export import export_saved_model, input_names, output_names
 from tfuq.export.archive import ASSETS_EXTRA, EXPORT_METADATA
 from tfuq.inference import decompose, mc_predict_volume, seeded_generators, to_target_units
 from tfuq.layers import mc_sampling

@@ -98,7 +98,13 @@ def test_logs_terms_validation_tensorboard_and_outputs(tiny_config) -> None:
         assert "images" in tags[f"mid_slice/{tag}"], tag
 
     record = json.loads((model_dir / "normalisation.json").read_text())
-    assert record["target"] == {"section": "CT", "method": "window", "offset": -1024.0, "scale": 4095.0}
+    assert record["target"] == {
+        "section": "CT",
+        "method": "window",
+        "offset": -1024.0,
+        "scale": 4095.0,
+        "per_subject": False,
+    }
     assert record["inputs"]["MR"]["method"] == "percentile" and record["inputs"]["MR"]["per_subject"]
     again = load_config(model_dir / "training_config.ini")
     assert again.to_ini() == config.to_ini()

@@ -145,4 +145,5 @@ def test_per_subject_target_is_the_identity_record_and_each_subject_own_map(
         assert np.min(np.abs(y.ravel()[:, None] - own.ravel()[None, :]), axis=1).max() < 1e-4
     # a pooled record says so too
     pooled = load_config(folder_ini)
-    assert normalisation_record(pooled, NormalisationParams("none", 0.0, 1.0))["target"]["per_subject"] is False
+    record = normalisation_record(pooled, NormalisationParams("none", 0.0, 1.0))
+    assert record["target"]["per_subject"] is False

@@ -21,6 +21,12 @@ from tfuq.calibration.moment_matched import (
     recalibrated_interval,
     recalibrated_variance,
 )
+from tfuq.calibration.moment_recalibration import (
+    INTERVAL_COVERAGE,
+    RECALIBRATION_KINDS,
+    MomentRecalibration,
+    load_recalibrator,
+)
 from tfuq.calibration.pit import check_prediction, mixture_pit_values, pit_values, predictive_cdf
 from tfuq.calibration.quantiles import (
     CENTRAL_COVERAGES,
@@ -50,11 +56,14 @@ __all__ = [
     "CALIBRATION_DIR",
     "CALIBRATION_FILES",
     "CENTRAL_COVERAGES",
+    "INTERVAL_COVERAGE",
     "OBJECTIVES",
     "ONE_SIGMA_COVERAGE",
     "PROBABILITY_EPS",
+    "RECALIBRATION_KINDS",
     "SUMMARY_FILE",
     "IsotonicRecalibrator",
+    "MomentRecalibration",
     "SigmaScaling",
     "as_finite_array",
     "as_tensor",
@@ -72,6 +81,7 @@ __all__ = [
     "fit_moment_sigma_scaling",
     "interval_score",
     "load_calibration",
+    "load_recalibrator",
     "mean_absolute_calibration_error",
     "miscalibration_area",
     "mixture_pit_values",

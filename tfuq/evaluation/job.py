@@ -49,6 +49,8 @@ from tfuq.data.nifti import Volume, load_volume
 from tfuq.data.normalisation import NormalisationParams
 from tfuq.data.sources import resolve_sources
 from tfuq.errors import UserError
+from tfuq.evaluation.baselines import baseline_metrics, pearson
+from tfuq.evaluation.checks import resolve_mask
 from tfuq.evaluation.predictive_metrics import gaussian_params, predictive_scores
 from tfuq.evaluation.report import REPORT_FILES, write_report, write_subject_montage
 from tfuq.evaluation.subject_metrics import WHOLE_IMAGE_SUFFIX, SubjectCurves, evaluate_subject
@@ -189,10 +191,29 @@ def _evaluate_one(
         mask = _on_grid(load_volume(files[mask_name], axcodes=sources[mask_name].axcodes or None), ref, 0) > 0
         mask = mask if mask.any() else None
     lesion_name = getattr(config.app, "lesion", "")
-    lesion = None
+    lesion = labels = None
     if lesion_name and lesion_name in files:
         volume = load_volume(files[lesion_name], axcodes=sources[lesion_name].axcodes or None)
-        lesion = _on_grid(volume, ref, 0) != 0
+        labels = _on_grid(volume, ref, 0)
+        lesion = labels != 0
+    elif lesion_name:
+        _LOG.warning(
+            "%s: [%s] matches no file of this subject; no tumour/lesion metrics", subject, lesion_name
+        )
+    excluded = 0
+    zero = (mask if mask is not None else np.ones(ref.shape, bool)) & (target == 0)
+    if zero.sum() > 0.01 * (mask.sum() if mask is not None else zero.size):
+        # a truth that is 0 over more than 1 % of the region is missing data (e.g. a cropped or
+        # unregistered scan), not tissue: scored, it would count as error; exact 0 is rare otherwise
+        excluded = int(zero.sum())
+        _LOG.warning(
+            "%s: the target is 0 in %.1f %% of the %s; those %d voxels are left out of the metrics",
+            target_volume.name,
+            100.0 * excluded / (mask.sum() if mask is not None else zero.size),
+            "mask" if mask is not None else "image",
+            excluded,
+        )
+        mask = ~zero if mask is None else mask & ~zero
     arrays = {name: v.array.reshape(ref.shape).astype(np.float64) for name, v in maps.items()}
     if model_params is not None:
         arrays = normalised_maps(arrays, model_params, mean_key=MEAN)
@@ -241,10 +262,12 @@ def _evaluate_one(
                 calibration = {**curves.calibration, "observed_recalibrated": observed}
                 curves = dataclasses.replace(curves, calibration=calibration)
     source_input = load_volume(files[first], axcodes=sources[first].axcodes or None)
+    input_image = _on_grid(source_input, ref, 1)
+    row.update(_baselines(arrays[MEAN], target, input_image, mask, labels, excluded))
     montage = write_subject_montage(
         config.evaluation.save_csv_dir,
         subject,
-        input_image=_on_grid(source_input, ref, 1),
+        input_image=input_image,
         target=target,
         mean=arrays[MEAN],
         epistemic_std=arrays[EPISTEMIC_STD],
@@ -254,6 +277,28 @@ def _evaluate_one(
         overwrite=config.evaluation.overwrite,
     )
     return row, curves, montage
+
+
+def _baselines(
+    mean: np.ndarray,
+    target: np.ndarray,
+    input_image: np.ndarray,
+    mask: np.ndarray | None,
+    labels: np.ndarray | None,
+    excluded: int,
+) -> dict[str, float]:
+    """Pearson, the trivial baselines, MAE over the constant's, MAE per lesion label, excluded voxels."""
+    out = {"pearson": pearson(target, mean, mask), **baseline_metrics(target, input_image, mask)}
+    out["mae_over_constant"] = float(np.mean(np.abs(target - mean)[resolve_mask(mask, target.shape)])) / max(
+        out["baseline_constant_mae"], np.finfo(float).tiny
+    )
+    if labels is not None:
+        inside = resolve_mask(mask, target.shape)
+        for value in np.unique(labels[inside & (labels != 0)]):
+            selector = inside & (labels == value)
+            out[f"mae_label_{int(value)}"] = float(np.mean(np.abs(target - mean)[selector]))
+    out["excluded_zero_target_voxels"] = excluded
+    return out
 
 
 def run_evaluation(config: Config) -> dict[str, Any]:

@@ -1,6 +1,5 @@
 """Deployment: SavedModel with in-graph MC uncertainty, TF Serving layout and client, Keras import."""
 
-from tfuq.calibration.moment_recalibration import MomentRecalibration, load_recalibrator
 from tfuq.export.archive import (
     MC_SAMPLES_INPUT,
     PREDICT_MC,
@@ -23,7 +22,6 @@ __all__ = [
     "PREDICT_PARAMS",
     "SERVING_DEFAULT",
     "WINDOWS",
-    "MomentRecalibration",
     "ServingClient",
     "ServingError",
     "export_saved_model",
@@ -32,7 +30,6 @@ __all__ = [
     "input_names",
     "list_versions",
     "load_model",
-    "load_recalibrator",
     "models_config_text",
     "next_version",
     "output_names",

@@ -52,6 +52,8 @@ from tfuq.inference.outputs import (
 )
 from tfuq.inference.predict_subject import (
     INTERVAL_MAPS,
+    UNCALIBRATED_MAPS,
+    UNCALIBRATED_SUFFIX,
     PredictionSettings,
     check_windows,
     output_stem,
@@ -114,6 +116,8 @@ __all__ = [
     "TOTAL_ENTROPY",
     "TOTAL_STD",
     "TOTAL_VAR",
+    "UNCALIBRATED_MAPS",
+    "UNCALIBRATED_SUFFIX",
     "WITHIN_MEMBER_VAR",
     "MomentState",
     "PredictionSettings",
