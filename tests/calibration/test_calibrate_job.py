@@ -116,6 +116,16 @@ def test_training_only_when_asked_and_flagged_in_sample(job: dict, caplog: pytes
     assert stored["in_sample"] is True
 
 
+def test_the_reliability_reference_is_fitted_on_the_same_subjects(job: dict) -> None:
+    config = _model(job, "qcref")
+    summary = run_calibration(config)
+    stored = json.loads((config.model_dir / "calibration" / "qc_reference.json").read_text())
+    assert stored == summary["qc_reference"]
+    assert sorted(stored["subjects"]) == summary["subjects"] and stored["in_sample"] is False
+    assert stored["flag_score"] >= 0.1 and all(v <= stored["flag_score"] for v in stored["subjects"].values())
+    assert "held-out" in stored["how"]
+
+
 def test_calibration_phase_is_preferred_to_validation(job: dict) -> None:
     """A split with Calibration subjects fits on them, not on the Validation ones (early stopping's)."""
     split = dict(job["split"])

@@ -18,6 +18,7 @@ from uq_job_setup import CT_PARAMS, normalised_mr, save_analytic_model, tiny_con
 
 from tfuq.calibration import IsotonicRecalibrator, SigmaScaling
 from tfuq.calibration.moment_recalibration import MomentRecalibration
+from tfuq.calibration.qc_reference import load_qc_reference, slice_statistics
 from tfuq.data import NormalisationParams, load_volume, read_split
 from tfuq.errors import UserError
 from tfuq.inference import mc_predict_volume, to_target_units
@@ -212,6 +213,16 @@ def test_train_calibrate_infer_evaluate_end_to_end(job: dict, caplog: pytest.Log
             np.testing.assert_allclose(raw, expected[key], rtol=1e-4, atol=0.05)
             np.testing.assert_allclose(written.array, k * expected[key], rtol=1e-4, atol=0.05)
     assert expected["epistemic_std"].max() > 0  # dropout sampled
+    # the reliability score against the calibration's reference: slice means of the written
+    # (recalibrated) total std over the stored slice threshold, in normalised units
+    reference = load_qc_reference(config.model_dir / "calibration" / "qc_reference.json")
+    qc = json.loads((out / f"{subject}_qc.json").read_text())
+    total = load_volume(out / f"{subject}_total_std.nii.gz").array / CT_PARAMS.scale
+    body = load_volume(job["phantom"] / f"{subject}_mask.nii.gz").array > 0
+    stats_ = slice_statistics(total, body)
+    assert qc["reliability"]["score"] == pytest.approx(np.mean(stats_ > reference.slice_threshold))
+    assert qc["reliability"]["threshold"] == reference.flag_score
+    assert qc["flagged"] == qc["reliability"]["flagged"]
     evaluate(config)
     summary = json.loads((Path(config.evaluation.save_csv_dir) / "summary.json").read_text())
     assert set(SUMMARY_KEYS) <= set(summary) and summary["subjects"] == [subject]

@@ -18,7 +18,10 @@ The steps of :func:`run_calibration`:
    (why and at what cost: :mod:`tfuq.calibration.moment_matched`); both
    recalibrators are fitted: the isotonic map (Kuleshov et al.) and sigma
    scaling of the aleatoric part (objective ``[CALIBRATION] sigma_objective``);
-5. ``<model_dir>/calibration/{isotonic,sigma_scaling}.json`` and
+5. the reliability reference (:mod:`tfuq.calibration.qc_reference`): the
+   slice means of the recalibrated total std of the same subjects, the slice
+   threshold and flag score ``tfuq infer`` puts in every ``qc.json``;
+6. ``<model_dir>/calibration/{isotonic,sigma_scaling,qc_reference}.json`` and
    ``summary.json`` (errors on the calibration set before and after each),
    replacing an earlier calibration. ``[CALIBRATION] method`` chooses the one
    infer, evaluate and export apply.
@@ -43,6 +46,8 @@ from tfuq.calibration.moment_matched import (
     recalibrated_interval,
     recalibrated_variance,
 )
+from tfuq.calibration.moment_recalibration import MomentRecalibration
+from tfuq.calibration.qc_reference import QC_REFERENCE_FILE, QCReference, fit_qc_reference, slice_statistics
 from tfuq.calibration.quantiles import CENTRAL_COVERAGES
 from tfuq.calibration.sigma_scaling import SigmaScaling
 from tfuq.calibration.stored import CALIBRATION_DIR, SUMMARY_FILE, calibration_path
@@ -166,6 +171,19 @@ def _target_params(config: Config, subject: Any, stored: NormalisationParams) ->
     return fit_array_normalisation(source, subject.target, subject.mask, name=f"subject {subject.id}")
 
 
+def _qc_reference(
+    held: Mapping[str, tuple[np.ndarray, ...]], recalibrator: Any, method: str, *, in_sample: bool
+) -> QCReference:
+    """The reliability reference: slice means of the recalibrated total std of the subjects fitted on."""
+    rule = MomentRecalibration.from_recalibrator(recalibrator)
+    statistics = {}
+    for subject_id, (mean, epistemic, aleatoric, inside) in held.items():
+        total = rule.apply(mean, np.maximum(epistemic, 0.0), np.maximum(aleatoric, 0.0))["total_std"]
+        statistics[subject_id] = slice_statistics(total, inside)
+    name = f"total_std ({method}, normalised units)" if recalibrator is not None else "total_std"
+    return fit_qc_reference(statistics, statistic=name, in_sample=in_sample)
+
+
 def _subsample(parts: Sequence[Mapping[str, np.ndarray]], max_voxels: int, seed: int) -> dict:
     pooled = {key: np.concatenate([p[key] for p in parts]).astype(np.float64) for key in CALIBRATION_KEYS}
     size = pooled["mean"].size
@@ -210,6 +228,7 @@ def run_calibration(config: Config) -> dict[str, Any]:
     phase, chosen = _calibration_subjects(config, sources)
     cal = config.calibration
     parts = []
+    held: dict[str, tuple[np.ndarray, ...]] = {}
     for subject_id, files in chosen.items():
         subject = load_inference_subject(config, subject_id, files, sources, need_target=True)
         total = windows_per_subject(subject.shape, settings, len(members))
@@ -221,6 +240,7 @@ def run_calibration(config: Config) -> dict[str, Any]:
         target = normalise(subject.target, _target_params(config, subject, params))
         values = (maps["mean"], maps["epistemic_var"], maps["aleatoric_var"], target)
         parts.append({key: v[inside] for key, v in zip(CALIBRATION_KEYS, values)})
+        held[subject_id] = (maps["mean"], maps["epistemic_var"], maps["aleatoric_var"], inside)
     data = _subsample(parts, cal.max_voxels, config.system.seed)
     isotonic, sigma = fit_recalibrators(data, objective=cal.sigma_objective, num_bins=cal.num_bins)
     summary: dict[str, Any] = {
@@ -243,6 +263,10 @@ def run_calibration(config: Config) -> dict[str, Any]:
         sigma.save(calibration_path(config.model_dir, "sigma_scaling"), overwrite=True)
     else:
         _LOG.warning("no aleatoric variance (family %s): sigma scaling not fitted", config.family)
+    chosen_recalibrator = {"isotonic": isotonic, "sigma_scaling": sigma}.get(cal.method)
+    reference = _qc_reference(held, chosen_recalibrator, cal.method, in_sample=phase == TRAINING)
+    reference.save(config.model_dir / CALIBRATION_DIR / QC_REFERENCE_FILE)
+    summary["qc_reference"] = reference.to_dict()
     write_json(config.model_dir / CALIBRATION_DIR / SUMMARY_FILE, summary, overwrite=True)
     _LOG.info(
         "calibrated on %d %s subject(s), %d voxels: RMS calibration error %.4f before, %.4f isotonic%s",

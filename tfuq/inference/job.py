@@ -168,10 +168,14 @@ def run_inference(
             maps = predict_subject(members, subject.normalised(), settings, progress=bar.update)
         qc = write_subject(config, subject, maps, params, recalibrator=recalibrator, overwrite=overwrite)
         result.qc[subject_id] = qc
+        reliability = qc.get("reliability")
         _LOG.info(
-            "%s: mean total std %.4g in the mask%s",
+            "%s: mean total std %.4g in the mask%s%s",
             subject_id,
             qc["total_std"]["mean"],
+            f", reliability score {reliability['score']:.3f} (flag above {reliability['threshold']:.3f})"
+            if reliability
+            else "",
             " -- FLAGGED as unreliable" if qc["flagged"] else "",
         )
     return result

@@ -37,7 +37,9 @@ import numpy as np
 from tfuq.atomic import write_json
 from tfuq.calibration.isotonic import IsotonicRecalibrator
 from tfuq.calibration.moment_recalibration import MomentRecalibration
+from tfuq.calibration.qc_reference import QC_REFERENCE_FILE, load_qc_reference, qc_score, slice_statistics
 from tfuq.calibration.sigma_scaling import SigmaScaling
+from tfuq.calibration.stored import CALIBRATION_DIR
 from tfuq.config import Config
 from tfuq.data.geometry import resample_to_grid, same_grid
 from tfuq.data.normalisation import NormalisationParams, denormalise, denormalise_std
@@ -352,6 +354,13 @@ def write_subject(
         overwrite=overwrite,
     )
     qc = json.loads(paths["qc"].read_text(encoding="utf-8"))
+    reference = load_qc_reference(Path(config.model_dir) / CALIBRATION_DIR / QC_REFERENCE_FILE)
+    if reference is not None:
+        # the statistic the reference was fitted on: recalibrated total std, normalised units
+        total = np.sqrt(np.maximum(decomposition[TOTAL_VAR], 0.0))
+        inside = mask if mask is not None and mask.any() else None
+        qc["reliability"] = qc_score(slice_statistics(total, inside), reference)
+        qc["flagged"] = bool(qc["flagged"] or qc["reliability"]["flagged"])
     qc["family"] = config.family
     qc["mc_samples"] = config.uncertainty.mc_samples
     qc["recalibration"] = type(recalibrator).__name__ if recalibrator is not None else None

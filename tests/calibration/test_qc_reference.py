@@ -1,0 +1,63 @@
+"""The reliability reference against NumPy: slice means, quantile threshold, scores and the flag rule."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tfuq.calibration.qc_reference import (
+    QCReference,
+    fit_qc_reference,
+    load_qc_reference,
+    qc_score,
+    slice_statistics,
+)
+from tfuq.errors import UserError
+
+RNG = np.random.default_rng(11)
+
+
+def test_slice_statistics_are_masked_slice_means_and_drop_thin_slices() -> None:
+    values = RNG.random((6, 5, 4))
+    mask = np.zeros(values.shape, bool)
+    mask[:, :, 0] = True  # 30 voxels
+    mask[:3, :, 1] = True  # 15 voxels
+    mask[0, 0, 2] = True  # 1 voxel: under 10 % of 30, dropped
+    out = slice_statistics(values, mask)
+    np.testing.assert_allclose(out, [values[:, :, 0].mean(), values[:3, :, 1].mean()])
+    np.testing.assert_allclose(slice_statistics(values, axis=0), values.mean(axis=(1, 2)))
+    with pytest.raises(UserError, match="selects no voxel"):
+        slice_statistics(values, np.zeros(values.shape, bool))
+    with pytest.raises(ValueError, match="min_fraction"):
+        slice_statistics(values, mask, min_fraction=0.0)
+
+
+def test_reference_threshold_scores_and_flag_rule_equal_numpy() -> None:
+    a, b = RNG.normal(1.0, 0.1, 150), RNG.normal(1.05, 0.1, 120)
+    ref = fit_qc_reference({"a": a, "b": b}, quantile=0.95, minimum=0.1, margin=2.0)
+    pooled = np.concatenate([a, b])
+    assert ref.slice_threshold == pytest.approx(np.quantile(pooled, 0.95))
+    assert ref.subjects == {"a": pytest.approx(np.mean(a > ref.slice_threshold)),
+                            "b": pytest.approx(np.mean(b > ref.slice_threshold))}  # fmt: skip
+    assert ref.flag_score == pytest.approx(max(0.1, 2.0 * max(ref.subjects.values())))
+    # a held-out subject is never flagged by its own reference; a doubled std is
+    for values in (a, b):
+        assert not qc_score(values, ref)["flagged"]
+    shifted = qc_score(2.0 * a, ref)
+    assert shifted["flagged"] and shifted["score"] == pytest.approx(np.mean(2 * a > ref.slice_threshold))
+    assert shifted["threshold"] == ref.flag_score and shifted["num_slices"] == a.size
+
+
+def test_round_trip_and_errors(tmp_path) -> None:
+    ref = fit_qc_reference({"a": np.arange(10.0)}, in_sample=True)
+    path = ref.save(tmp_path / "qc.json")
+    assert load_qc_reference(path) == ref and ref.in_sample and "in-sample" in ref.how
+    assert load_qc_reference(tmp_path / "none.json") is None
+    path.write_text("{}")
+    with pytest.raises(UserError, match="not a valid tfuq QC reference"):
+        load_qc_reference(path)
+    with pytest.raises(ValueError, match="quantile"):
+        fit_qc_reference({"a": [1.0]}, quantile=1.0)
+    with pytest.raises(ValueError, match="at least one subject"):
+        fit_qc_reference({})
+    assert isinstance(ref, QCReference)
