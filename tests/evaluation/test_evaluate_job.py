@@ -99,6 +99,9 @@ def test_evaluate_infers_missing_maps_and_writes_the_report(
         summary["mae"] / summary["baseline_constant_mae"], rel=1e-6
     )
     assert summary["excluded_zero_target_voxels"] == 0
+    assert written["calibration"]["in_sample"] is False and written["calibration"]["dataset"] == "Validation"
+    assert "Recalibration fitted on the held-out Validation subject(s)" in html
+    assert "MAE / best constant" in html
 
 
 def test_sigma_scaling_scores_scale_the_aleatoric_std(job: dict) -> None:
@@ -155,3 +158,16 @@ def test_a_target_zero_in_over_1_percent_of_the_mask_is_left_out_with_a_warning(
     kept = body & ~zero
     mean = normalised_mr(folder / f"{s}_mr.nii.gz") * 4095.0 - 1024.0
     assert summary["mae"] == pytest.approx(np.mean(np.abs(ct - mean)[kept]), rel=1e-5)
+
+
+def test_an_in_sample_calibration_is_a_warning_in_the_log_summary_and_report(
+    job: dict, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = _config(job, "insample", ("CALIBRATION.dataset=Training",))
+    run_calibration(config)
+    with caplog.at_level(logging.WARNING, logger="tfuq"):
+        summary = run_evaluation(config)
+    assert "fitted on Training subjects (in-sample)" in caplog.text
+    assert summary["calibration"]["in_sample"] is True and summary["calibration"]["dataset"] == "Training"
+    html = (Path(config.evaluation.save_csv_dir) / "report.html").read_text()
+    assert "<b>Warning:</b> the recalibration was fitted on Training subjects" in html

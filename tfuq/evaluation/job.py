@@ -301,6 +301,24 @@ def _baselines(
     return out
 
 
+def _calibration_record(config: Config) -> dict[str, Any] | None:
+    """Where the stored recalibration was fitted (dataset, subjects, in_sample), or None."""
+    import json
+
+    from tfuq.calibration.stored import CALIBRATION_DIR, SUMMARY_FILE
+
+    path = Path(config.model_dir) / CALIBRATION_DIR / SUMMARY_FILE
+    if config.calibration.method == "none" or not path.is_file():
+        return None
+    stored = json.loads(path.read_text(encoding="utf-8"))
+    record = {key: stored.get(key) for key in ("dataset", "subjects", "in_sample")}
+    if record["in_sample"] is None:  # written before in_sample was recorded
+        record["in_sample"] = record["dataset"] == "Training"
+    if record["in_sample"]:
+        _LOG.warning("the recalibration was fitted on Training subjects (in-sample): scores are optimistic")
+    return {"method": config.calibration.method, **record}
+
+
 def run_evaluation(config: Config) -> dict[str, Any]:
     """Evaluate the inferred subjects and write the report (see the module notes).
 
@@ -362,7 +380,7 @@ def run_evaluation(config: Config) -> dict[str, Any]:
         title=f"tfuq evaluation: {config.path.name}",
         overwrite=config.evaluation.overwrite,
         evaluations=config.evaluation.evaluations,
-        extra={"target_units": config.evaluation.target_units},
+        extra={"target_units": config.evaluation.target_units, "calibration": _calibration_record(config)},
     )
     summary = json.loads(paths["summary"].read_text(encoding="utf-8"))
     return {**summary, "paths": {name: str(p) for name, p in {**paths, **montages}.items()}}

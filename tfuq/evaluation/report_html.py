@@ -23,6 +23,12 @@ HEADLINE_METRICS = (
     ("rmse", "RMSE", True),
     ("psnr", "PSNR [dB]", False),
     ("ssim", "SSIM", False),
+    ("pearson", "Pearson r (prediction, truth)", False),
+    ("baseline_constant_mae", "MAE of the best constant (truth's median)", True),
+    ("mae_over_constant", "MAE / best constant's MAE", False),
+    ("baseline_linear_mae", "MAE of the best linear map of the input (uses the truth)", True),
+    ("baseline_constant_ssim", "SSIM of the best constant", False),
+    ("baseline_linear_ssim", "SSIM of the best linear map", False),
     ("nll", "NLL [nats]", False),
     ("calibration_rms_error", "calibration RMS error", False),
     ("calibration_rms_error_recalibrated", "calibration RMS error (recalibrated)", False),
@@ -177,6 +183,18 @@ def render_report(
         f"<p>{int(summary.get('num_subjects', len(rows)))} subject(s); metrics inside the mask "
         "(whole-image values are in metrics.csv with the suffix <code>_image</code>).</p>",
     ]
+    calibration = summary.get("calibration") or {}
+    if calibration.get("in_sample"):
+        parts.append(
+            '<p style="color:#b00"><b>Warning:</b> the recalibration was fitted on Training subjects '
+            "(in-sample, <code>[CALIBRATION] dataset = Training</code>): calibration and coverage after "
+            "recalibration are optimistic for new subjects.</p>"
+        )
+    elif calibration.get("subjects"):
+        parts.append(
+            f"<p>Recalibration fitted on the held-out {html.escape(str(calibration.get('dataset')))} "
+            f"subject(s) {html.escape(', '.join(calibration['subjects']))}.</p>"
+        )
     if links:
         items = " &middot; ".join(
             f'<a href="{_image_source(p, folder, False)}">{html.escape(text)}</a>'
