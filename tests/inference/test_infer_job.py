@@ -220,9 +220,12 @@ def test_train_calibrate_infer_evaluate_end_to_end(job: dict, caplog: pytest.Log
     total = load_volume(out / f"{subject}_total_std.nii.gz").array / CT_PARAMS.scale
     body = load_volume(job["phantom"] / f"{subject}_mask.nii.gz").array > 0
     stats_ = slice_statistics(total, body)
-    assert qc["reliability"]["score"] == pytest.approx(np.mean(stats_ > reference.slice_threshold))
-    assert qc["reliability"]["threshold"] == reference.flag_score
-    assert qc["flagged"] == qc["reliability"]["flagged"]
+    scores = qc["reliability"]["scores"]
+    assert scores["total_std"]["score"] == pytest.approx(np.mean(stats_ > reference.slice_threshold))
+    assert scores["total_std"]["threshold"] == reference.flag_score
+    # the feature distance (HighRes3DNet: one input) against its own stored reference
+    assert set(scores) == {"total_std", "feature_distance"} and qc["reliability"]["mode"] == "either"
+    assert qc["flagged"] == any(v["flagged"] for v in scores.values()) == qc["reliability"]["flagged"]
     evaluate(config)
     summary = json.loads((Path(config.evaluation.save_csv_dir) / "summary.json").read_text())
     assert set(SUMMARY_KEYS) <= set(summary) and summary["subjects"] == [subject]

@@ -28,6 +28,15 @@ from tfuq.calibration.moment_recalibration import (
     load_recalibrator,
 )
 from tfuq.calibration.pit import check_prediction, mixture_pit_values, pit_values, predictive_cdf
+from tfuq.calibration.qc_reference import (
+    QC_FEATURE_REFERENCE_FILE,
+    QC_REFERENCE_FILE,
+    QCReference,
+    fit_qc_reference,
+    load_qc_reference,
+    qc_score,
+    slice_statistics,
+)
 from tfuq.calibration.quantiles import (
     CENTRAL_COVERAGES,
     central_interval,
@@ -60,10 +69,13 @@ __all__ = [
     "OBJECTIVES",
     "ONE_SIGMA_COVERAGE",
     "PROBABILITY_EPS",
+    "QC_FEATURE_REFERENCE_FILE",
+    "QC_REFERENCE_FILE",
     "RECALIBRATION_KINDS",
     "SUMMARY_FILE",
     "IsotonicRecalibrator",
     "MomentRecalibration",
+    "QCReference",
     "SigmaScaling",
     "as_finite_array",
     "as_tensor",
@@ -79,8 +91,10 @@ __all__ = [
     "crps_normal",
     "crps_samples",
     "fit_moment_sigma_scaling",
+    "fit_qc_reference",
     "interval_score",
     "load_calibration",
+    "load_qc_reference",
     "load_recalibrator",
     "mean_absolute_calibration_error",
     "miscalibration_area",
@@ -90,8 +104,10 @@ __all__ = [
     "pit_values",
     "predictive_cdf",
     "predictive_quantile",
+    "qc_score",
     "recalibrated_interval",
     "recalibrated_variance",
     "rms_calibration_error",
     "sharpness",
+    "slice_statistics",
 ]

@@ -47,7 +47,13 @@ from tfuq.calibration.moment_matched import (
     recalibrated_variance,
 )
 from tfuq.calibration.moment_recalibration import MomentRecalibration
-from tfuq.calibration.qc_reference import QC_REFERENCE_FILE, QCReference, fit_qc_reference, slice_statistics
+from tfuq.calibration.qc_reference import (
+    QC_FEATURE_REFERENCE_FILE,
+    QC_REFERENCE_FILE,
+    QCReference,
+    fit_qc_reference,
+    slice_statistics,
+)
 from tfuq.calibration.quantiles import CENTRAL_COVERAGES
 from tfuq.calibration.sigma_scaling import SigmaScaling
 from tfuq.calibration.stored import CALIBRATION_DIR, SUMMARY_FILE, calibration_path
@@ -62,6 +68,8 @@ from tfuq.errors import UserError
 __all__ = ["CALIBRATION_KEYS", "calibrate", "calibration_scores", "fit_recalibrators", "run_calibration"]
 
 _LOG = logging.getLogger(__name__)
+#: Training windows the feature density is fitted on (about; every k-th window of each subject).
+_FEATURE_WINDOWS = 600
 #: The arrays of a calibration set (1-D, normalised target units).
 CALIBRATION_KEYS = ("mean", "epistemic_var", "aleatoric_var", "target")
 
@@ -171,6 +179,63 @@ def _target_params(config: Config, subject: Any, stored: NormalisationParams) ->
     return fit_array_normalisation(source, subject.target, subject.mask, name=f"subject {subject.id}")
 
 
+def _feature_reference(
+    config: Config, model: Any, window: Sequence[int], held: Mapping[str, tuple], in_sample: bool
+) -> QCReference | None:
+    """Fit the training windows' feature density and the held-out subjects' distance reference.
+
+    Skipped (None, logged) for multi-input networks; the Training windows are subsampled to about
+    :data:`_FEATURE_WINDOWS` in all.
+    """
+    from tfuq.data.split import subjects_in_phase
+    from tfuq.inference.features import (
+        FEATURE_DENSITY_FILE,
+        bottleneck_layer,
+        fit_feature_density,
+        mahalanobis,
+        window_features,
+    )
+    from tfuq.inference.subject_inputs import find_inference_subjects, load_inference_subject
+
+    try:
+        bottleneck_layer(model)
+    except ValueError:
+        usable = False
+    else:
+        usable = len(model.inputs) == 1
+    if not usable:
+        _LOG.info("feature-distance reliability skipped: %s has several inputs or no feature map", model.name)
+        return None
+    sources = resolve_sources(config)
+    found = find_inference_subjects(config, sources)
+    split = read_split(Path(config.system.dataset_split_file))
+    training = [i for i in subjects_in_phase(split, TRAINING) if i in found]
+    if not training:
+        _LOG.warning("feature-distance reliability skipped: no Training subject found")
+        return None
+    feats = []
+    for subject_id in training:
+        subject = load_inference_subject(config, subject_id, found[subject_id], sources)
+        all_windows = window_features(model, subject.normalised(), window, subject.mask, stride=1)
+        step = max(1, round(len(training) * len(all_windows) / _FEATURE_WINDOWS))
+        feats.append(all_windows[::step])
+    density = fit_feature_density(np.concatenate(feats))
+    density.save(config.model_dir / CALIBRATION_DIR / FEATURE_DENSITY_FILE)
+    distances = {
+        subject_id: mahalanobis(window_features(model, volume, window, mask), density)
+        for subject_id, (volume, mask) in held.items()
+    }
+    reference = fit_qc_reference(distances, statistic="feature_distance", in_sample=in_sample)
+    reference.save(config.model_dir / CALIBRATION_DIR / QC_FEATURE_REFERENCE_FILE)
+    _LOG.info(
+        "feature density of %d Training windows (%d features); held-out distance scores %s",
+        density.num_windows,
+        density.mean.size,
+        ", ".join(f"{s} {v:.3f}" for s, v in reference.subjects.items()),
+    )
+    return reference
+
+
 def _qc_reference(
     held: Mapping[str, tuple[np.ndarray, ...]], recalibrator: Any, method: str, *, in_sample: bool
 ) -> QCReference:
@@ -229,6 +294,7 @@ def run_calibration(config: Config) -> dict[str, Any]:
     cal = config.calibration
     parts = []
     held: dict[str, tuple[np.ndarray, ...]] = {}
+    inputs: dict[str, tuple[np.ndarray, np.ndarray | None]] = {}
     for subject_id, files in chosen.items():
         subject = load_inference_subject(config, subject_id, files, sources, need_target=True)
         total = windows_per_subject(subject.shape, settings, len(members))
@@ -241,6 +307,7 @@ def run_calibration(config: Config) -> dict[str, Any]:
         values = (maps["mean"], maps["epistemic_var"], maps["aleatoric_var"], target)
         parts.append({key: v[inside] for key, v in zip(CALIBRATION_KEYS, values)})
         held[subject_id] = (maps["mean"], maps["epistemic_var"], maps["aleatoric_var"], inside)
+        inputs[subject_id] = (subject.normalised(), subject.mask)
     data = _subsample(parts, cal.max_voxels, config.system.seed)
     isotonic, sigma = fit_recalibrators(data, objective=cal.sigma_objective, num_bins=cal.num_bins)
     summary: dict[str, Any] = {
@@ -267,6 +334,9 @@ def run_calibration(config: Config) -> dict[str, Any]:
     reference = _qc_reference(held, chosen_recalibrator, cal.method, in_sample=phase == TRAINING)
     reference.save(config.model_dir / CALIBRATION_DIR / QC_REFERENCE_FILE)
     summary["qc_reference"] = reference.to_dict()
+    features = _feature_reference(config, members[0].model, settings.window, inputs, phase == TRAINING)
+    if features is not None:
+        summary["qc_reference_features"] = features.to_dict()
     write_json(config.model_dir / CALIBRATION_DIR / SUMMARY_FILE, summary, overwrite=True)
     _LOG.info(
         "calibrated on %d %s subject(s), %d voxels: RMS calibration error %.4f before, %.4f isotonic%s",

@@ -44,6 +44,7 @@ from tfuq.errors import UserError
 from tfuq.typing import PathLike
 
 __all__ = [
+    "QC_FEATURE_REFERENCE_FILE",
     "QC_REFERENCE_FILE",
     "QCReference",
     "fit_qc_reference",
@@ -54,6 +55,8 @@ __all__ = [
 
 #: File name in ``<model_dir>/calibration/``.
 QC_REFERENCE_FILE = "qc_reference.json"
+#: The same for the feature distance (:mod:`tfuq.inference.features`).
+QC_FEATURE_REFERENCE_FILE = "qc_reference_features.json"
 
 
 def slice_statistics(

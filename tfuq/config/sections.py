@@ -404,6 +404,13 @@ class UncertaintySection:
         "flag a subject when its mean total std in the mask exceeds this (target units); 0 = off",
         min=0.0,
     )
+    reliability: str = setting(
+        "either",
+        "which reliability score flags a subject (references set by tfuq calibrate on held-out "
+        "subjects): total_std (slice means of the recalibrated std), feature_distance (Mahalanobis "
+        "distance of the bottleneck features to the training windows), either, or off",
+        choices=("total_std", "feature_distance", "either", "off"),
+    )
     ensemble: tuple[str, ...] = setting(
         (), "other model_dirs whose models join this one as a deep ensemble", path="ini"
     )

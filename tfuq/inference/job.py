@@ -43,6 +43,7 @@ from tfuq.data.split import read_split
 from tfuq.errors import UserError
 from tfuq.inference.predict_subject import (
     check_windows,
+    feature_scores,
     predict_subject,
     prediction_settings,
     subject_output_paths,
@@ -166,16 +167,20 @@ def run_inference(
         total = windows_per_subject(subject.shape, settings, len(members))
         with click.progressbar(length=total, label=f"infer {subject_id}", file=sys.stderr) as bar:
             maps = predict_subject(members, subject.normalised(), settings, progress=bar.update)
-        qc = write_subject(config, subject, maps, params, recalibrator=recalibrator, overwrite=overwrite)
+        extra = feature_scores(config, members[0].model, settings.window, subject)
+        qc = write_subject(
+            config, subject, maps, params, recalibrator=recalibrator, overwrite=overwrite, extra_scores=extra
+        )
         result.qc[subject_id] = qc
-        reliability = qc.get("reliability")
+        reliability = qc.get("reliability", {}).get("scores", {})
         _LOG.info(
             "%s: mean total std %.4g in the mask%s%s",
             subject_id,
             qc["total_std"]["mean"],
-            f", reliability score {reliability['score']:.3f} (flag above {reliability['threshold']:.3f})"
-            if reliability
-            else "",
+            "".join(
+                f", {name} score {v['score']:.3f} (flag above {v['threshold']:.3f})"
+                for name, v in reliability.items()
+            ),
             " -- FLAGGED as unreliable" if qc["flagged"] else "",
         )
     return result

@@ -37,7 +37,13 @@ import numpy as np
 from tfuq.atomic import write_json
 from tfuq.calibration.isotonic import IsotonicRecalibrator
 from tfuq.calibration.moment_recalibration import MomentRecalibration
-from tfuq.calibration.qc_reference import QC_REFERENCE_FILE, load_qc_reference, qc_score, slice_statistics
+from tfuq.calibration.qc_reference import (
+    QC_FEATURE_REFERENCE_FILE,
+    QC_REFERENCE_FILE,
+    load_qc_reference,
+    qc_score,
+    slice_statistics,
+)
 from tfuq.calibration.sigma_scaling import SigmaScaling
 from tfuq.calibration.stored import CALIBRATION_DIR
 from tfuq.config import Config
@@ -59,6 +65,7 @@ __all__ = [
     "UNCALIBRATED_SUFFIX",
     "PredictionSettings",
     "check_windows",
+    "feature_scores",
     "output_stem",
     "predict_subject",
     "prediction_settings",
@@ -300,6 +307,7 @@ def write_subject(
     *,
     recalibrator: IsotonicRecalibrator | SigmaScaling | None = None,
     overwrite: bool = False,
+    extra_scores: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Write a subject's maps (target units, reference grid) and ``<subject>_qc.json``.
 
@@ -310,6 +318,10 @@ def write_subject(
         params: The target normalisation of those units.
         recalibrator: Fitted recalibration; adds ``_lower95`` / ``_upper95``.
         overwrite: Replace existing files.
+        extra_scores: Further reliability scores (name -> :func:`~tfuq.calibration.qc_reference.qc_score`
+            dict), e.g. :func:`feature_scores`; the total-std score is added here when
+            ``tfuq calibrate`` stored its reference. ``[UNCERTAINTY] reliability`` says
+            which flag the subject (``qc["reliability"]``).
 
     Returns:
         The QC summary written (``flagged``, std statistics, ``paths``).
@@ -354,15 +366,40 @@ def write_subject(
         overwrite=overwrite,
     )
     qc = json.loads(paths["qc"].read_text(encoding="utf-8"))
+    scores = dict(extra_scores or {})
     reference = load_qc_reference(Path(config.model_dir) / CALIBRATION_DIR / QC_REFERENCE_FILE)
     if reference is not None:
         # the statistic the reference was fitted on: recalibrated total std, normalised units
         total = np.sqrt(np.maximum(decomposition[TOTAL_VAR], 0.0))
         inside = mask if mask is not None and mask.any() else None
-        qc["reliability"] = qc_score(slice_statistics(total, inside), reference)
-        qc["flagged"] = bool(qc["flagged"] or qc["reliability"]["flagged"])
+        scores["total_std"] = qc_score(slice_statistics(total, inside), reference)
+    mode = config.uncertainty.reliability
+    if scores and mode != "off":
+        deciding = [name for name in scores if mode in ("either", name)]
+        flagged = any(scores[name]["flagged"] for name in deciding)
+        qc["reliability"] = {"mode": mode, "deciding": deciding, "flagged": flagged, "scores": scores}
+        qc["flagged"] = bool(qc["flagged"] or flagged)
     qc["family"] = config.family
     qc["mc_samples"] = config.uncertainty.mc_samples
     qc["recalibration"] = type(recalibrator).__name__ if recalibrator is not None else None
     write_json(paths["qc"], qc, overwrite=True)
     return {**qc, "paths": {name: str(path) for name, path in paths.items()}}
+
+
+def feature_scores(config: Config, model: Any, window: Sequence[int], subject: SubjectInputs) -> dict:
+    """``{"feature_distance": qc_score}`` against the stored feature reference, or ``{}`` without one.
+
+    Computed when ``[UNCERTAINTY] reliability`` uses it (``feature_distance`` or ``either``) and
+    ``tfuq calibrate`` stored a feature density and its reference; single-input networks only.
+    """
+    from tfuq.inference.features import FEATURE_DENSITY_FILE, FeatureDensity, mahalanobis, window_features
+
+    if config.uncertainty.reliability not in ("feature_distance", "either") or len(model.inputs) != 1:
+        return {}
+    folder = Path(config.model_dir) / CALIBRATION_DIR
+    density = FeatureDensity.load(folder / FEATURE_DENSITY_FILE)
+    reference = load_qc_reference(folder / QC_FEATURE_REFERENCE_FILE)
+    if density is None or reference is None:
+        return {}
+    distances = mahalanobis(window_features(model, subject.normalised(), window, subject.mask), density)
+    return {"feature_distance": qc_score(distances, reference)}
