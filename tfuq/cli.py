@@ -123,6 +123,53 @@ def validate_uq(config: Path, overrides: tuple[str, ...]) -> None:
     _run("validate-uq", config, overrides)
 
 
+@cli.command("shift-check")
+@_CONFIG
+@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+@_SET
+@click.option("--subject", "subjects", multiple=True, help="Subject to shift (default: the Inference ones).")
+@click.option(
+    "--swap", "swaps", multiple=True, metavar="NAME=KEYWORD", help="Another contrast in place of the input."
+)
+@click.option(
+    "--external", "external", multiple=True, metavar="ID=FILE", help="An input from elsewhere, as it is."
+)
+def shift_check(
+    config: Path,
+    out_dir: Path,
+    overrides: tuple[str, ...],
+    subjects: tuple[str, ...],
+    swaps: tuple[str, ...],
+    external: tuple[str, ...],
+) -> None:
+    """Infer shifted versions of held-out scans into OUT_DIR: does the reliability flag fire?
+
+    Shifts: a strong bias field, 3x noise, a 30 % rescale, and each --swap (e.g. flair=_flair:
+    the subject's FLAIR given as the input); --external adds a scan from another site.
+    """
+    from tfuq.experiments.shift_check import run_shift_check
+
+    _load(config, overrides, log_to_model_dir=False)
+    pairs = {}
+    for item in (*swaps, *external):
+        name, sep, value = item.partition("=")
+        if not sep or not name or not value:
+            raise UserError(f"--swap / --external: expected NAME=VALUE, got {item!r}")
+        pairs[item] = (name, value)
+    summary = run_shift_check(
+        config,
+        out_dir,
+        overrides=overrides,
+        subjects=subjects,
+        swaps=dict(pairs[i] for i in swaps),
+        external={name: Path(value) for name, value in (pairs[i] for i in external)},
+    )
+    click.echo(
+        f"shift-check: {summary['shifted_flagged']} shifted case(s) flagged, "
+        f"{summary['clean_flagged']} clean; AUROC {summary['auroc']}; {out_dir / 'shift_check.json'}"
+    )
+
+
 @cli.command()
 @_CONFIG
 @_SET

@@ -1,0 +1,56 @@
+"""tfuq shift-check on the tiny phantom job with an analytic model (closed-form predictions)."""
+
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+from uq_job_setup import save_analytic_model, tiny_config
+
+from tfuq.calibration.job import run_calibration
+from tfuq.data import read_split, write_split
+from tfuq.errors import UserError
+from tfuq.experiments.shift import shifted_input
+from tfuq.experiments.shift_check import run_shift_check
+from tfuq.workflow import prepare_data
+
+
+def test_cases_are_the_shifted_inputs_and_a_rescale_is_invisible_after_normalisation(tmp_path) -> None:
+    config = tiny_config(tmp_path)
+    prepare_data(config)
+    split = read_split(config.system.dataset_split_file)
+    model_dir = tmp_path / "model"
+    save_analytic_model(model_dir, base=0.02, slope=0.05)
+    write_split(model_dir / "dataset_split.csv", split, overwrite=True)
+    config = tiny_config(tmp_path, ("UNCERTAINTY.mc_samples=1",), model_dir=model_dir)
+    run_calibration(config)
+    subject = next(i for i, p in split.items() if p == "Inference")
+    other = next(i for i, p in split.items() if p == "Training")
+    phantom = next((tmp_path / "phantom").iterdir())
+    out = tmp_path / "shift"
+    summary = run_shift_check(
+        config.path,
+        out,
+        overrides=("UNCERTAINTY.mc_samples=1",),
+        swaps={"ct": "_ct"},
+        external={other: phantom / f"{other}_mr.nii.gz"},
+    )
+    cases = summary["cases"]
+    assert set(cases) == {
+        f"{subject}-{k}" for k in ("clean", "bias_field", "noise3x", "rescale", "swap_ct")
+    } | {f"{other}-external"}
+    mr = np.asarray(nib.load(phantom / f"{subject}_mr.nii.gz").dataobj, dtype=np.float32)
+    written = np.asarray(nib.load(out / "cases" / f"{subject}-bias_field_input.nii.gz").dataobj)
+    np.testing.assert_allclose(written, shifted_input(mr, "bias_field", mr > 0), rtol=1e-6)
+    # percentile normalisation per subject undoes a global 1.3x rescale: the same prediction
+    clean, rescaled = cases[f"{subject}-clean"], cases[f"{subject}-rescale"]
+    assert rescaled["mean_total_std"] == pytest.approx(clean["mean_total_std"], rel=1e-4)
+    assert rescaled["total_std_score"] == pytest.approx(clean["total_std_score"])
+    assert cases[f"{other}-external"]["kind"] == "external"
+    stored = json.loads((out / "shift_check.json").read_text())
+    assert stored["auroc"].keys() == {"total_std_score", "mean_epistemic_std"}
+    assert 0.0 <= stored["auroc"]["total_std_score"] <= 1.0
+    with pytest.raises(UserError, match="not empty"):
+        run_shift_check(config.path, out)
