@@ -252,3 +252,15 @@ def test_infer_serving_url_writes_what_local_infer_writes(
     errors = [line for line in err.splitlines() if line.startswith("tfuq: error:")]
     assert code == 2 and len(errors) == 1 and "[INFERENCE] border smaller than half" in errors[0]
     assert "cannot reach" not in err  # refused before the (unreachable) server is asked
+
+
+def test_shift_check_refuses_bad_pairs_and_a_used_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    code, _, err = run_main(["shift-check", DEMO, str(out), "--swap", "flair"], capsys)
+    assert code == 2 and "expected NAME=VALUE, got 'flair'" in err and len(err.strip().splitlines()) == 1
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    code, _, err = run_main(["shift-check", DEMO, str(out)], capsys)
+    assert code == 2 and "not empty" in err and (out / "keep.txt").read_text() == "mine"
