@@ -152,3 +152,39 @@ def test_calibrate_needs_a_split_and_a_model(job: dict) -> None:
     shutil.copy(job["tmp"] / "run" / "dataset_split.csv", empty / "dataset_split.csv")
     with pytest.raises(UserError, match=r"^no trained model in .*nomodel; run tfuq train first$"):
         run_calibration(tiny_config(job["tmp"], model_dir=empty))
+
+
+def test_cross_validation_scores_each_subject_with_the_others_fit() -> None:
+    """Oracle: the recalibrators fitted on one subject scored on the other, by hand."""
+    from tfuq.calibration.job import calibration_scores, cross_validated_errors, fit_recalibrators
+
+    rng = np.random.default_rng(0)
+
+    def subject(spread: float) -> dict[str, np.ndarray]:
+        n = 20_000
+        y = rng.normal(0.0, spread, n)
+        return {"mean": np.zeros(n), "epistemic_var": np.zeros(n), "aleatoric_var": np.ones(n), "target": y}
+
+    parts = [subject(2.0), subject(0.5)]  # over- and under-confident: a fit on one hurts the other
+    out = cross_validated_errors(parts, "nll", 100, seed=0)
+    for i, row in enumerate(out["per_subject"]):
+        iso, sigma = fit_recalibrators(parts[1 - i], objective="nll", num_bins=100)
+        assert row["none"] == pytest.approx(calibration_scores(parts[i])["calibration_rms_error"])
+        assert row["isotonic"] == pytest.approx(calibration_scores(parts[i], iso)["calibration_rms_error"])
+        assert row["sigma_scaling"] == pytest.approx(
+            calibration_scores(parts[i], sigma)["calibration_rms_error"]
+        )
+    assert out["mean"]["none"] < out["mean"]["isotonic"]
+    assert cross_validated_errors(parts[:1], "nll", 100, seed=0) == {"mean": {}, "per_subject": []}
+
+
+def test_auto_method_is_stored_and_applied(job: dict) -> None:
+    from tfuq.calibration import chosen_method, load_calibration
+
+    config = _model(job, "auto", ("CALIBRATION.method=auto",))
+    summary = run_calibration(config)
+    # one Validation subject: nothing to cross-validate, so auto keeps the isotonic map
+    assert summary["cross_validation"] == {"mean": {}, "per_subject": []}
+    assert summary["chosen_method"] == chosen_method(config.model_dir) == "isotonic"
+    assert isinstance(load_calibration(config.model_dir, "auto"), IsotonicRecalibrator)
+    assert chosen_method(job["tmp"] / "nowhere") == "none"

@@ -58,6 +58,7 @@ from tfuq.calibration.stored import (
     CALIBRATION_FILES,
     SUMMARY_FILE,
     calibration_path,
+    chosen_method,
     load_calibration,
 )
 
@@ -85,6 +86,7 @@ __all__ = [
     "central_intervals",
     "check_prediction",
     "check_probability",
+    "chosen_method",
     "coverage",
     "crps",
     "crps_laplace",

@@ -65,9 +65,18 @@ from tfuq.data.sources import resolve_sources
 from tfuq.data.split import read_split
 from tfuq.errors import UserError
 
-__all__ = ["CALIBRATION_KEYS", "calibrate", "calibration_scores", "fit_recalibrators", "run_calibration"]
+__all__ = [
+    "CALIBRATION_KEYS",
+    "calibrate",
+    "calibration_scores",
+    "cross_validated_errors",
+    "fit_recalibrators",
+    "run_calibration",
+]
 
 _LOG = logging.getLogger(__name__)
+#: Voxels per side of a cross-validation fold.
+_CV_VOXELS = 300_000
 #: Training windows the feature density is fitted on (about; every k-th window of each subject).
 _FEATURE_WINDOWS = 600
 #: The arrays of a calibration set (1-D, normalised target units).
@@ -249,6 +258,38 @@ def _qc_reference(
     return fit_qc_reference(statistics, statistic=name, in_sample=in_sample)
 
 
+def cross_validated_errors(
+    parts: Sequence[Mapping[str, np.ndarray]], objective: str, num_bins: int, seed: int
+) -> dict[str, Any]:
+    """Leave-one-subject-out RMS calibration error of none, sigma scaling and the isotonic map.
+
+    Each subject's voxels are scored by the recalibrators fitted on the other subjects' (each side
+    subsampled to :data:`_CV_VOXELS`): how well a recalibration carries to a subject it was not
+    fitted on, which is what it must do at inference. Empty with fewer than two subjects.
+
+    Returns:
+        ``{"mean": {method: error}, "per_subject": [{method: error}, ...]}``.
+    """
+    if len(parts) < 2:
+        return {"mean": {}, "per_subject": []}
+    rows = []
+    for i, held_out in enumerate(parts):
+        rest = _subsample([p for j, p in enumerate(parts) if j != i], _CV_VOXELS, seed)
+        test = _subsample([held_out], _CV_VOXELS, seed)
+        isotonic, sigma = fit_recalibrators(rest, objective=objective, num_bins=num_bins)
+        candidates = {"none": None, "isotonic": isotonic}
+        if sigma is not None:
+            candidates["sigma_scaling"] = sigma
+        rows.append(
+            {
+                name: calibration_scores(test, rec, num_bins=num_bins)["calibration_rms_error"]
+                for name, rec in candidates.items()
+            }
+        )
+    names = list(rows[0])
+    return {"mean": {n: float(np.mean([r[n] for r in rows])) for n in names}, "per_subject": rows}
+
+
 def _subsample(parts: Sequence[Mapping[str, np.ndarray]], max_voxels: int, seed: int) -> dict:
     pooled = {key: np.concatenate([p[key] for p in parts]).astype(np.float64) for key in CALIBRATION_KEYS}
     size = pooled["mean"].size
@@ -330,8 +371,21 @@ def run_calibration(config: Config) -> dict[str, Any]:
         sigma.save(calibration_path(config.model_dir, "sigma_scaling"), overwrite=True)
     else:
         _LOG.warning("no aleatoric variance (family %s): sigma scaling not fitted", config.family)
-    chosen_recalibrator = {"isotonic": isotonic, "sigma_scaling": sigma}.get(cal.method)
-    reference = _qc_reference(held, chosen_recalibrator, cal.method, in_sample=phase == TRAINING)
+    summary["cross_validation"] = cross_validated_errors(
+        parts, cal.sigma_objective, cal.num_bins, config.system.seed
+    )
+    method = cal.method
+    if method == "auto":
+        errors = summary["cross_validation"]["mean"]
+        method = min(errors, key=errors.get) if errors else "isotonic"
+        _LOG.info(
+            "[CALIBRATION] method = auto: %s (leave-one-subject-out RMS calibration error %s)",
+            method,
+            ", ".join(f"{k} {v:.4f}" for k, v in errors.items()),
+        )
+    summary["chosen_method"] = method
+    chosen_recalibrator = {"isotonic": isotonic, "sigma_scaling": sigma}.get(method)
+    reference = _qc_reference(held, chosen_recalibrator, method, in_sample=phase == TRAINING)
     reference.save(config.model_dir / CALIBRATION_DIR / QC_REFERENCE_FILE)
     summary["qc_reference"] = reference.to_dict()
     features = _feature_reference(config, members[0].model, settings.window, inputs, phase == TRAINING)

@@ -7,7 +7,8 @@ Layout in ``model_dir``::
     calibration/summary.json         calibration set, errors before/after
 
 Both recalibrators are always fitted; ``[CALIBRATION] method`` chooses which
-one infer, evaluate and export apply.
+one infer, evaluate and export apply (``auto``: the one the summary's
+``chosen_method`` names, chosen by cross-validation over held-out subjects).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ __all__ = [
     "CALIBRATION_FILES",
     "SUMMARY_FILE",
     "calibration_path",
+    "chosen_method",
     "load_calibration",
 ]
 
@@ -49,12 +51,39 @@ def calibration_path(model_dir: PathLike, method: str) -> Path:
     return Path(model_dir) / CALIBRATION_DIR / CALIBRATION_FILES[method]
 
 
+def chosen_method(model_dir: PathLike) -> str:
+    """The recalibration ``[CALIBRATION] method = auto`` resolved to by the last ``tfuq calibrate``.
+
+    ``"none"`` when the model is not calibrated yet (logged).
+
+    Raises:
+        UserError: the stored summary is unreadable.
+    """
+    import json
+
+    path = Path(model_dir) / CALIBRATION_DIR / SUMMARY_FILE
+    if not path.is_file():
+        _LOG.info("no calibration summary in %s (run tfuq calibrate): no recalibration", path.parent)
+        return "none"
+    try:
+        method = json.loads(path.read_text(encoding="utf-8")).get("chosen_method", "none")
+    except (ValueError, AttributeError) as error:
+        raise UserError(f"{path}: not a tfuq calibration summary: {error}") from None
+    if method not in ("none", *CALIBRATION_FILES):
+        raise UserError(
+            f"{path}: chosen_method {method!r} is not one of none, {', '.join(CALIBRATION_FILES)}"
+        )
+    return method
+
+
 def load_calibration(model_dir: PathLike, method: str) -> IsotonicRecalibrator | SigmaScaling | None:
     """The fitted recalibrator ``method`` of a run, or None (method ``"none"`` or not calibrated yet).
 
     Raises:
         UserError: the file exists but is not a fitted recalibrator of that kind.
     """
+    if method == "auto":
+        method = chosen_method(model_dir)
     if method == "none":
         return None
     path = calibration_path(model_dir, method)

@@ -421,7 +421,10 @@ class CalibrationSection:
     """``[CALIBRATION]`` (tfuq): post-hoc recalibration of the predictive distribution."""
 
     method: str = setting(
-        "isotonic", "recalibration applied by infer/export", choices=("isotonic", "sigma_scaling", "none")
+        "isotonic",
+        "recalibration applied by infer/evaluate/export; auto = the one (none included) with the lowest "
+        "leave-one-subject-out calibration error over the calibration subjects",
+        choices=("isotonic", "sigma_scaling", "none", "auto"),
     )
     dataset: str = setting(
         "",

@@ -316,7 +316,7 @@ def _calibration_record(config: Config) -> dict[str, Any] | None:
         record["in_sample"] = record["dataset"] == "Training"
     if record["in_sample"]:
         _LOG.warning("the recalibration was fitted on Training subjects (in-sample): scores are optimistic")
-    return {"method": config.calibration.method, **record}
+    return {"method": stored.get("chosen_method", config.calibration.method), **record}
 
 
 def run_evaluation(config: Config) -> dict[str, Any]:
