@@ -166,7 +166,8 @@ def shift_check(
     )
     click.echo(
         f"shift-check: {summary['shifted_flagged']} shifted case(s) flagged, "
-        f"{summary['clean_flagged']} clean; AUROC {summary['auroc']}; {out_dir / 'shift_check.json'}"
+        f"{summary['external_flagged']} external, {summary['clean_flagged']} clean; "
+        f"AUROC {summary['auroc']}; {out_dir / 'shift_check.json'}"
     )
 
 

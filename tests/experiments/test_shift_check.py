@@ -52,5 +52,7 @@ def test_cases_are_the_shifted_inputs_and_a_rescale_is_invisible_after_normalisa
     stored = json.loads((out / "shift_check.json").read_text())
     assert stored["auroc"].keys() == {"total_std_score", "mean_epistemic_std"}
     assert 0.0 <= stored["auroc"]["total_std_score"] <= 1.0
+    for kind in ("clean", "shifted", "external"):
+        assert stored[f"{kind}_flagged"] == sum(r["flagged"] for r in cases.values() if r["kind"] == kind)
     with pytest.raises(UserError, match="not empty"):
         run_shift_check(config.path, out)

@@ -224,8 +224,9 @@ def test_train_calibrate_infer_evaluate_end_to_end(job: dict, caplog: pytest.Log
     assert scores["total_std"]["score"] == pytest.approx(np.mean(stats_ > reference.slice_threshold))
     assert scores["total_std"]["threshold"] == reference.flag_score
     # the feature distance (HighRes3DNet: one input) against its own stored reference
-    assert set(scores) == {"total_std", "feature_distance"} and qc["reliability"]["mode"] == "either"
-    assert qc["flagged"] == any(v["flagged"] for v in scores.values()) == qc["reliability"]["flagged"]
+    assert set(scores) == {"total_std", "feature_distance"}
+    assert qc["reliability"]["mode"] == "feature_distance" == qc["reliability"]["deciding"][0]
+    assert qc["flagged"] == scores["feature_distance"]["flagged"] == qc["reliability"]["flagged"]
     evaluate(config)
     summary = json.loads((Path(config.evaluation.save_csv_dir) / "summary.json").read_text())
     assert set(SUMMARY_KEYS) <= set(summary) and summary["subjects"] == [subject]

@@ -405,10 +405,11 @@ class UncertaintySection:
         min=0.0,
     )
     reliability: str = setting(
-        "either",
+        "feature_distance",
         "which reliability score flags a subject (references set by tfuq calibrate on held-out "
-        "subjects): total_std (slice means of the recalibrated std), feature_distance (Mahalanobis "
-        "distance of the bottleneck features to the training windows), either, or off",
+        "subjects): feature_distance (Mahalanobis distance of the bottleneck features to the "
+        "training windows; total_std for networks without one), total_std (slice means of the "
+        "recalibrated std), either, or off",
         choices=("total_std", "feature_distance", "either", "off"),
     )
     ensemble: tuple[str, ...] = setting(

@@ -166,11 +166,8 @@ def run_shift_check(
         clean = [r[key] for r in rows.values() if r["kind"] == "clean" and key in r]
         other = [r[key] for r in rows.values() if r["kind"] != "clean" and key in r]
         summary["auroc"][key] = shift_auroc(clean, other) if clean and other else math.nan
-    flagged = {
-        kind: [r["flagged"] for r in rows.values() if r["kind"] == kind] for kind in ("clean", "shifted")
-    }
-    summary["clean_flagged"] = int(sum(flagged["clean"]))
-    summary["shifted_flagged"] = int(sum(flagged["shifted"]))
+    for kind in ("clean", "shifted", "external"):
+        summary[f"{kind}_flagged"] = sum(bool(r["flagged"]) for r in rows.values() if r["kind"] == kind)
     write_json(out_dir / "shift_check.json", summary)
     for case, row in rows.items():
         scores = ", ".join(f"{k} {v:.3f}" for k, v in row.items() if k.endswith("_score"))

@@ -376,6 +376,8 @@ def write_subject(
     mode = config.uncertainty.reliability
     if scores and mode != "off":
         deciding = [name for name in scores if mode in ("either", name)]
+        if not deciding and mode == "feature_distance":
+            deciding = [name for name in scores if name == "total_std"]  # no feature reference
         flagged = any(scores[name]["flagged"] for name in deciding)
         qc["reliability"] = {"mode": mode, "deciding": deciding, "flagged": flagged, "scores": scores}
         qc["flagged"] = bool(qc["flagged"] or flagged)
