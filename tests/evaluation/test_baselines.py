@@ -46,3 +46,19 @@ def test_constant_input_falls_back_to_the_mean() -> None:
     assert out["baseline_linear_intercept"] == pytest.approx(y.mean())
     with pytest.raises(ValueError):
         baseline_metrics(y, np.zeros((4, 5, 5)))
+
+
+def test_evaluate_rows_mae_per_label_and_ratio_by_hand() -> None:
+    from tfuq.evaluation.job import _baselines
+
+    target = np.zeros((4, 4, 4))
+    mean = np.zeros((4, 4, 4))
+    labels = np.zeros((4, 4, 4), int)
+    labels[0], labels[1] = 2, 4
+    mean[0], mean[1] = 0.5, 3.0  # error 0.5 in label 2, 3 in label 4, 0 elsewhere
+    target[3] = 1.0  # the truth is not constant
+    out = _baselines(mean, target, target, None, labels, excluded=7)
+    assert out["mae_label_2"] == pytest.approx(0.5) and out["mae_label_4"] == pytest.approx(3.0)
+    assert set(k for k in out if k.startswith("mae_label_")) == {"mae_label_2", "mae_label_4"}
+    assert out["mae_over_constant"] == pytest.approx(np.abs(target - mean).mean() / 0.25)
+    assert out["excluded_zero_target_voxels"] == 7

@@ -289,14 +289,12 @@ def _baselines(
 ) -> dict[str, float]:
     """Pearson, the trivial baselines, MAE over the constant's, MAE per lesion label, excluded voxels."""
     out = {"pearson": pearson(target, mean, mask), **baseline_metrics(target, input_image, mask)}
-    out["mae_over_constant"] = float(np.mean(np.abs(target - mean)[resolve_mask(mask, target.shape)])) / max(
-        out["baseline_constant_mae"], np.finfo(float).tiny
-    )
+    inside = resolve_mask(mask, target.shape)
+    error = np.abs(target - mean)
+    out["mae_over_constant"] = float(error[inside].mean()) / max(out["baseline_constant_mae"], 1e-12)
     if labels is not None:
-        inside = resolve_mask(mask, target.shape)
         for value in np.unique(labels[inside & (labels != 0)]):
-            selector = inside & (labels == value)
-            out[f"mae_label_{int(value)}"] = float(np.mean(np.abs(target - mean)[selector]))
+            out[f"mae_label_{int(value)}"] = float(error[inside & (labels == value)].mean())
     out["excluded_zero_target_voxels"] = excluded
     return out
 
