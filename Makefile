@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export KERAS_BACKEND := tensorflow
 
-.PHONY: demo test test-slow lint defaults clean-venv
+.PHONY: demo validate test test-slow lint defaults clean-venv
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,13 @@ $(STAMP): setup.cfg pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/tfuq demo $(DEMO_CONFIG)
+
+# The papers' uncertainty checks on the demo model (trains it first if `make demo` has not):
+# noise sweep, zero-cube anomalies, aleatoric vs the phantom's true noise, and the training-set
+# size sweep (three more models). Exit status from [EVALUATION] required_checks.
+validate: $(STAMP)
+	$(BIN)/tfuq train $(DEMO_CONFIG)
+	$(BIN)/tfuq validate-uq $(DEMO_CONFIG) --set EVALUATION.overwrite=true
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

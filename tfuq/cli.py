@@ -12,11 +12,12 @@ import sys
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
 from tfuq import __version__
+from tfuq.console import quiet_native_stderr, quiet_python_loggers
 from tfuq.errors import UserError
 
 if TYPE_CHECKING:
@@ -41,8 +42,14 @@ def _load(config: Path, overrides: Sequence[str], *, log_to_model_dir: bool = Tr
 
     cfg = load_config(config, overrides)
     command = click.get_current_context().info_name or "tfuq"
-    setup_logging(command, cfg.model_dir if log_to_model_dir else None)
+    setup_logging(command, cfg.model_dir if log_to_model_dir else None, verbose=_verbose())
     return cfg
+
+
+def _verbose() -> bool:
+    """Whether ``-v`` / ``--verbose`` or ``--debug`` was given before the command."""
+    root = click.get_current_context().find_root().params or {}
+    return bool(root.get("verbose") or root.get("debug"))
 
 
 def _run(stage: str, config: Path, overrides: Sequence[str]) -> None:
@@ -52,9 +59,10 @@ def _run(stage: str, config: Path, overrides: Sequence[str]) -> None:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.option("--debug", is_flag=True, help="Show full tracebacks for errors.")
+@click.option("--debug", is_flag=True, help="Show full tracebacks for errors (implies --verbose).")
+@click.option("-v", "--verbose", is_flag=True, help="Debug-level log and TensorFlow's own start-up lines.")
 @click.version_option(__version__, prog_name="tfuq")
-def cli(debug: bool) -> None:
+def cli(debug: bool, verbose: bool) -> None:
     """Uncertainty-aware medical image translation (Keras 3 / TensorFlow / TFP).
 
     Typical use: tfuq train app.ini; tfuq calibrate app.ini; tfuq infer app.ini;
@@ -72,31 +80,88 @@ def train(config: Path, overrides: tuple[str, ...]) -> None:
 
 
 @cli.command()
-@_CONFIG
+@click.argument("source", metavar="CONFIG_OR_MODEL_DIR", type=click.Path(path_type=Path))
 @_SET
+@click.option(
+    "--image",
+    "images",
+    multiple=True,
+    metavar="SECTION=FILE",
+    help="One scan of one subject per input section, e.g. --image T1=scan.nii.gz (repeatable).",
+)
+@click.option(
+    "--input-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="A folder of subjects, matched by the model's filename_contains.",
+)
+@click.option(
+    "--output-dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Where maps go."
+)
+@click.option("--subject", default=None, help="Output name with --image (default: from the file name).")
+@click.option("--overwrite", is_flag=True, default=None, help="Replace maps that already exist.")
 @click.option("--serving-url", default=None, help="Query a TF Serving REST endpoint instead.")
 @click.pass_context
-def infer(ctx: click.Context, config: Path, overrides: tuple[str, ...], serving_url: str | None) -> None:
-    """Write mean and uncertainty maps for CONFIG's inference subjects."""
+def infer(
+    ctx: click.Context,
+    source: Path,
+    overrides: tuple[str, ...],
+    images: tuple[str, ...],
+    input_dir: Path | None,
+    output_dir: Path | None,
+    subject: str | None,
+    overwrite: bool | None,
+    serving_url: str | None,
+) -> None:
+    """Write mean and uncertainty maps: CONFIG's inference subjects, or your own scans.
+
+    CONFIG_OR_MODEL_DIR is a config file or a model_dir written by tfuq train
+    (its stored config is used: normalisation, window, calibration, QC).
+    Your scans: tfuq infer MODEL_DIR --image T1=scan.nii.gz --output-dir out/
+    """
+    from tfuq.inference.scans import image_subject, model_config
+
+    if (images or input_dir) and output_dir is None:
+        raise UserError("--image / --input-dir need --output-dir (the folder the maps are written to)")
+    if images and input_dir:
+        raise UserError("give --image (one subject) or --input-dir (a folder of subjects), not both")
+    if subject is not None and not images:
+        raise UserError("--subject names the output of --image; give --image too")
+    from tfuq.log import setup_logging
+
+    cfg = model_config(source, overrides, output_dir=output_dir, overwrite=overwrite, input_dir=input_dir)
+    setup_logging("infer", cfg.model_dir, verbose=_verbose())
     if serving_url is None:
-        _run("infer", config, overrides)
+        from tfuq.inference.job import run_inference
+
+        files = None
+        if images:
+            name, subject_files = image_subject(cfg, images, subject)
+            files = {name: subject_files}
+        result = run_inference(cfg, files=files)
+        flagged = sum(bool(q.get("flagged")) for q in result.qc.values())
+        click.echo(
+            f"infer: {len(result.qc)} subject(s) written to {result.out_dir}"
+            + (f"; {flagged} flagged as unreliable" if flagged else "; none flagged")
+        )
         return
+    if images:
+        raise UserError("--image with --serving-url is not supported; use --input-dir")
     from tfuq.data.sources import resolve_sources
     from tfuq.export.client import ServingClient
     from tfuq.export.remote_inference import serve_subject
     from tfuq.inference.job import inference_subjects
     from tfuq.training.normalisation import read_target_normalisation
 
-    cfg = _load(config, overrides)
     transport = (ctx.obj or {}).get("serving_transport")  # see main(serving_transport=...)
     client = ServingClient(serving_url, cfg.export.model_name, transport=transport)
     sources = resolve_sources(cfg)
     units = read_target_normalisation(cfg.model_dir)
-    for subject, files in inference_subjects(cfg, sources).items():
+    for subject_id, files in inference_subjects(cfg, sources).items():
         serve_subject(
-            client, cfg, subject, files, units=units, sources=sources, overwrite=cfg.inference.overwrite
+            client, cfg, subject_id, files, units=units, sources=sources, overwrite=cfg.inference.overwrite
         )
-        click.echo(f"{subject}: served by {serving_url}")
+        click.echo(f"{subject_id}: served by {serving_url}")
 
 
 @cli.command()
@@ -320,6 +385,15 @@ def main(argv: Sequence[str] | None = None, *, serving_transport: Transport | No
     """
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
+    verbose = debug or bool({"-v", "--verbose"} & set(args))
+    quiet_python_loggers(verbose)
+    if verbose:
+        _main(args, debug, serving_transport)
+    with quiet_native_stderr():
+        _main(args, debug, serving_transport)
+
+
+def _main(args: list[str], debug: bool, serving_transport: Transport | None) -> NoReturn:
     try:
         cli.main(
             args=args, prog_name="tfuq", standalone_mode=False, obj={"serving_transport": serving_transport}

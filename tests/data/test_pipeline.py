@@ -13,6 +13,7 @@ import pytest
 
 from tfuq.config import ConfigError, load_config
 from tfuq.data.multires import multires_windows
+from tfuq.data import pipeline
 from tfuq.data.pipeline import make_training_dataset, make_validation_dataset
 from tfuq.errors import UserError
 
@@ -154,6 +155,32 @@ def test_validation_is_finite_repeatable_and_keeps_the_last_batch(ini: Path) -> 
     for k in (0, 1):
         for got, want in zip(dealt[k], windows[k::2]):
             np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("name", ["unet", "multires"])
+def test_in_memory_validation_equals_the_generator(ini: Path, name: str, monkeypatch) -> None:
+    # Oracle: the generator path (forced by a zero memory budget) gives the same windows in the same
+    # batches; the in-memory dataset runs no Python when iterated.
+    overrides = [f"NETWORK.name={name}", "TRAINING.sample_per_volume=3"]
+    if name == "multires":
+        overrides.append("MR.spatial_window_size=4, 4, 4")
+    config = load_config(ini, overrides)
+    in_memory = make_validation_dataset(config, IDS[:3])
+    monkeypatch.setattr(pipeline, "_IN_MEMORY_BYTES", 0)
+    generated = make_validation_dataset(config, IDS[:3])
+    assert in_memory.element_spec == generated.element_spec
+    ours, theirs = batches(in_memory, 10), batches(generated, 10)
+    assert len(ours) == len(theirs) == 5
+    for a, b in zip(ours, theirs):
+        tf.nest.map_structure(np.testing.assert_array_equal, a, b)
+    assert _root(in_memory) == "_TensorSliceDataset" and _root(generated) != "_TensorSliceDataset"
+
+
+def _root(dataset) -> str:
+    """Class name of the dataset a tf.data chain starts from (private attributes: a test's view)."""
+    while hasattr(dataset, "_input_dataset"):
+        dataset = dataset._input_dataset
+    return type(dataset).__name__
 
 
 def test_validation_num_windows_visits_the_subjects_again_with_fresh_fixed_windows(ini: Path) -> None:

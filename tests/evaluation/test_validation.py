@@ -108,6 +108,22 @@ def test_validation_summary_keys_and_failures():
         _summary(sizes=[1, 2])
 
 
+def test_only_required_checks_fail_the_validation():
+    falling_size = {"size_epistemic": [1.0, 2.0, 3.0]}
+    assert not _summary(**falling_size)["passed"]
+    summary = _summary(**falling_size, required=("noise", "anomaly", "phantom_noise"))
+    assert summary["passed"] and summary["failures"] == []
+    assert summary["failures_reported"] == [
+        "size sweep: mean epistemic std does not fall as the training set grows"
+    ]
+    assert summary["required_checks"] == ["noise", "anomaly", "phantom_noise"]
+    both = _summary(**falling_size, noise_aleatoric=[3.0, 2.0, 1.0], required=("noise",))
+    assert not both["passed"] and len(both["failures"]) == 1 and len(both["failures_reported"]) == 1
+    assert _summary(**falling_size, required=())["passed"]
+    with pytest.raises(ValueError, match="required checks"):
+        _summary(required=("sizes",))
+
+
 def test_bootstrap_mean_interval_against_exact_and_scipy():
     # Two values: the resampled mean is a, (a+b)/2 or b with probabilities 1/4, 1/2, 1/4, so the
     # 2.5 % and 97.5 % quantiles are a and b exactly; a 40 % interval is the middle value alone.

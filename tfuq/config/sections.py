@@ -340,6 +340,13 @@ class EvaluationSection:
         "<save_csv_dir>/size_sweep/seed<seed>-n<size>, a model_dir for tfuq infer; false = a temporary "
         "folder, deleted",
     )
+    required_checks: tuple[str, ...] = setting(
+        ("noise", "size", "anomaly", "phantom_noise"),
+        "tfuq: validate-uq checks whose failure makes it exit 2 (noise: aleatoric rises with input "
+        "noise; size: epistemic falls with the training set; anomaly: AUROC and ratio; phantom_noise: "
+        "Spearman with the true noise); the others are reported only; empty = report every check",
+        choices=("noise", "size", "anomaly", "phantom_noise"),
+    )
     anomaly_size: int = setting(
         0, "tfuq: validate-uq zero-cube side in voxels; 0 = a sixth of the smallest axis", min=0
     )

@@ -32,7 +32,7 @@ from typing import Protocol, runtime_checkable
 from tfuq.data.nifti import NIFTI_SUFFIXES
 from tfuq.errors import UserError
 
-__all__ = ["InputSourceLike", "Subject", "find_section_files", "find_subjects"]
+__all__ = ["InputSourceLike", "Subject", "file_subject_id", "find_section_files", "find_subjects"]
 
 logger = logging.getLogger(__name__)
 
@@ -185,6 +185,18 @@ def find_section_files(source: InputSourceLike, *, name: str | None = None) -> d
             f"filename_not_contains={list(source.filename_not_contains)}."
         )
     return dict(sorted(found.items()))
+
+
+def file_subject_id(path: Path, source: InputSourceLike) -> str:
+    """The subject id a section would give ``path`` (its name without suffix and keywords).
+
+    Raises:
+        UserError: ``path`` is not a ``.nii`` / ``.nii.gz`` file name.
+    """
+    stem = _nifti_stem(Path(path).name)
+    if stem is None:
+        raise UserError(f"{path}: not a NIfTI file name (.nii or .nii.gz)")
+    return _subject_id(stem, source.filename_contains, _compile(source.filename_removefromid, source.name))
 
 
 def _nifti_stem(filename: str) -> str | None:

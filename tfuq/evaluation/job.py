@@ -23,7 +23,9 @@ The steps of :func:`run_evaluation`:
    mapped back with the stored target normalisation and the truth
    normalised with its section's method fitted on the subject
    (:mod:`tfuq.evaluation.units`; the recalibrators are unit-free, see
-   there);
+   there); with a ``[REGRESSION] noise_std`` section (the phantom's true
+   noise std) also ``aleatoric_vs_noise_spearman`` (and ``_ratio`` in the
+   target's units), the model's aleatoric std against the truth;
 4. into ``[EVALUATION] save_csv_dir``: ``metrics.csv``, ``summary.json``,
    the calibration, RMSE-versus-retained and error-histogram plots, one
    montage per subject and ``report.html`` (:func:`tfuq.evaluation.write_report`);
@@ -55,6 +57,7 @@ from tfuq.evaluation.predictive_metrics import gaussian_params, predictive_score
 from tfuq.evaluation.report import REPORT_FILES, write_report, write_subject_montage
 from tfuq.evaluation.subject_metrics import WHOLE_IMAGE_SUFFIX, SubjectCurves, evaluate_subject
 from tfuq.evaluation.units import NORMALISED, normalised_maps, normalised_target
+from tfuq.evaluation.validation import aleatoric_vs_noise
 from tfuq.inference.decomposition import MEAN
 from tfuq.inference.outputs import ALEATORIC_STD, EPISTEMIC_STD, OUTPUT_MAPS, TOTAL_STD, output_paths
 
@@ -63,9 +66,9 @@ __all__ = ["evaluate", "evaluation_units", "run_evaluation", "sigma_scaled_score
 _LOG = logging.getLogger(__name__)
 
 
-def evaluate(config: Config) -> None:
-    """The ``tfuq evaluate`` stage: see :func:`run_evaluation`."""
-    run_evaluation(config)
+def evaluate(config: Config) -> dict[str, Any]:
+    """The ``tfuq evaluate`` stage: see :func:`run_evaluation` (returns its summary)."""
+    return run_evaluation(config)
 
 
 def evaluation_units(config: Config) -> str:
@@ -264,6 +267,13 @@ def _evaluate_one(
     source_input = load_volume(files[first], axcodes=sources[first].axcodes or None)
     input_image = _on_grid(source_input, ref, 1)
     row.update(_baselines(arrays[MEAN], target, input_image, mask, labels, excluded))
+    noise_name = getattr(config.app, "noise_std", "")
+    if noise_name and noise_name in files:  # the phantom's true noise std: the aleatoric map's oracle
+        noise = _on_grid(load_volume(files[noise_name], axcodes=sources[noise_name].axcodes or None), ref, 1)
+        versus = aleatoric_vs_noise(arrays[ALEATORIC_STD], np.maximum(noise, 0.0), mask)
+        row["aleatoric_vs_noise_spearman"] = versus["spearman"]
+        if model_params is None:  # same units as the true noise std
+            row["aleatoric_vs_noise_ratio"] = versus["ratio"]
     montage = write_subject_montage(
         config.evaluation.save_csv_dir,
         subject,

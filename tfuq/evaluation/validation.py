@@ -32,6 +32,7 @@ from tfuq.evaluation.checks import as_map, resolve_mask
 from tfuq.evaluation.uq_metrics import is_monotonic, spearman
 
 __all__ = [
+    "CHECKS",
     "VALIDATION_KEYS",
     "aleatoric_vs_noise",
     "anomaly_changes",
@@ -43,6 +44,9 @@ __all__ = [
     "random_cube_center",
     "validation_summary",
 ]
+
+#: The checks of validate-uq, in the order ``[EVALUATION] required_checks`` names them.
+CHECKS = ("noise", "size", "anomaly", "phantom_noise")
 
 #: Keys validate_uq.json always holds.
 VALIDATION_KEYS = (
@@ -216,6 +220,7 @@ def validation_summary(
     min_auroc: float = 0.5,
     min_ratio: float = 1.0,
     min_spearman: float = 0.0,
+    required: Sequence[str] = CHECKS,
 ) -> dict[str, Any]:
     """Assemble the content of validate_uq.json and decide pass or fail.
 
@@ -234,6 +239,9 @@ def validation_summary(
         min_auroc: The anomaly AUROC must exceed this. Default 0.5.
         min_ratio: The anomaly ratio must exceed this. Default 1.
         min_spearman: The aleatoric-noise Spearman must exceed this. Default 0.
+        required: The checks (of :data:`CHECKS`) whose failure fails the
+            validation; the failures of the others are listed in
+            ``failures_reported`` and do not change ``passed``.
 
     Returns:
         JSON-ready dict with :data:`VALIDATION_KEYS`, the raw sweeps
@@ -266,19 +274,29 @@ def validation_summary(
     ratio_value = _mean_of(anomaly_trials, "ratio")
     noise = dict(aleatoric_noise or {})
     rho = float(noise.get("spearman", float("nan")))
-    failures = []
+    unknown = sorted(set(required) - set(CHECKS))
+    if unknown:
+        raise ValueError(f"required checks must be among {CHECKS}. Received: {unknown}")
+    found: list[tuple[str, str]] = []
     if not noise_ok:
-        failures.append("noise sweep: mean aleatoric std does not rise with the input noise")
+        found.append(("noise", "noise sweep: mean aleatoric std does not rise with the input noise"))
     if not size_ok:
-        failures.append("size sweep: mean epistemic std does not fall as the training set grows")
+        found.append(("size", "size sweep: mean epistemic std does not fall as the training set grows"))
     if anomaly_trials and not auroc_value > min_auroc:
-        failures.append(f"anomaly: AUROC {auroc_value:.3f} is not above {min_auroc}")
+        found.append(("anomaly", f"anomaly: AUROC {auroc_value:.3f} is not above {min_auroc}"))
     if anomaly_trials and not ratio_value > min_ratio:
-        failures.append(f"anomaly: epistemic inside/outside ratio {ratio_value:.3f} is not above {min_ratio}")
-    if aleatoric_noise is not None and not rho > min_spearman:
-        failures.append(
-            f"phantom: Spearman(aleatoric std, true noise std) {rho:.3f} is not above {min_spearman}"
+        found.append(
+            ("anomaly", f"anomaly: epistemic inside/outside ratio {ratio_value:.3f} is not above {min_ratio}")
         )
+    if aleatoric_noise is not None and not rho > min_spearman:
+        found.append(
+            (
+                "phantom_noise",
+                f"phantom: Spearman(aleatoric std, true noise std) {rho:.3f} is not above {min_spearman}",
+            )
+        )
+    failures = [text for check, text in found if check in required]
+    reported = [text for check, text in found if check not in required]
     sweep = {
         "levels": [float(v) for v in noise_levels],
         "mean_aleatoric_std": [float(v) for v in noise_aleatoric],
@@ -304,6 +322,8 @@ def validation_summary(
         "size_sweep": size_sweep,
         "anomaly": {"trials": [dict(t) for t in anomaly_trials]},
         "thresholds": {"min_auroc": min_auroc, "min_ratio": min_ratio, "min_spearman": min_spearman},
+        "required_checks": [c for c in CHECKS if c in required],
         "failures": failures,
+        "failures_reported": reported,
         "passed": not failures,
     }

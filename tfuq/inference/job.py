@@ -17,13 +17,15 @@ The steps of :func:`run_inference`:
    and the files (:mod:`tfuq.inference.predict_subject`):
    ``<subject>_{mean,epistemic_std,aleatoric_std,total_std}.nii.gz`` in the
    target's units on the input's grid (+ ``_alpha``, ``_beta`` for the
-   generalized normal, ``_lower95``, ``_upper95`` when calibrated) and
-   ``<subject>_qc.json`` with the ``flagged`` decision
-   (``[UNCERTAINTY] flag_threshold`` on the mean total std in the mask).
+   generalized normal), recalibrated when ``tfuq calibrate`` stored a
+   recalibration (:mod:`tfuq.calibration.moment_recalibration`, the same
+   maps the exported SavedModel serves), the model's raw std maps as
+   ``*_std_uncalibrated``, ``_lower95`` / ``_upper95``, and
+   ``<subject>_qc.json`` with the reliability scores and the ``flagged``
+   decision.
 
-The std maps are the model's decomposition as predicted; recalibration
-shows in the interval maps (a SavedModel from ``tfuq export`` reports
-recalibrated stds instead, see :mod:`tfuq.calibration.moment_recalibration`).
+``files`` replaces step 3's search with given files
+(``tfuq infer MODEL_DIR --image SECTION=FILE``, :mod:`tfuq.inference.scans`).
 """
 
 from __future__ import annotations
@@ -110,7 +112,7 @@ def _check_free(paths: Iterable[Path]) -> None:
     if existing:
         raise UserError(
             f"{existing[0]}: already exists ({len(existing)} output file(s)); refusing to overwrite: "
-            "set [INFERENCE] overwrite = true or use another save_seg_dir"
+            "pass --overwrite (or set [INFERENCE] overwrite = true), or write elsewhere (--output-dir)"
         )
 
 
@@ -119,6 +121,7 @@ def run_inference(
     *,
     subjects: Iterable[str] | None = None,
     overwrite: bool | None = None,
+    files: Mapping[str, Mapping[str, Path]] | None = None,
 ) -> InferenceResult:
     """Predict and write the maps of the subjects to infer (see the module notes).
 
@@ -126,6 +129,8 @@ def run_inference(
         config: The loaded configuration.
         subjects: Restrict to these subject ids (default: the whole phase).
         overwrite: Override ``[INFERENCE] overwrite``.
+        files: Subject id -> section name -> file, instead of searching the
+            config's folders and split (``tfuq infer MODEL --image``).
 
     Returns:
         InferenceResult.
@@ -140,8 +145,11 @@ def run_inference(
     settings = prediction_settings(config)
     check_windows(members, settings)
     overwrite = config.inference.overwrite if overwrite is None else overwrite
-    sources = resolve_sources(config)
-    chosen = inference_subjects(config, sources)
+    if files is None:
+        sources = resolve_sources(config)
+        chosen = inference_subjects(config, sources)
+    else:
+        sources, chosen = dict(config.sources), {i: dict(f) for i, f in files.items()}
     if subjects is not None:
         wanted = set(subjects)
         chosen = {i: files for i, files in chosen.items() if i in wanted}
@@ -162,8 +170,8 @@ def run_inference(
     )
     result = InferenceResult(out_dir, {})
     params = members[0].target_normalisation
-    for subject_id, files in chosen.items():
-        subject = load_inference_subject(config, subject_id, files, sources)
+    for subject_id, subject_files in chosen.items():
+        subject = load_inference_subject(config, subject_id, subject_files, sources)
         total = windows_per_subject(subject.shape, settings, len(members))
         with click.progressbar(length=total, label=f"infer {subject_id}", file=sys.stderr) as bar:
             maps = predict_subject(members, subject.normalised(), settings, progress=bar.update)
