@@ -177,7 +177,11 @@ def calibrate(config: Path, overrides: tuple[str, ...]) -> None:
 @_SET
 def evaluate(config: Path, overrides: tuple[str, ...]) -> None:
     """Compute image and uncertainty metrics, plots and the HTML report."""
-    _run("evaluate", config, overrides)
+    from tfuq.evaluation.job import run_evaluation
+    from tfuq.workflow import headline
+
+    summary = run_evaluation(_load(config, overrides))
+    click.echo(f"evaluate: report {summary.get('paths', {}).get('html')}; {headline(summary)}")
 
 
 @cli.command("validate-uq")

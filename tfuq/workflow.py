@@ -212,9 +212,12 @@ DEMO_STAGES = ("train", "calibrate", "infer", "evaluate", "export")
 #: Figures of summary.json the demo ends with: (key, label, format).
 DEMO_HEADLINES = (
     ("mae", "MAE", "{:.4g}"),
+    ("pearson", "Pearson", "{:.3f}"),
+    ("ssim", "SSIM", "{:.3f}"),
     ("calibration_rms_error", "RMS calibration error raw", "{:.3f}"),
     ("calibration_rms_error_recalibrated", "recalibrated", "{:.3f}"),
     ("coverage_90_recalibrated", "90 % coverage", "{:.3f}"),
+    ("spearman_total_voxel", "Spearman(|error|, total std)", "{:.3f}"),
     ("aleatoric_vs_noise_spearman", "Spearman(aleatoric std, true noise)", "{:.3f}"),
 )
 

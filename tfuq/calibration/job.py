@@ -319,6 +319,7 @@ def run_calibration(config: Config) -> dict[str, Any]:
 
     from tfuq.inference.predict_subject import (
         check_windows,
+        feature_window,
         predict_subject,
         prediction_settings,
         windows_per_subject,
@@ -329,7 +330,8 @@ def run_calibration(config: Config) -> dict[str, Any]:
     members = load_members(config)
     params = members[0].target_normalisation
     settings = prediction_settings(config)
-    check_windows(members, settings)
+    saved = members[0].model  # as trained: the reliability features use its own window
+    members = check_windows(members, settings)
     sources = resolve_sources(config)
     phase, chosen = _calibration_subjects(config, sources)
     cal = config.calibration
@@ -388,7 +390,7 @@ def run_calibration(config: Config) -> dict[str, Any]:
     reference = _qc_reference(held, chosen_recalibrator, method, in_sample=phase == TRAINING)
     reference.save(config.model_dir / CALIBRATION_DIR / QC_REFERENCE_FILE)
     summary["qc_reference"] = reference.to_dict()
-    features = _feature_reference(config, members[0].model, settings.window, inputs, phase == TRAINING)
+    features = _feature_reference(config, saved, feature_window(saved, settings), inputs, phase == TRAINING)
     if features is not None:
         summary["qc_reference_features"] = features.to_dict()
     write_json(config.model_dir / CALIBRATION_DIR / SUMMARY_FILE, summary, overwrite=True)

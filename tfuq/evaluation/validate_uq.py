@@ -462,7 +462,7 @@ def _sweep_model(
             )
             members.append(member)
             records.append({"seed": member_seed, "final_step": result.final_step, "stopped": result.stopped})
-        check_windows(members, settings)
+        members = check_windows(members, settings)
         epistemic, aleatoric, seen = {}, {}, {}
         for s in subjects:
             epistemic[s.id], aleatoric[s.id], alone = _score_sweep_model(members, s, settings)
@@ -598,7 +598,7 @@ def run_validation(config: Config) -> dict[str, Any]:
         raise UserError(f"{kept}: already exists; refusing to overwrite: set [EVALUATION] overwrite = true")
     members = load_members(config)
     settings = prediction_settings(config, mc_samples=ev.uq_mc_samples or None)
-    check_windows(members, settings)
+    members = check_windows(members, settings)
     sources = resolve_sources(config)
     subjects = held_out_subjects(config, sources)
     scale = members[0].target_normalisation.scale

@@ -46,6 +46,7 @@ from tfuq.errors import UserError
 from tfuq.inference.predict_subject import (
     check_windows,
     feature_scores,
+    feature_window,
     predict_subject,
     prediction_settings,
     subject_output_paths,
@@ -143,7 +144,8 @@ def run_inference(
     members = load_members(config)
     recalibrator = load_calibration(config.model_dir, config.calibration.method)
     settings = prediction_settings(config)
-    check_windows(members, settings)
+    saved = members[0].model  # as trained: the reliability features use its own window
+    members = check_windows(members, settings)
     overwrite = config.inference.overwrite if overwrite is None else overwrite
     if files is None:
         sources = resolve_sources(config)
@@ -175,7 +177,7 @@ def run_inference(
         total = windows_per_subject(subject.shape, settings, len(members))
         with click.progressbar(length=total, label=f"infer {subject_id}", file=sys.stderr) as bar:
             maps = predict_subject(members, subject.normalised(), settings, progress=bar.update)
-        extra = feature_scores(config, members[0].model, settings.window, subject)
+        extra = feature_scores(config, saved, feature_window(saved, settings), subject)
         qc = write_subject(
             config, subject, maps, params, recalibrator=recalibrator, overwrite=overwrite, extra_scores=extra
         )

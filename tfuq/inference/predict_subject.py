@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,7 @@ __all__ = [
     "PredictionSettings",
     "check_windows",
     "feature_scores",
+    "feature_window",
     "output_stem",
     "predict_subject",
     "prediction_settings",
@@ -73,6 +75,8 @@ __all__ = [
     "windows_per_subject",
     "write_subject",
 ]
+
+_LOG = logging.getLogger(__name__)
 
 #: Names of the recalibrated 95 % interval maps.
 INTERVAL_MAPS = ("lower95", "upper95")
@@ -159,25 +163,77 @@ def _fixed_window(model: Any) -> tuple[int, ...] | None:
     return shapes[0]
 
 
-def check_windows(members: Sequence[TrainedModel], settings: PredictionSettings) -> None:
-    """Refuse an inference window a network cannot take (networks built for their training window).
+def feature_window(model: Any, settings: PredictionSettings) -> tuple[int, int, int]:
+    """The window the reliability features are computed on: the network's own training window.
+
+    Bottleneck features summarise one window, so the training windows' density
+    and a scan's distances must use windows of one size whatever the
+    inference window (a network rebuilt for whole volumes would give one
+    window per subject); a network that takes any size uses the inference window.
+    """
+    fixed = _fixed_window(model)
+    if fixed is None:
+        return settings.window
+    return (*fixed, 1) if len(fixed) == 2 else tuple(fixed)  # type: ignore[return-value]
+
+
+def check_windows(members: Sequence[TrainedModel], settings: PredictionSettings) -> list[TrainedModel]:
+    """The members, rebuilt where needed for the inference window.
+
+    A network saved for its training window takes another window when it is
+    fully convolutional (NiftyNet's pattern: a larger window at inference,
+    fewer windows and less overlap): its layers are rebuilt on an input of
+    the inference window's size (:func:`keras.models.clone_model`) and given
+    the same weights.
+
+    Returns:
+        One TrainedModel per member (the same object when its window fits).
 
     Raises:
-        UserError: a member's input has a fixed size other than the window
-            (the 2D slice axis of size 1 is ignored).
+        UserError: a member cannot take the window: several inputs
+            (MultiRes levels) of another size, or layers that do not build
+            at that size (e.g. a U-Net's pooling needs multiples of
+            2^depth); the message names the training window.
     """
     window = settings.window
+    out = []
     for member in members:
         fixed = _fixed_window(member.model)
-        if fixed is None:
+        sizes = tuple(w for w in window if w != 1) if fixed is not None and len(fixed) == 2 else window
+        if fixed is None or tuple(fixed) == sizes:
+            out.append(member)
             continue
-        sizes = tuple(w for w in window if w != 1) if len(fixed) == 2 else window
-        if tuple(fixed) != sizes:
-            raise UserError(
-                f"{member.model_dir}: the network takes windows of {', '.join(map(str, fixed))} voxels; "
-                f"set [INFERENCE] spatial_window_size to that (or leave it empty), "
-                f"not {', '.join(map(str, window))}"
-            )
+        refuse = (
+            f"{member.model_dir}: the network takes windows of {', '.join(map(str, fixed))} voxels and "
+            f"cannot be rebuilt for {', '.join(map(str, window))}"
+        )
+        hint = "; set [INFERENCE] spatial_window_size to a size it takes (or leave it empty)"
+        if len(member.model.inputs) != 1:
+            raise UserError(f"{refuse} (one input per resolution level){hint}")
+        rebuilt = _rebuild_for_window(member.model, sizes)
+        if isinstance(rebuilt, str):
+            raise UserError(f"{refuse} ({rebuilt}){hint}")
+        _LOG.info(
+            "network rebuilt for %s windows (trained on %s)",
+            "x".join(map(str, sizes)),
+            "x".join(map(str, fixed)),
+        )
+        out.append(dataclasses.replace(member, model=rebuilt))
+    return out
+
+
+def _rebuild_for_window(model: Any, sizes: tuple[int, ...]) -> Any:
+    """``model``'s layers and weights on an input of spatial size ``sizes``, or why not (a string)."""
+    import keras
+
+    spec = model.inputs[0]
+    inputs = keras.Input(shape=(*sizes, spec.shape[-1]), dtype=spec.dtype, name=getattr(spec, "name", None))
+    try:
+        clone = keras.models.clone_model(model, input_tensors=inputs)
+        clone.set_weights(model.get_weights())
+    except (ValueError, TypeError, NotImplementedError) as err:
+        return (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+    return clone
 
 
 def _in_units(maps: Mapping[str, np.ndarray], own: NormalisationParams, to: NormalisationParams) -> dict:
