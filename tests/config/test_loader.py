@@ -84,18 +84,14 @@ def test_values_parse_to_their_types(tmp_path: Path) -> None:
         random_flipping_axes = 0, 2
         [INFERENCE]
         spatial_window_size = 64, 64, 1
-        [REGRESSION]
-        error_map = Yes
+        overwrite = Yes
         """
     )
-    # The second [REGRESSION] header is a duplicate section: make it a clean file instead.
-    text = text.replace("[REGRESSION]\nimage = MR\noutput = CT\n", "")
-    text = text.replace("error_map = Yes", "image = MR\noutput = CT\nerror_map = Yes")
     cfg = load_config(write(tmp_path, text))
     assert cfg.training.rotation_angle == (-10.0, 10.5)
     assert cfg.training.random_flipping_axes == (0, 2)
     assert cfg.inference.spatial_window_size == (64, 64, 1)
-    assert cfg.app.error_map is True
+    assert cfg.inference.overwrite is True
     none = load_config(write(tmp_path, MINIMAL), ["TRAINING.random_flipping_axes=-1"])
     assert none.training.random_flipping_axes == ()
 

@@ -21,7 +21,9 @@ _HEADER = """\
 # source (here the example [MR]). Keys follow NiftyNet's config_spec where
 # NiftyNet has them ("tfuq:" marks tfuq's own). Lists are comma-separated; an
 # empty value means "not set". Relative input paths resolve against the INI
-# file's folder, output paths against [SYSTEM] model_dir.
+# file's folder, output paths against [SYSTEM] model_dir. NiftyNet's other keys
+# (whitening, cuda_devices, ...) are translated or refused on loading: see
+# "NiftyNet configs" in docs/reference.md.
 """
 
 

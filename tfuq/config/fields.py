@@ -4,6 +4,10 @@ A section is a frozen dataclass whose fields are made with :func:`setting`;
 the field's type annotation says how its text is parsed, the metadata says
 what is valid (choices, bounds) and documents it (one-line help). The same
 metadata renders ``configs/defaults.ini``, so documentation cannot drift.
+
+Values are read in NiftyNet's syntax too: a list may be wrapped in parentheses
+or braces (``(8, 8, 8)``, ``(L, A, S)``, ``()`` for none) and a boolean may be
+spelled as NiftyNet's ``str2boolean`` spells it (``True``, ``t``, ``y``, ...).
 """
 
 from __future__ import annotations
@@ -23,8 +27,11 @@ __all__ = [
     "setting",
 ]
 
-_TRUE = {"true", "yes", "on", "1"}
-_FALSE = {"false", "no", "off", "0"}
+#: Boolean spellings, case-insensitive: tfuq's and NiftyNet's (``t``/``y``, ``f``/``n``).
+_TRUE = {"true", "yes", "on", "1", "t", "y"}
+_FALSE = {"false", "no", "off", "0", "f", "n"}
+#: Brackets NiftyNet allows around a list.
+_BRACKETS = (("(", ")"), ("{", "}"))
 
 
 class ConfigValueError(ValueError):
@@ -180,7 +187,8 @@ def parse_value(spec: FieldSpec, text: str) -> Any:
 
     Args:
         spec: The key's specification.
-        text: Raw INI value; lists are comma-separated, an empty list is "".
+        text: Raw INI value; lists are comma-separated, optionally in NiftyNet's
+            parentheses or braces; an empty list is "" (or "()").
 
     Returns:
         The typed value.
@@ -189,6 +197,9 @@ def parse_value(spec: FieldSpec, text: str) -> Any:
         ConfigValueError: with the description of a valid value as message.
     """
     if spec.is_tuple:
+        text = text.strip()
+        if len(text) >= 2 and (text[0], text[-1]) in _BRACKETS:
+            text = text[1:-1]
         parts = [p for p in (s.strip() for s in text.split(",")) if p != ""]
         values = tuple(_parse_scalar(spec, p) for p in parts)
         if values and spec.length and len(values) not in spec.length:

@@ -16,7 +16,9 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from tfuq.config.errors import ConfigError
 from tfuq.config.fields import ConfigValueError, field_specs, format_value, parse_value
+from tfuq.config.niftynet import translate_niftynet
 from tfuq.config.sections import (
     APPLICATIONS,
     NETWORKS,
@@ -34,7 +36,6 @@ from tfuq.config.sections import (
     TrainingSection,
     UncertaintySection,
 )
-from tfuq.errors import UserError
 from tfuq.typing import PathLike
 
 __all__ = ["PHANTOM_PREFIX", "Config", "ConfigError", "load_config", "parse_overrides"]
@@ -42,13 +43,9 @@ __all__ = ["PHANTOM_PREFIX", "Config", "ConfigError", "load_config", "parse_over
 #: ``path_to_search`` value selecting the built-in phantom.
 PHANTOM_PREFIX = "phantom:"
 _SOURCE_KEYS = {
-    "REGRESSION": ("image", "output", "weight", "sampler", "mask", "noise_std", "lesion"),
+    "REGRESSION": ("image", "output", "sampler", "mask", "noise_std", "lesion"),
     "GAN": ("conditioning", "image", "mask", "noise_std", "lesion"),
 }
-
-
-class ConfigError(UserError):
-    """A configuration problem caused by the user (one line, exit code 2)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -225,6 +222,10 @@ def load_config(path: PathLike, overrides: Iterable[str] = ()) -> Config:
         path: The INI file.
         overrides: ``SECTION.key=value`` strings applied before validation.
 
+    NiftyNet's keys are translated first (:mod:`tfuq.config.niftynet`), so a
+    NiftyNet regression or GAN INI loads with its meaning or is refused in one
+    line.
+
     Returns:
         Config: frozen; relative paths resolved (inputs against the INI folder,
         outputs against ``model_dir``, as NiftyNet does).
@@ -248,6 +249,7 @@ def load_config(path: PathLike, overrides: Iterable[str] = ()) -> Config:
             f"{path}: expected exactly one application section, [REGRESSION] or [GAN]; found {found}"
         )
     application = apps[0]
+    translate_niftynet(parser, application, path)
     app = _parse_section(path, parser, application, APPLICATIONS[application])
 
     referenced: list[str] = []
@@ -296,6 +298,11 @@ def load_config(path: PathLike, overrides: Iterable[str] = ()) -> Config:
     for name, cls in classes.items():
         parsed[name.lower()] = _resolve_paths(_parse_section(path, parser, name, cls), bases)
     parsed["network"] = _check_network(path, parsed["network"], ini_dir)
+    if application == "GAN" and parsed["training"].loss_type != "nll":
+        raise ConfigError(
+            f"{path}: [TRAINING] loss_type = {parsed['training'].loss_type}: a [GAN] does not use it; its "
+            "generator loss is [GAN] lambda_adv, lambda_l1, lambda_nll and lambda_kl"
+        )
     if not parsed["export"].model_name:
         parsed["export"] = dataclasses.replace(parsed["export"], model_name=path.stem)
     flips = parsed["training"].random_flipping_axes

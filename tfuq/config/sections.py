@@ -4,6 +4,8 @@ Reserved sections are :data:`SECTIONS`; ``[REGRESSION]`` or ``[GAN]`` names the
 application; every other section is an input source (e.g. ``[MR]``, ``[CT]``)
 with NiftyNet's input keys. Key names and meanings follow NiftyNet's
 config_spec where NiftyNet has the key; tfuq's own keys say so in their help.
+NiftyNet keys tfuq has no field for (``whitening``, ``cuda_devices``, ...) are
+translated or refused by :mod:`tfuq.config.niftynet` before these are parsed.
 """
 
 from __future__ import annotations
@@ -53,7 +55,6 @@ class SystemSection:
     )
     num_threads: int = setting(2, "threads for data loading", min=1)
     num_gpus: int = setting(1, "GPUs to train on (ignored when none is visible)", min=0)
-    cuda_devices: str = setting("", "sets CUDA_VISIBLE_DEVICES when not empty, e.g. 0,1")
     strategy: str = setting(
         "auto", "tfuq: tf.distribute strategy", choices=("auto", "one_device", "mirrored", "multi_worker")
     )
@@ -72,9 +73,6 @@ class NetworkSection:
         "relu", "activation of hidden layers", choices=("relu", "leaky_relu", "prelu", "elu", "selu", "gelu")
     )
     batch_size: int = setting(2, "windows per training step (global batch)", min=1)
-    smaller_final_batch_mode: str = setting(
-        "pad", "final smaller batch at inference", choices=("pad", "drop", "dynamic")
-    )
     decay: float = setting(0.0, "weight regularisation strength", min=0.0)
     reg_type: str = setting("L2", "weight regularisation type", choices=("L1", "L2"))
     volume_padding_size: tuple[int, ...] = setting(
@@ -87,13 +85,6 @@ class NetworkSection:
         "uniform", "training window sampler", choices=("uniform", "weighted", "balanced", "resize")
     )
     queue_length: int = setting(5, "windows buffered for shuffling", min=1)
-    keep_prob: float = setting(
-        1.0,
-        "NiftyNet keep probability; tfuq uses [UNCERTAINTY] dropout_rate",
-        min=0.0,
-        max=1.0,
-        min_exclusive=True,
-    )
     spatial_mode: str = setting(
         "auto",
         "tfuq: unet/pix2pix/upgan/highres3dnet dimensionality; auto = 2d when the window is H, W or "
@@ -159,7 +150,10 @@ class TrainingSection:
     lr_step_factor: float = setting(0.1, "tfuq: step schedule factor", min=0.0, max=1.0, min_exclusive=True)
     grad_clip_norm: float = setting(0.0, "tfuq: clip gradients to this global norm; 0 = off", min=0.0)
     loss_type: str = setting(
-        "nll", "nll of [UNCERTAINTY] family, or an l1/l2 baseline", choices=("nll", "l1", "l2")
+        "nll",
+        "nll of [UNCERTAINTY] family, or an l1/l2 baseline ([REGRESSION] only; [GAN] sets its generator "
+        "loss with lambda_*); NiftyNet's L1Loss/MAE read as l1, L2Loss/RMSE as l2",
+        choices=("nll", "l1", "l2"),
     )
     sample_per_volume: int = setting(1, "windows drawn from each volume per pass", min=1)
     starting_iter: int = setting(
@@ -483,7 +477,6 @@ class RegressionSection:
 
     image: tuple[str, ...] = setting((), "input source sections fed to the network, e.g. MR")
     output: str = setting("", "input source section of the target, e.g. CT")
-    weight: str = setting("", "optional section with a sampling weight map")
     sampler: str = setting("", "optional section used by weighted/balanced window sampling")
     mask: str = setting("", "tfuq: optional section with the body/brain mask for losses and metrics")
     noise_std: str = setting("", "tfuq: optional section with the true noise std (phantom) for UQ validation")
@@ -493,7 +486,6 @@ class RegressionSection:
         "input); tfuq evaluate compares the uncertainty inside it with the rest of the mask",
     )
     loss_border: int = setting(0, "voxels ignored at each window side in the loss", min=0)
-    error_map: bool = setting(False, "also write |error| maps at inference when the target is known")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -556,7 +548,6 @@ class InputSource:
     spatial_window_size: tuple[int, ...] = setting(
         (), "training window, e.g. 64, 64, 64 or 128, 128, 1", min=1, length=(2, 3)
     )
-    loader: str = setting("", "image loader; empty = nibabel", choices=("", "nibabel"))
     intensity_normalisation: str = setting(
         "none", "tfuq: invertible normalisation", choices=("none", "minmax", "percentile", "zscore", "window")
     )
