@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import re
 from pathlib import Path
 
 import nibabel as nib
@@ -20,6 +21,7 @@ from tfuq.data import read_split, write_split
 from tfuq.errors import UserError
 from tfuq.evaluation.job import evaluate, run_evaluation
 from tfuq.evaluation.report import SUMMARY_KEYS
+from tfuq.evaluation.viewer import decode_payload
 from tfuq.workflow import prepare_data
 
 SCALE = 0.05
@@ -102,6 +104,15 @@ def test_evaluate_infers_missing_maps_and_writes_the_report(
     assert written["calibration"]["in_sample"] is False and written["calibration"]["dataset"] == "Validation"
     assert "Recalibration fitted on the held-out Validation subject(s)" in html
     assert "MAE / best constant" in html
+    # the slice viewer holds the subject: the truth it shows is the CT file's at the voxel it names
+    assert "<h2>Slice viewer</h2>" in html and f'<option value="0">{job["subject"]}</option>' in html
+    payload = json.loads(re.search(r'id="tfuq-viewer-subject-0">(.*?)</script>', html, re.S).group(1))
+    ct = np.asarray(nib.load(job["phantom"] / f"{job['subject']}_ct.nii.gz").dataobj, dtype=np.float64)
+    assert payload["subject"] == job["subject"] and payload["source_shape"] == list(ct.shape)
+    grids = np.meshgrid(*(np.asarray(i) for i in payload["source_index"]), indexing="ij")
+    stored = [grids[payload["source_axis"].index(axis)] for axis in range(3)]
+    step = next(p["step"] for p in payload["panels"] if p["name"] == "target")
+    assert np.max(np.abs(decode_payload(payload)["target"] - ct[tuple(stored)])) <= step / 2 * (1 + 1e-9)
 
 
 def test_sigma_scaling_scores_scale_the_aleatoric_std(job: dict) -> None:

@@ -141,3 +141,28 @@ def test_report_without_curves_and_nan_metrics(tmp_path):
             epistemic_std=np.zeros((2, 2, 2)),
             aleatoric_std=np.zeros((2, 2, 2)),
         )
+
+
+def test_report_html_has_the_slice_viewer_only_when_given_payloads(tmp_path, evaluated):
+    from tfuq.evaluation.viewer import viewer_payload
+
+    rows, curves, volumes = evaluated
+    payloads = [
+        viewer_payload(
+            subject,
+            input_image=target * 0.1,
+            target=target,
+            mean=mean,
+            epistemic_std=epi,
+            aleatoric_std=ale,
+            units="HU",
+        )
+        for subject, (mean, target, epi, ale) in volumes.items()
+    ]
+    page = write_report(tmp_path / "with", rows, curves, units="HU", viewers=payloads)["html"].read_text()
+    assert "<h2>Slice viewer</h2>" in page and 'id="tfuq-viewer"' in page
+    assert all(f'id="tfuq-viewer-subject-{i}"' in page for i in range(3))
+    assert page.index("<h2>Per subject</h2>") < page.index("<h2>Slice viewer</h2>")  # the tables stay
+    assert "://" not in page and "<script src" not in page
+    page = write_report(tmp_path / "without", rows, curves, units="HU")["html"].read_text()
+    assert "<script" not in page and "Slice viewer" not in page

@@ -28,7 +28,8 @@ The steps of :func:`run_evaluation`:
    target's units), the model's aleatoric std against the truth;
 4. into ``[EVALUATION] save_csv_dir``: ``metrics.csv``, ``summary.json``,
    the calibration, RMSE-versus-retained and error-histogram plots, one
-   montage per subject and ``report.html`` (:func:`tfuq.evaluation.write_report`);
+   montage per subject and ``report.html`` (:func:`tfuq.evaluation.write_report`)
+   with the slice viewer of every subject (:mod:`tfuq.evaluation.viewer`);
    existing outputs are refused unless ``[EVALUATION] overwrite = true``.
 """
 
@@ -58,6 +59,7 @@ from tfuq.evaluation.report import REPORT_FILES, write_report, write_subject_mon
 from tfuq.evaluation.subject_metrics import WHOLE_IMAGE_SUFFIX, SubjectCurves, evaluate_subject
 from tfuq.evaluation.units import NORMALISED, normalised_maps, normalised_target
 from tfuq.evaluation.validation import aleatoric_vs_noise
+from tfuq.evaluation.viewer import DEFAULT_MAX_VOXELS, viewer_budget, viewer_payload
 from tfuq.inference.decomposition import MEAN
 from tfuq.inference.outputs import ALEATORIC_STD, EPISTEMIC_STD, OUTPUT_MAPS, TOTAL_STD, output_paths
 
@@ -181,7 +183,8 @@ def _evaluate_one(
     recalibrator: Any,
     units: str,
     model_params: NormalisationParams | None = None,
-) -> tuple[dict[str, Any], SubjectCurves, Path]:
+    viewer_voxels: int = DEFAULT_MAX_VOXELS,
+) -> tuple[dict[str, Any], SubjectCurves, Path, dict[str, Any]]:
     first = config.input_sections[0]
     maps = _load_maps(config, subject, sources[first].axcodes)
     ref = maps[MEAN]
@@ -286,7 +289,19 @@ def _evaluate_one(
         affine=ref.affine,
         overwrite=config.evaluation.overwrite,
     )
-    return row, curves, montage
+    viewer = viewer_payload(
+        subject,
+        input_image=input_image,
+        target=target,
+        mean=arrays[MEAN],
+        epistemic_std=arrays[EPISTEMIC_STD],
+        aleatoric_std=arrays[ALEATORIC_STD],
+        units=units,
+        affine=ref.affine,
+        file_affine=ref.original_affine,
+        max_voxels=viewer_voxels,
+    )
+    return row, curves, montage, viewer
 
 
 def _baselines(
@@ -360,11 +375,12 @@ def run_evaluation(config: Config) -> dict[str, Any]:
     recalibrator = load_calibration(config.model_dir, config.calibration.method)
     units = evaluation_units(config)
     model_params = _model_normalisation(config)
-    rows, curves, montages = [], [], {}
+    rows, curves, montages, viewers = [], [], {}, []
     for subject, files in chosen.items():
-        row, curve, montage = _evaluate_one(
-            config, subject, files, sources, recalibrator, units, model_params
+        row, curve, montage, viewer = _evaluate_one(
+            config, subject, files, sources, recalibrator, units, model_params, viewer_budget(len(chosen))
         )
+        viewers.append(viewer)
         rows.append(row)
         curves.append(curve)
         montages[subject] = montage
@@ -384,6 +400,7 @@ def run_evaluation(config: Config) -> dict[str, Any]:
         rows,
         curves,
         montages=montages,
+        viewers=viewers,
         units=units,
         title=f"tfuq evaluation: {config.path.name}",
         overwrite=config.evaluation.overwrite,

@@ -10,7 +10,8 @@
     rmse_vs_retained.png   RMSE of retained voxels with the oracle (mean over subjects)
     error_histograms.png   |error| vs epistemic and aleatoric std (Klaser Fig. 3)
     montages/<subject>_montage.png   (written by :func:`write_subject_montage`)
-    report.html            all of the above
+    report.html            all of the above, and the slice viewer of the subjects given
+                           as :func:`tfuq.evaluation.viewer.viewer_payload` payloads
 
 Everything is written atomically; nothing is written when an output exists
 unless ``overwrite=True``.
@@ -35,6 +36,7 @@ from tfuq.evaluation.report_html import render_report
 from tfuq.evaluation.selection import select_metrics
 from tfuq.evaluation.subject_metrics import STD_KINDS, WHOLE_IMAGE_SUFFIX, SubjectCurves
 from tfuq.evaluation.uq_metrics import spearman
+from tfuq.evaluation.viewer import render_viewer
 from tfuq.typing import PathLike
 
 __all__ = [
@@ -267,6 +269,7 @@ def write_report(
     overwrite: bool = False,
     evaluations: Iterable[str] | None = None,
     extra: Mapping[str, Any] | None = None,
+    viewers: Sequence[Mapping[str, Any]] | None = None,
 ) -> dict[str, Path]:
     """Write metrics.csv, summary.json, the plots and report.html into ``out_dir``.
 
@@ -288,6 +291,10 @@ def write_report(
             the others are left out of metrics.csv and are null in
             summary.json. None: every group.
         extra: More summary.json entries (e.g. ``{"target_units": ...}``).
+        viewers: One :func:`tfuq.evaluation.viewer.viewer_payload` per
+            subject: report.html gets the interactive slice viewer of them
+            (embedded, so the page grows by ~2.4 MB per subject at the
+            default budget). None or empty: no viewer.
 
     Returns:
         dict name -> path of every file written (keys of :data:`REPORT_FILES`).
@@ -358,6 +365,7 @@ def write_report(
         units=units,
         embed_images=embed_images,
         links={"metrics.csv": paths["metrics"], "summary.json": paths["summary"]},
+        viewer=render_viewer(viewers or []),
     )
     write_text(paths["html"], html, overwrite=overwrite)
     return paths

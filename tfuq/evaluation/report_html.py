@@ -1,8 +1,10 @@
 """report.html: one self-contained page with the summary, per-subject metrics and every plot.
 
-The page uses inline CSS only (no scripts, no network). Images are linked
-relative to the report's folder, or embedded as base64 data URIs when asked,
-so the page works when the folder is copied or served as is.
+The page uses inline CSS only and, when given one, the inline script of the
+slice viewer (:func:`tfuq.evaluation.viewer.render_viewer`); nothing is
+loaded from the network. Images are linked relative to the report's folder,
+or embedded as base64 data URIs when asked, so the page works when the
+folder is copied or served as is.
 """
 
 from __future__ import annotations
@@ -152,6 +154,7 @@ def render_report(
     units: str = "",
     embed_images: bool = False,
     links: Mapping[str, Path] | None = None,
+    viewer: str = "",
 ) -> str:
     """HTML text of the evaluation report.
 
@@ -166,6 +169,9 @@ def render_report(
         units: Target units shown in column labels.
         embed_images: Inline PNGs as base64 instead of relative links.
         links: Text -> file path of extra downloads (metrics.csv, summary.json).
+        viewer: HTML fragment of the slice viewer
+            (:func:`tfuq.evaluation.viewer.render_viewer`), shown before the
+            montages; empty for none.
 
     Returns:
         The HTML document as a string.
@@ -228,6 +234,8 @@ def render_report(
         parts.append("<h2>Uncertainty quality</h2>")
         for name, path in plots.items():
             parts.append(_figure(path, folder, _PLOT_CAPTIONS.get(name, name), embed_images))
+    if viewer:
+        parts.extend(["<h2>Slice viewer</h2>", viewer])
     if montages:
         parts.append("<h2>Subjects</h2>")
         for subject, path in montages.items():
