@@ -40,8 +40,9 @@ def _load(config: Path, overrides: Sequence[str], *, log_to_model_dir: bool = Tr
     from tfuq.config import load_config
     from tfuq.log import setup_logging
 
-    cfg = load_config(config, overrides)
     command = click.get_current_context().info_name or "tfuq"
+    setup_logging(command, verbose=_verbose())  # the console first: the config's NiftyNet mappings are logged
+    cfg = load_config(config, overrides)
     setup_logging(command, cfg.model_dir if log_to_model_dir else None, verbose=_verbose())
     return cfg
 
@@ -129,6 +130,7 @@ def infer(
         raise UserError("--subject names the output of --image; give --image too")
     from tfuq.log import setup_logging
 
+    setup_logging("infer", verbose=_verbose())
     cfg = model_config(source, overrides, output_dir=output_dir, overwrite=overwrite, input_dir=input_dir)
     setup_logging("infer", cfg.model_dir, verbose=_verbose())
     if serving_url is None:

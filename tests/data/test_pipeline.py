@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from tfuq.config import ConfigError, load_config
-from tfuq.data.multires import multires_windows
 from tfuq.data import pipeline
+from tfuq.data.multires import multires_windows
 from tfuq.data.pipeline import make_training_dataset, make_validation_dataset
 from tfuq.errors import UserError
 

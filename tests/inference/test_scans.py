@@ -88,7 +88,8 @@ def test_image_from_a_model_dir_uses_the_stored_config(scans: dict, capsys) -> N
 def test_input_dir_infers_every_subject_in_the_folder(scans: dict, capsys) -> None:
     out = scans["tmp"] / "out_folder"
     code, stdout, err = _run(
-        ["infer", str(scans["model_dir"]), "--input-dir", str(scans["mine"]), "--output-dir", str(out)], capsys
+        ["infer", str(scans["model_dir"]), "--input-dir", str(scans["mine"]), "--output-dir", str(out)],
+        capsys,
     )
     assert code == 0, err
     assert "2 subject(s) written" in stdout
@@ -137,9 +138,7 @@ def test_model_config_errors(scans: dict) -> None:
 
 def test_a_mask_reading_the_input_files_gets_the_input(scans: dict) -> None:
     # [BODY] defined as the MR's own files (as configs/brats_t1t2.ini defines [BRAIN] from the T1).
-    config = model_config(
-        scans["model_dir"], ["BODY.filename_contains=_mr", "BODY.path_to_search=phantom:"]
-    )
+    config = model_config(scans["model_dir"], ["BODY.filename_contains=_mr", "BODY.path_to_search=phantom:"])
     scan = scans["mine"] / "patient1_mr.nii.gz"
     name, files = image_subject(config, [f"MR={scan}"])
     assert name == "patient1"
