@@ -223,3 +223,33 @@ def test_nll_loss_config_round_trip_and_fit(tmp_path):
     model.save(tmp_path / "m.keras")
     reloaded = keras.saving.load_model(tmp_path / "m.keras")
     assert isinstance(reloaded.loss, NLLLoss) and reloaded.loss.border == 1
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.5, 1.0])
+def test_beta_nll_value_and_gradient_match_seitzer_by_hand(beta):
+    # Seitzer et al. 2022: L = stop_gradient(sigma^(2 beta)) * NLL. Oracle: scipy's Gaussian log-density
+    # and the analytic gradient, weighted by sigma^(2 beta); beta = 1 gives the mean the squared
+    # error's gradient (mu - y), whatever sigma.
+    rng = np.random.default_rng(7)
+    mu, s_raw, y = rng.normal(size=6), rng.normal(size=6), rng.normal(size=6)
+    params = tf.Variable(np.stack([mu, s_raw], -1)[None, :, None, :], dtype=tf.float64)  # (1, 6, 1, 2)
+    y_true = tf.constant(np.stack([y, np.ones(6)], -1)[None, :, None, :], tf.float64)
+    loss = NLLLoss("normal", beta=beta, dtype="float64")
+    with tf.GradientTape() as tape:
+        value = loss(y_true, params)
+    grad = tape.gradient(value, params).numpy()[0, :, 0]
+    sigma = np.logaddexp(0, s_raw) + 1e-5
+    weight = sigma ** (2 * beta)
+    expected = np.mean(-weight * stats.norm.logpdf(y, mu, sigma))
+    assert float(value) == pytest.approx(expected, rel=1e-9)
+    np.testing.assert_allclose(grad[:, 0], weight * (mu - y) / sigma**2 / 6, rtol=1e-9)
+    if beta == 1.0:
+        np.testing.assert_allclose(grad[:, 0], (mu - y) / 6, rtol=1e-9)
+    clone = keras.losses.deserialize(json.loads(json.dumps(keras.losses.serialize(loss))))
+    assert clone.get_config() == loss.get_config() and clone.beta == beta
+
+
+@pytest.mark.parametrize("beta", [-0.1, 1.5, True])
+def test_beta_outside_0_1_is_refused(beta):
+    with pytest.raises(ValueError, match="beta must be in"):
+        NLLLoss("normal", beta=beta)

@@ -233,3 +233,14 @@ def test_gan_configs_train_through_the_same_job(tiny_ini: Path) -> None:
     assert result.final_step == 1 and hasattr(result.trainer, "generator")
     assert (config.model_dir / "model.keras").is_file()
     assert (config.model_dir / "checkpoints" / "ckpt-1.index").is_file()
+
+
+def test_loss_choice_follows_loss_type_and_nll_beta(tiny_config) -> None:
+    from tfuq.losses import L1Loss, L2Loss, NLLLoss
+    from tfuq.training.job import make_loss
+
+    assert isinstance(make_loss(tiny_config("TRAINING.loss_type=l1")), L1Loss)
+    assert isinstance(make_loss(tiny_config("TRAINING.loss_type=l2")), L2Loss)
+    plain = make_loss(tiny_config())
+    assert isinstance(plain, NLLLoss) and plain.beta == 0.0
+    assert make_loss(tiny_config("TRAINING.nll_beta=0.5")).beta == 0.5

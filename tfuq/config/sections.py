@@ -155,6 +155,13 @@ class TrainingSection:
         "loss with lambda_*); NiftyNet's L1Loss/MAE read as l1, L2Loss/RMSE as l2",
         choices=("nll", "l1", "l2"),
     )
+    nll_beta: float = setting(
+        0.0,
+        "tfuq: beta-NLL (Seitzer et al. 2022): each voxel's NLL weighted by its predicted variance^beta "
+        "(no gradient through the weight), so uncertain voxels still teach the mean; 0 = plain NLL",
+        min=0.0,
+        max=1.0,
+    )
     sample_per_volume: int = setting(1, "windows drawn from each volume per pass", min=1)
     starting_iter: int = setting(
         -1, "-1 = resume from the latest checkpoint if any; 0 = from scratch", min=-1

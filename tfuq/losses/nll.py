@@ -40,7 +40,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from tfuq.distributions import check_family, constrain, make_distribution
+from tfuq.distributions import check_family, constrain, make_distribution, variance
 from tfuq.losses.reduction import check_border, masked_mean, split_target, voxel_target
 
 __all__ = ["NLLLoss", "nll", "nll_map"]
@@ -140,15 +140,24 @@ class NLLLoss(keras.losses.Loss):
     ``call`` returns one value per sample (masked mean over voxels); the
     Keras ``reduction`` then averages over the batch.
 
+    With ``beta > 0`` it is the beta-NLL of Seitzer et al. (ICLR 2022): each
+    voxel's NLL is weighted by its predicted variance to the power beta, held
+    constant in the gradient (``stop_gradient(var^beta) * NLL``). Plain NLL
+    (beta = 0) scales the mean's gradient by 1/var, so voxels the network
+    already calls uncertain stop teaching the mean; beta = 0.5 balances that,
+    beta = 1 gives the mean the gradient of the squared error.
+
     Args:
         family: ``"normal"``, ``"laplace"`` or ``"generalized_normal"``.
         border: Voxels cropped from every spatial side, default 0.
+        beta: Variance weighting exponent in [0, 1]; default 0 (plain NLL).
         reduction: Keras reduction over the batch, default ``"sum_over_batch_size"``.
         name: Loss name, default ``"nll"``.
         dtype: Computation dtype, default Keras ``floatx``.
 
     Raises:
-        ValueError: ``"point"`` or unknown family, or a negative border.
+        ValueError: ``"point"`` or unknown family, a negative border, or
+            beta outside [0, 1].
 
     Example:
         >>> model.compile(optimizer="adam", loss=NLLLoss("normal", border=4))
@@ -158,6 +167,7 @@ class NLLLoss(keras.losses.Loss):
         self,
         family: str,
         border: int = 0,
+        beta: float = 0.0,
         reduction: str | None = "sum_over_batch_size",
         name: str = "nll",
         dtype: Any = None,
@@ -165,11 +175,18 @@ class NLLLoss(keras.losses.Loss):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         self.family = _check_likelihood_family(family)
         self.border = check_border(border)
+        if isinstance(beta, bool) or not 0.0 <= float(beta) <= 1.0:
+            raise ValueError(f"beta must be in [0, 1]. Received: beta={beta!r}")
+        self.beta = float(beta)
 
     def call(self, y_true: Any, y_pred: Any) -> tf.Tensor:
-        """Per-sample NLL ``(B,)``."""
+        """Per-sample NLL ``(B,)`` (beta-weighted when ``beta > 0``)."""
         target, mask = split_target(y_true, y_pred.shape.rank)
-        return masked_mean(nll_map(self.family, y_pred, target), mask, self.border)
+        values = nll_map(self.family, y_pred, target)
+        if self.beta > 0.0:
+            weight = tf.stop_gradient(tf.pow(variance(self.family, y_pred), self.beta))
+            values = values * tf.cast(weight, values.dtype)
+        return masked_mean(values, mask, self.border)
 
     def get_config(self) -> dict[str, Any]:
         """Return every constructor argument."""
@@ -177,5 +194,6 @@ class NLLLoss(keras.losses.Loss):
             **super().get_config(),
             "family": self.family,
             "border": self.border,
+            "beta": self.beta,
             "dtype": self.dtype,
         }

@@ -123,7 +123,8 @@ def make_loss(config: Config) -> keras.losses.Loss:
         return L1Loss()
     if config.training.loss_type == "l2" or config.family == "point":
         return L2Loss()
-    return NLLLoss(config.family)  # the pipeline's mask channel already excludes loss_border
+    # the pipeline's mask channel already excludes loss_border
+    return NLLLoss(config.family, beta=config.training.nll_beta)
 
 
 def build_trainer(config: Config) -> keras.Model:
