@@ -37,15 +37,32 @@ def test_reference_threshold_scores_and_flag_rule_equal_numpy() -> None:
     ref = fit_qc_reference({"a": a, "b": b}, quantile=0.95, minimum=0.1, margin=2.0)
     pooled = np.concatenate([a, b])
     assert ref.slice_threshold == pytest.approx(np.quantile(pooled, 0.95))
-    assert ref.subjects == {"a": pytest.approx(np.mean(a > ref.slice_threshold)),
-                            "b": pytest.approx(np.mean(b > ref.slice_threshold))}  # fmt: skip
+    # each reference subject scored as a new one would be: against the other's threshold
+    assert ref.subjects == {"a": pytest.approx(np.mean(a > np.quantile(b, 0.95))),
+                            "b": pytest.approx(np.mean(b > np.quantile(a, 0.95)))}  # fmt: skip
     assert ref.flag_score == pytest.approx(max(0.1, 2.0 * max(ref.subjects.values())))
+    assert "leave one subject out" in ref.how
     # a held-out subject is never flagged by its own reference; a doubled std is
     for values in (a, b):
         assert not qc_score(values, ref)["flagged"]
     shifted = qc_score(2.0 * a, ref)
     assert shifted["flagged"] and shifted["score"] == pytest.approx(np.mean(2 * a > ref.slice_threshold))
     assert shifted["threshold"] == ref.flag_score and shifted["num_slices"] == a.size
+
+
+def test_leave_one_out_scores_do_not_flag_clean_subjects_an_in_sample_fit_would() -> None:
+    # Clean subjects from one population, each with its own small offset (subject-level variation, as
+    # scans have). In-sample reference scores sit near 1 - quantile by construction, so a flag rule
+    # set from them flags clean new subjects; leave-one-out scores see the between-subject spread.
+    rng = np.random.default_rng(1)
+    population = [rng.normal(rng.normal(0.0, 0.1), 0.1, 40) for _ in range(200)]
+    ref = fit_qc_reference({"a": population[0], "b": population[1]})
+    in_sample = max(np.mean(v > ref.slice_threshold) for v in population[:2])
+    naive = max(0.1, 2.0 * in_sample)
+    naive_flagged = np.mean([np.mean(v > ref.slice_threshold) > naive for v in population[2:]])
+    flagged = np.mean([qc_score(v, ref)["flagged"] for v in population[2:]])
+    assert naive_flagged > 0.1 and flagged == 0.0
+    assert qc_score(population[5] + 1.0, ref)["flagged"]  # a shifted scan still is
 
 
 def test_round_trip_and_errors(tmp_path) -> None:

@@ -393,6 +393,15 @@ def run_calibration(config: Config) -> dict[str, Any]:
     features = _feature_reference(config, saved, feature_window(saved, settings), inputs, phase == TRAINING)
     if features is not None:
         summary["qc_reference_features"] = features.to_dict()
+    for ref in (reference, features):
+        if ref is not None and ref.flag_score >= 1.0:
+            _LOG.warning(
+                "reliability (%s): the %d held-out subjects differ from each other as much as a shifted "
+                "scan would (flag score %.2f >= 1), so this flag cannot fire; calibrate on more subjects",
+                ref.statistic,
+                len(ref.subjects),
+                ref.flag_score,
+            )
     write_json(config.model_dir / CALIBRATION_DIR / SUMMARY_FILE, summary, overwrite=True)
     _LOG.info(
         "calibrated on %d %s subject(s), %d voxels: RMS calibration error %.4f before, %.4f isotonic%s",
