@@ -42,8 +42,16 @@ def test_cases_are_the_shifted_inputs_and_a_rescale_is_invisible_after_normalisa
         f"{subject}-{k}" for k in ("clean", "bias_field", "noise3x", "rescale", "swap_ct")
     } | {f"{other}-external"}
     mr = np.asarray(nib.load(phantom / f"{subject}_mr.nii.gz").dataobj, dtype=np.float32)
+    body = np.asarray(nib.load(phantom / f"{subject}_mask.nii.gz").dataobj) > 0
     written = np.asarray(nib.load(out / "cases" / f"{subject}-bias_field_input.nii.gz").dataobj)
-    np.testing.assert_allclose(written, shifted_input(mr, "bias_field", mr > 0), rtol=1e-6)
+    np.testing.assert_allclose(written, shifted_input(mr, "bias_field", body), rtol=1e-6)
+    # every case of a subject gets the subject's own mask file; a scan from elsewhere, input > 0
+    for case in ("clean", "bias_field", "swap_ct"):
+        mask = np.asarray(nib.load(out / "cases" / f"{subject}-{case}_brainmask.nii.gz").dataobj) > 0
+        np.testing.assert_array_equal(mask, body)
+    external_mr = np.asarray(nib.load(phantom / f"{other}_mr.nii.gz").dataobj)
+    external_mask = np.asarray(nib.load(out / "cases" / f"{other}-external_brainmask.nii.gz").dataobj) > 0
+    np.testing.assert_array_equal(external_mask, external_mr > 0)
     # percentile normalisation per subject undoes a global 1.3x rescale: the same prediction
     clean, rescaled = cases[f"{subject}-clean"], cases[f"{subject}-rescale"]
     assert rescaled["mean_total_std"] == pytest.approx(clean["mean_total_std"], rel=1e-4)

@@ -5,9 +5,11 @@ first input is written clean and under each shift of
 :func:`tfuq.experiments.shift.shifted_input` (``swap`` takes another contrast
 of the same subject: the input's file name with its ``filename_contains``
 keyword replaced, e.g. ``_t1`` -> ``_flair``); other subjects (another site)
-can be added as they are. Every case gets the brain mask ``clean input > 0``
-(skull-stripped data) and the same inference as ``tfuq infer`` (model,
-calibration, T, QC references of ``tfuq calibrate``). The result,
+can be added as they are. Every case gets its subject's mask section file
+when the config has one and the subject has it on the input's grid, else the
+mask ``clean input > 0`` (skull-stripped data, e.g. an external scan), and the
+same inference as ``tfuq infer`` (model, calibration, T, QC references of
+``tfuq calibrate``). The result,
 ``<out_dir>/shift_check.json``, lists per case the reliability scores and
 flags of ``qc.json`` and the mean stds, and per score the AUROC of shifted
 (and external) against clean cases (:func:`tfuq.experiments.shift.shift_auroc`).
@@ -45,19 +47,22 @@ def _save(array: np.ndarray, like: Any, path: Path) -> None:
 
 def _cases(
     config: Config, subjects: Sequence[str], swaps: Mapping[str, str], external: Mapping[str, Path]
-) -> dict[str, tuple[str, Path, Any]]:
-    """Case id -> (kind, clean input file, shift or swap file)."""
+) -> tuple[dict[str, tuple[str, Path, Any]], dict[str, Path]]:
+    """Case id -> (kind, clean input file, shift or swap file); case id -> its subject's mask file."""
     from tfuq.data.sources import resolve_sources
     from tfuq.inference.subject_inputs import find_inference_subjects
 
     section = config.input_sections[0]
     found = find_inference_subjects(config, resolve_sources(config))
     keyword = (config.sources[section].filename_contains or ("",))[0]
+    mask_section = getattr(config.app, "mask", "")
     cases: dict[str, tuple[str, Path, Any]] = {}
+    masks: dict[str, Path] = {}
     for subject in subjects:
         if subject not in found:
             raise UserError(f"shift-check: no input files for subject {subject!r}")
         source = Path(found[subject][section])
+        first = len(cases)
         cases[f"{subject}-clean"] = ("clean", source, None)
         for shift in _SHIFTS:
             cases[f"{subject}-{shift}"] = ("shifted", source, shift)
@@ -70,11 +75,13 @@ def _cases(
             if not other.is_file():
                 raise UserError(f"shift-check: {other}: missing (the {name} given in place of [{section}])")
             cases[f"{subject}-swap_{name}"] = ("shifted", source, other)
+        if mask_section and mask_section in found[subject]:
+            masks.update({case: Path(found[subject][mask_section]) for case in list(cases)[first:]})
     for case, path in external.items():
         if not Path(path).is_file():
             raise UserError(f"shift-check: {path}: missing")
         cases[f"{case}-external"] = ("external", Path(path), None)
-    return cases
+    return cases, masks
 
 
 def run_shift_check(
@@ -115,7 +122,7 @@ def run_shift_check(
     config = load_config(config_path, overrides)
     if not subjects:
         subjects = subjects_in_phase(read_split(Path(config.system.dataset_split_file)), INFERENCE)
-    cases = _cases(config, subjects, swaps or {}, external or {})
+    cases, masks = _cases(config, subjects, swaps or {}, external or {})
     inputs = out_dir / "cases"
     inputs.mkdir(parents=True)
     section, mask = config.input_sections[0], getattr(config.app, "mask", "")
@@ -123,6 +130,9 @@ def run_shift_check(
         image = nib.load(source)
         clean = np.asarray(image.dataobj, dtype=np.float32)
         brain = clean > 0
+        if case in masks:
+            own = np.asarray(nib.load(masks[case]).dataobj) > 0
+            brain = own if own.shape == clean.shape else brain
         if isinstance(shift, Path):
             values = shifted_input(clean, "swap", brain, other=np.asarray(nib.load(shift).dataobj))
         elif shift:
