@@ -188,3 +188,26 @@ def test_auto_method_is_stored_and_applied(job: dict) -> None:
     assert summary["chosen_method"] == chosen_method(config.model_dir) == "isotonic"
     assert isinstance(load_calibration(config.model_dir, "auto"), IsotonicRecalibrator)
     assert chosen_method(job["tmp"] / "nowhere") == "none"
+
+
+def test_feature_reference_uses_every_held_out_subject(job: dict) -> None:
+    """The feature-distance reference takes the Validation subjects too (inputs only); never Training."""
+    from uq_job_setup import CT_PARAMS
+
+    from tfuq.networks.factory import build_model
+
+    split = dict(job["split"])
+    split[job["Inference"]] = "Calibration"
+    model_dir = job["tmp"] / "features"
+    config = tiny_config(job["tmp"], ("UNCERTAINTY.mc_samples=1",), model_dir=model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    build_model(config).save(model_dir / "model.keras")
+    record = {"target": {"section": "CT", **CT_PARAMS.to_dict()}, "inputs": {}}
+    (model_dir / "normalisation.json").write_text(json.dumps(record), encoding="utf-8")
+    write_split(model_dir / "dataset_split.csv", split, overwrite=True)
+    summary = run_calibration(config)
+    assert summary["subjects"] == [job["Inference"]]
+    assert sorted(summary["qc_reference"]["subjects"]) == [job["Inference"]]
+    held_out = sorted(i for i, p in split.items() if p in ("Calibration", "Validation"))
+    assert sorted(summary["qc_reference_features"]["subjects"]) == held_out
+    assert len(held_out) >= 2 and "leave one subject out" in summary["qc_reference_features"]["how"]

@@ -20,7 +20,10 @@ The steps of :func:`run_calibration`:
    scaling of the aleatoric part (objective ``[CALIBRATION] sigma_objective``);
 5. the reliability reference (:mod:`tfuq.calibration.qc_reference`): the
    slice means of the recalibrated total std of the same subjects, the slice
-   threshold and flag score ``tfuq infer`` puts in every ``qc.json``;
+   threshold and flag score ``tfuq infer`` puts in every ``qc.json``, and the
+   feature-distance reference (bottleneck features of the Training windows,
+   distances of every held-out subject: Calibration and Validation), each
+   reference subject scored against the others' threshold;
 6. ``<model_dir>/calibration/{isotonic,sigma_scaling,qc_reference}.json`` and
    ``summary.json`` (errors on the calibration set before and after each),
    replacing an earlier calibration. ``[CALIBRATION] method`` chooses the one
@@ -31,7 +34,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -178,6 +181,27 @@ def _calibration_subjects(config: Config, sources: Mapping[str, Any]) -> tuple[s
             "recalibration will be optimistic on new subjects"
         )
     return phase, chosen
+
+
+def _more_held_out(config: Config, sources: Mapping[str, Any], phase: str, chosen: Iterable[str]) -> dict:
+    """The other held-out subjects (Calibration and Validation, never Training nor Inference) with inputs.
+
+    The feature-distance reference needs only their inputs (one deterministic
+    pass per window), so it is fitted on every held-out subject: with two
+    calibration subjects the between-subject spread of the distances is too
+    poorly known to set a flag score (BraTS: one held-out subject scored 0.58
+    against the other's threshold).
+    """
+    from tfuq.inference.subject_inputs import find_inference_subjects
+
+    if phase == TRAINING:
+        return {}
+    split = read_split(Path(config.system.dataset_split_file))
+    found = find_inference_subjects(config, sources)
+    skip = set(chosen)
+    return {
+        i: files for i, files in found.items() if split.get(i) in (CALIBRATION, VALIDATION) and i not in skip
+    }
 
 
 def _target_params(config: Config, subject: Any, stored: NormalisationParams) -> NormalisationParams:
@@ -350,6 +374,9 @@ def run_calibration(config: Config) -> dict[str, Any]:
         values = (maps["mean"], maps["epistemic_var"], maps["aleatoric_var"], target)
         parts.append({key: v[inside] for key, v in zip(CALIBRATION_KEYS, values)})
         held[subject_id] = (maps["mean"], maps["epistemic_var"], maps["aleatoric_var"], inside)
+        inputs[subject_id] = (subject.normalised(), subject.mask)
+    for subject_id, files in _more_held_out(config, sources, phase, chosen).items():
+        subject = load_inference_subject(config, subject_id, files, sources)
         inputs[subject_id] = (subject.normalised(), subject.mask)
     data = _subsample(parts, cal.max_voxels, config.system.seed)
     isotonic, sigma = fit_recalibrators(data, objective=cal.sigma_objective, num_bins=cal.num_bins)
