@@ -65,6 +65,7 @@ from tfuq.inference.predict_subject import (
     PredictionSettings,
     check_windows,
     feature_scores,
+    feature_window,
     output_stem,
     predict_subject,
     prediction_settings,
@@ -73,6 +74,7 @@ from tfuq.inference.predict_subject import (
     write_subject,
 )
 from tfuq.inference.propagation import propagate, region_mean
+from tfuq.inference.scans import MODEL_CONFIG_FILE, image_subject, model_config
 from tfuq.inference.sliding_window import Predictor, check_predictions, check_volume, sliding_window_predict
 from tfuq.inference.streaming import (
     MomentState,
@@ -118,6 +120,7 @@ __all__ = [
     "FEATURE_DENSITY_FILE",
     "INTERVAL_MAPS",
     "MEAN",
+    "MODEL_CONFIG_FILE",
     "MUTUAL_INFORMATION",
     "OUTPUT_MAPS",
     "PAD_MODES",
@@ -153,10 +156,12 @@ __all__ = [
     "entropy_decomposition",
     "expected_entropy",
     "feature_scores",
+    "feature_window",
     "finalize",
     "find_inference_subjects",
     "fit_feature_density",
     "head_params",
+    "image_subject",
     "init_state",
     "load_inference_subject",
     "load_members",
@@ -169,6 +174,7 @@ __all__ = [
     "merge_states",
     "merge_window_moments",
     "mixture_entropy",
+    "model_config",
     "moment_matched_entropy",
     "mutual_information",
     "output_paths",
