@@ -6,6 +6,7 @@ import logging
 import time
 from pathlib import Path
 
+from tfuq.errors import UserError
 from tfuq.typing import PathLike
 
 __all__ = ["LOGGER_NAME", "setup_logging"]
@@ -25,6 +26,10 @@ def setup_logging(command: str, model_dir: PathLike | None = None, *, verbose: b
 
     Returns:
         The log file path, or None when only the console is used.
+
+    Raises:
+        UserError: the log folder cannot be created or written (model_dir is
+            a file, or in a folder without write permission).
     """
     logger = logging.getLogger(LOGGER_NAME)
     logger.setLevel(logging.DEBUG if verbose else logging.INFO)
@@ -38,9 +43,16 @@ def setup_logging(command: str, model_dir: PathLike | None = None, *, verbose: b
     if model_dir is None:
         return None
     log_dir = Path(model_dir) / "logs"
-    log_dir.mkdir(parents=True, exist_ok=True)
     log_file = log_dir / f"{command}-{time.strftime('%Y%m%d-%H%M%S')}.log"
-    file_handler = logging.FileHandler(log_file, encoding="utf-8")
+    try:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        file_handler = logging.FileHandler(log_file, encoding="utf-8")
+    except OSError as err:
+        reason = err.strerror or type(err).__name__
+        raise UserError(
+            f"[SYSTEM] model_dir {model_dir}: cannot write its log folder {log_dir} ({reason}); "
+            "choose a writable folder"
+        ) from None
     file_handler.setFormatter(logging.Formatter(_FORMAT))
     logger.addHandler(file_handler)
     return log_file

@@ -128,6 +128,11 @@ ERRORS = [
     (MINIMAL, ["REGRESSION.error_map=maybe"], r"\[REGRESSION\] error_map: expected true or false"),
     (
         MINIMAL,
+        ["TRAINING.exclude_fraction_for_validation=0.7", "TRAINING.exclude_fraction_for_inference=0.7"],
+        r"exclude_fraction_for_validation \+ exclude_fraction_for_inference must be below 1.*0\.7 \+ 0\.7",
+    ),
+    (
+        MINIMAL,
         ["UNCERTAINTY.family=gaussian"],
         r"\[UNCERTAINTY\] family: expected one of normal, generalized_normal",
     ),

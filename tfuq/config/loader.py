@@ -333,6 +333,14 @@ def load_config(path: PathLike, overrides: Iterable[str] = ()) -> Config:
                 )
     target = app.output if application == "REGRESSION" else app.image
     _check_target_normalisation(path, sources, target, parsed["evaluation"])
+    training = parsed["training"]
+    held = training.exclude_fraction_for_validation + training.exclude_fraction_for_inference
+    if held >= 1.0:
+        raise ConfigError(
+            f"{path}: [TRAINING] exclude_fraction_for_validation + exclude_fraction_for_inference must be "
+            f"below 1 to leave Training subjects, got {training.exclude_fraction_for_validation:g} + "
+            f"{training.exclude_fraction_for_inference:g}"
+        )
     return Config(path=path, application=application, app=app, sources=sources, **parsed)
 
 

@@ -1,0 +1,29 @@
+"""tfuq.log: the console and per-command log file; an unwritable model_dir is one line, not a traceback."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from tfuq.errors import UserError
+from tfuq.log import LOGGER_NAME, setup_logging
+
+
+def test_log_file_in_model_dir_receives_the_records(tmp_path: Path) -> None:
+    path = setup_logging("train", tmp_path / "run")
+    assert path is not None and path.parent == tmp_path / "run" / "logs" and path.name.startswith("train-")
+    logging.getLogger(LOGGER_NAME).info("hello %d", 42)
+    for handler in logging.getLogger(LOGGER_NAME).handlers:
+        handler.flush()
+    assert "INFO tfuq: hello 42" in path.read_text(encoding="utf-8")
+    assert setup_logging("info") is None
+
+
+def test_a_model_dir_that_is_a_file_is_a_user_error(tmp_path: Path) -> None:
+    occupied = tmp_path / "model_dir"
+    occupied.write_text("not a folder", encoding="utf-8")
+    with pytest.raises(UserError, match=r"model_dir .*model_dir: cannot write its log folder"):
+        setup_logging("train", occupied)
+    assert occupied.read_text(encoding="utf-8") == "not a folder"
