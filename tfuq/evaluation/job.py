@@ -277,30 +277,19 @@ def _evaluate_one(
         row["aleatoric_vs_noise_spearman"] = versus["spearman"]
         if model_params is None:  # same units as the true noise std
             row["aleatoric_vs_noise_ratio"] = versus["ratio"]
+    panels = {  # the same six panels in the montage PNG and the report's slice viewer
+        "input_image": input_image,
+        "target": target,
+        "mean": arrays[MEAN],
+        "epistemic_std": arrays[EPISTEMIC_STD],
+        "aleatoric_std": arrays[ALEATORIC_STD],
+        "units": units,
+        "affine": ref.affine,
+    }
     montage = write_subject_montage(
-        config.evaluation.save_csv_dir,
-        subject,
-        input_image=input_image,
-        target=target,
-        mean=arrays[MEAN],
-        epistemic_std=arrays[EPISTEMIC_STD],
-        aleatoric_std=arrays[ALEATORIC_STD],
-        units=units,
-        affine=ref.affine,
-        overwrite=config.evaluation.overwrite,
+        config.evaluation.save_csv_dir, subject, **panels, overwrite=config.evaluation.overwrite
     )
-    viewer = viewer_payload(
-        subject,
-        input_image=input_image,
-        target=target,
-        mean=arrays[MEAN],
-        epistemic_std=arrays[EPISTEMIC_STD],
-        aleatoric_std=arrays[ALEATORIC_STD],
-        units=units,
-        affine=ref.affine,
-        file_affine=ref.original_affine,
-        max_voxels=viewer_voxels,
-    )
+    viewer = viewer_payload(subject, **panels, file_affine=ref.original_affine, max_voxels=viewer_voxels)
     return row, curves, montage, viewer
 
 
