@@ -16,7 +16,7 @@ from typing import Any
 import keras
 import numpy as np
 
-__all__ = ["assert_keras_roundtrip", "load_example", "run_layer_test"]
+__all__ = ["assert_keras_roundtrip", "load_example", "predict_windows", "run_layer_test"]
 
 #: The repository's ``examples`` folder (scripts, not a package).
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -166,3 +166,20 @@ def load_example(name: str) -> Any:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def predict_windows(volume: Any, fn: Any, window: Any, *, batch_size: int = 4, **options: Any) -> np.ndarray:
+    """A plain predictor ``(B, *window, C) -> (B, *window, K)`` through the window engine.
+
+    Blended in float64 for a float64 volume, else float32; ``batch_size`` is the engine's
+    ``windows_per_call``, ``pad_mode`` its ``padding_mode``.
+    """
+    from tfuq.inference.engine import blend_windows
+
+    if "pad_mode" in options:
+        options["padding_mode"] = options.pop("pad_mode")
+    dtype = np.float64 if np.asarray(volume).dtype == np.float64 else np.float32
+    maps = blend_windows(
+        volume, lambda xs: {"y": fn(xs[0])}, window, windows_per_call=batch_size, dtype=dtype, **options
+    )
+    return maps["y"]

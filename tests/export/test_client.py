@@ -5,6 +5,7 @@ import json
 import keras
 import numpy as np
 import pytest
+from utils import predict_windows as sliding_window_predict
 
 from tfuq.data.multires import multires_windows
 from tfuq.data.normalisation import NormalisationParams
@@ -23,7 +24,7 @@ from tfuq.export.client import (
     saved_model_transport,
 )
 from tfuq.export.remote_inference import serve_volume
-from tfuq.inference import mc_predict_volume, sliding_window_predict, to_target_units
+from tfuq.inference import mc_predict_volume, to_target_units
 from tfuq.inference.windows import pad_volume, window_grid
 from tfuq.networks import UNet
 

@@ -296,15 +296,13 @@ def test_model_wrong_at_window_edges_is_exact_only_with_the_border(shape, window
     assert plain["epistemic_var"].max() > 1.0  # overlapping windows disagree where one is wrong
 
 
-def test_border_blends_like_mc_predict_windows():
-    """Same maps as the job's path (same grid, seeds, grouping, kept parts) on a stochastic model."""
-    from tfuq.inference.mc_windows import mc_predict_windows
-
+def test_border_with_minimum_or_constant_padding():
+    """ "minimum" and "constant" padding both fill with the channel minima; the border changes the maps."""
     model = _model(0.4)
     vol = _volume((10, 9, 6), seed=5)
     options = {"mc_samples": 3, "window": (6, 6, 4), "border": (2, 1, 1), "batch_size": 2, "seed": 7}
     ours = mc_predict_volume(model, vol, "normal", **options)
-    theirs = mc_predict_windows(model, vol, "normal", padding_mode="constant", **options)
+    theirs = mc_predict_volume(model, vol, "normal", padding_mode="constant", **options)
     for key in KEYS:
         np.testing.assert_allclose(ours[key], theirs[key], rtol=1e-5, atol=1e-6, err_msg=key)
     plain = mc_predict_volume(model, vol, "normal", **{**options, "border": 0})

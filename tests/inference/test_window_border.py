@@ -17,12 +17,12 @@ import tensorflow as tf
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from uq_job_setup import tiny_config
+from utils import predict_windows as sliding_window_predict
 
 from tfuq.data.normalisation import NormalisationParams
 from tfuq.errors import UserError
-from tfuq.inference.mc_windows import count_windows, mc_predict_windows
+from tfuq.inference import count_windows, mc_predict_volume
 from tfuq.inference.predict_subject import PredictionSettings, predict_subject, prediction_settings
-from tfuq.inference.sliding_window import sliding_window_predict
 from tfuq.inference.trained_model import TrainedModel
 from tfuq.inference.windows import BLENDING_MODES, check_border, window_grid
 
@@ -146,10 +146,10 @@ def test_mc_windows_and_predict_subject_drop_the_border() -> None:
     model = _edge_wrong_model(border)
     vol = np.random.default_rng(1).normal(size=(13, 9, 10, 1)).astype(np.float32)
     options = {"mc_samples": 1, "window": window, "batch_size": 3}
-    maps = mc_predict_windows(model, vol, "normal", border=border, **options)
+    maps = mc_predict_volume(model, vol, "normal", border=border, **options)
     np.testing.assert_allclose(maps["mean"], vol[..., 0], atol=1e-5)
     np.testing.assert_allclose(maps["epistemic_var"], 0.0, atol=1e-6)
-    plain = mc_predict_windows(model, vol, "normal", **options)
+    plain = mc_predict_volume(model, vol, "normal", **options)
     assert np.abs(plain["mean"] - vol[..., 0]).max() > WRONG / 2
     assert (
         count_windows(vol.shape[:3], window, 0.5, border)

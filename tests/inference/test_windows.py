@@ -15,7 +15,6 @@ from tfuq.inference.windows import (
     blending_weights,
     check_window,
     pad_volume,
-    window_batches,
     window_grid,
 )
 
@@ -96,18 +95,6 @@ def test_pad_then_crop_round_trip_and_fill_values():
     assert pad_volume(vol, window_grid(vol.shape[:3], 2), pad_value=3.0) is vol  # nothing to pad
 
 
-def test_window_batches_extract_the_right_voxels():
-    vol = np.arange(6 * 5 * 4, dtype=np.float32).reshape(6, 5, 4, 1)
-    grid = window_grid(vol.shape[:3], (4, 3, 4), overlap=0.5)
-    seen = 0
-    for origins, batch in window_batches(vol, grid, batch_size=3):
-        assert batch.shape[1:] == (4, 3, 4, 1) and len(origins) == len(batch) <= 3
-        for o, w in zip(origins, batch):
-            np.testing.assert_array_equal(w, vol[o[0] : o[0] + 4, o[1] : o[1] + 3, o[2] : o[2] + 4])
-        seen += len(batch)
-    assert seen == grid.num_windows == 2 * 3 * 1  # stride floor(3 * 0.5) = 1 on axis 1
-
-
 @pytest.mark.parametrize("mode", BLENDING_MODES)
 @pytest.mark.parametrize("window", [(1, 1, 1), (7, 8, 1), (5, 6, 9), (16, 16, 16)])
 def test_blending_weights_positive_symmetric_peak_one(mode, window):
@@ -154,7 +141,6 @@ def test_hann_weights_closed_form_and_constant():
             lambda: pad_volume(np.zeros((2, 2, 2, 2)), window_grid((2, 2, 2), 4), pad_value=(1, 2, 3)),
             "pad_value",
         ),
-        (lambda: list(window_batches(np.zeros((2, 2, 2, 1)), window_grid((2, 2, 2), 2), 0)), "batch_size"),
     ],
 )
 def test_invalid_arguments(call, message):

@@ -1,8 +1,9 @@
 """Whole-volume inference through a served model: tile, send, blend, write the maps of ``tfuq infer``.
 
-The volume is tiled by :func:`tfuq.inference.window_grid` (same padding,
-window origins and blending weights as local inference), each batch of
-windows is sent to the server (:class:`~tfuq.export.client.ServingClient`),
+The volume goes through the same window loop as local inference
+(:func:`tfuq.inference.engine.blend_windows`: same padding, window origins,
+MultiRes levels and blending weights); its window predictor sends each batch
+of windows to the server (:class:`~tfuq.export.client.ServingClient`),
 whose ``serving_default`` answers mean and std maps per window (MC inside the
 SavedModel), and the windows are blended into whole-volume maps; with
 ``[INFERENCE] border`` only each window's kept centre is blended
@@ -10,7 +11,7 @@ SavedModel), and the windows are blended into whole-volume maps; with
 
 Mathematical details:
     Overlapping windows are blended as the mixture of their predictive
-    distributions, exactly as :func:`tfuq.inference.mc_predict_volume` does
+    distributions, by the engine, exactly as local inference
     (normalised weights ``u_i``)::
 
         mean          = sum_i u_i m_i
@@ -47,24 +48,15 @@ import numpy as np
 
 from tfuq.atomic import write_json
 from tfuq.config import Config, InputSource
-from tfuq.data.multires import multires_windows
 from tfuq.data.normalisation import NormalisationParams
 from tfuq.errors import UserError
 from tfuq.export.archive import SERVING_DEFAULT, input_names
 from tfuq.export.client import ServingClient
 from tfuq.export.mc_graph import LOWER, UPPER
 from tfuq.inference.decomposition import ALEATORIC_VAR, EPISTEMIC_VAR, MEAN, TOTAL_VAR
+from tfuq.inference.engine import blend_windows, check_volume
 from tfuq.inference.outputs import ALEATORIC_STD, EPISTEMIC_STD, TOTAL_STD, write_outputs
-from tfuq.inference.sliding_window import check_volume
-from tfuq.inference.streaming import MomentState
-from tfuq.inference.windows import (
-    WindowGrid,
-    blending_weights,
-    check_window,
-    merge_window_moments,
-    pad_volume,
-    window_grid,
-)
+from tfuq.inference.windows import check_window
 
 __all__ = ["serve_subject", "serve_volume"]
 
@@ -72,36 +64,6 @@ _MOMENT_KEYS = (MEAN, EPISTEMIC_STD, ALEATORIC_STD)
 #: Served maps that are locations (may be negative), not spreads.
 _LOCATIONS = (MEAN, LOWER, UPPER)
 _INTERVAL_KEYS = (LOWER, UPPER)
-
-
-def _model_inputs(
-    values: np.ndarray,
-    padded: np.ndarray,
-    grid: WindowGrid,
-    origins: np.ndarray,
-    squeeze: int | None,
-    factors: Sequence[int] | None,
-    padding_mode: str,
-) -> dict[str, np.ndarray]:
-    """Signature inputs for a batch of windows, plus the coarser MultiRes levels.
-
-    The levels are cut from the unpadded volume around each window and
-    padded by ``padding_mode`` (channel minima for ``"minimum"``), exactly as
-    :func:`tfuq.inference.mc_windows.mc_predict_windows` builds them.
-    """
-    names = input_names(factors)
-    batch = np.stack([padded[grid.slices(o)] for o in origins])
-    inputs = {names[0]: batch if squeeze is None else np.squeeze(batch, axis=squeeze)}
-    if factors:
-        before = np.array([lo for lo, _ in grid.padding])
-        minima = values.reshape(-1, values.shape[-1]).min(axis=0)
-        levels = [
-            multires_windows(values, o - before, grid.window, factors, mode=padding_mode, cval=minima)
-            for o in origins
-        ]
-        for k, name in enumerate(names[1:], start=1):
-            inputs[name] = np.stack([lv[k] for lv in levels]).astype(np.float32)
-    return inputs
 
 
 def _check_outputs(
@@ -185,55 +147,59 @@ def serve_volume(
         ValueError: bad volume, window, overlap, blending, border or batch size.
         UserError: a server error or an answer of the wrong shape.
     """
-    values = check_volume(volume)
-    grid = window_grid(values.shape[:3], check_window(window), overlap, border)
+    sizes = check_window(window)
     squeeze = None
     if spatial_rank == 2:
-        ones = [i for i, w in enumerate(grid.window) if w == 1]
+        ones = [i for i, w in enumerate(sizes) if w == 1]
         if len(ones) != 1:
-            raise ValueError(
-                f"A 2D model needs exactly one window axis of size 1. Received: window={grid.window}"
-            )
+            raise ValueError(f"A 2D model needs exactly one window axis of size 1. Received: window={sizes}")
         squeeze = ones[0] + 1
     elif spatial_rank != 3:
         raise ValueError(f"Expected spatial_rank 2 or 3. Received: spatial_rank={spatial_rank!r}")
-    weights = blending_weights(grid.window, blending).astype(np.float64)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"Expected batch_size to be an int >= 1. Received: batch_size={batch_size!r}")
-    values = values.astype(np.float32, copy=False)
-    constant = padding_mode in ("minimum", "constant")
-    padded = pad_volume(values, grid, pad_mode="constant" if constant else padding_mode)
-    acc = MomentState(*(np.zeros(grid.padded_shape) for _ in range(4)))
-    sums: dict[str, np.ndarray] = {}
+    names = input_names(factors)
     interval: dict[str, float] = {}
-    all_origins = grid.origins
-    for first in range(0, len(all_origins), batch_size):
-        origins = all_origins[first : first + batch_size]
-        inputs = _model_inputs(values, padded, grid, origins, squeeze, factors, padding_mode)
-        outputs = _check_outputs(client.predict(inputs, signature), len(origins), grid.window, squeeze)
-        for k, origin in enumerate(origins):
-            index, local = merge_window_moments(
-                acc,
-                grid,
-                origin,
-                weights,
-                outputs[MEAN][k],
-                outputs[EPISTEMIC_STD][k] ** 2,
-                outputs[ALEATORIC_STD][k] ** 2,
-            )
-            for key in set(outputs) - {*_MOMENT_KEYS, TOTAL_STD, *_INTERVAL_KEYS}:
-                blended = sums.setdefault(key, np.zeros(grid.padded_shape))
-                blended[index] += weights[local] * outputs[key][k][local]
+
+    def predict(inputs: list[np.ndarray]) -> dict[str, np.ndarray]:
+        request = {name: x for name, x in zip(names, inputs)}
+        if squeeze is not None:
+            request[names[0]] = np.squeeze(request[names[0]], axis=squeeze)
+        outputs = _check_outputs(client.predict(request, signature), len(inputs[0]), sizes, squeeze)
         if _INTERVAL_KEYS[0] in outputs and not interval:
-            interval = _interval_constants(outputs)
-    count = grid.crop(acc.count)
-    epistemic, aleatoric = grid.crop(acc.m2) / count, grid.crop(acc.aleatoric)
+            interval.update(_interval_constants(outputs))
+        maps = {
+            key: value
+            for key, value in outputs.items()
+            if key not in (*_MOMENT_KEYS, TOTAL_STD, *_INTERVAL_KEYS)
+        }
+        maps.update(
+            {
+                MEAN: outputs[MEAN],
+                EPISTEMIC_VAR: outputs[EPISTEMIC_STD] ** 2,
+                ALEATORIC_VAR: outputs[ALEATORIC_STD] ** 2,
+            }
+        )
+        return maps
+
+    blended = blend_windows(
+        check_volume(volume).astype(np.float32, copy=False),
+        predict,
+        sizes,
+        overlap=overlap,
+        blending=blending,
+        border=border,
+        windows_per_call=batch_size,
+        factors=tuple(factors or ()),
+        padding_mode=padding_mode,
+        dtype=np.float64,
+    )
     maps = {
-        MEAN: grid.crop(acc.mean),
-        EPISTEMIC_STD: np.sqrt(epistemic),
-        ALEATORIC_STD: np.sqrt(aleatoric),
-        TOTAL_STD: np.sqrt(epistemic + aleatoric),
-        **{key: grid.crop(total) / count for key, total in sorted(sums.items())},
+        MEAN: blended.pop(MEAN),
+        EPISTEMIC_STD: np.sqrt(blended.pop(EPISTEMIC_VAR)),
+        ALEATORIC_STD: np.sqrt(blended.pop(ALEATORIC_VAR)),
+        TOTAL_STD: np.sqrt(blended.pop(TOTAL_VAR)),
+        **dict(sorted(blended.items())),
     }
     for key, c in interval.items():
         maps[key] = maps[MEAN] + c * maps[TOTAL_STD]

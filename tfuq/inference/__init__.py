@@ -17,6 +17,14 @@ from tfuq.inference.decomposition import (
     decompose_moments,
     member_moments,
 )
+from tfuq.inference.engine import (
+    MOMENT_KEYS,
+    WindowPredictor,
+    blend_windows,
+    check_predictions,
+    check_volume,
+    count_windows,
+)
 from tfuq.inference.ensemble import (
     BETWEEN_MEMBER_VAR,
     ENSEMBLE_KEYS,
@@ -44,8 +52,15 @@ from tfuq.inference.information import (
     moment_matched_entropy,
     mutual_information,
 )
-from tfuq.inference.mc import mc_predict_volume, mc_window_moments, sample_plan, seeded_generators
-from tfuq.inference.mc_windows import ALPHA, BETA, count_windows, mc_predict_windows
+from tfuq.inference.mc import (
+    ALPHA,
+    BETA,
+    mc_predict_volume,
+    mc_window_moments,
+    mc_window_predictor,
+    sample_plan,
+    seeded_generators,
+)
 from tfuq.inference.outputs import (
     ALEATORIC_STD,
     EPISTEMIC_STD,
@@ -75,7 +90,6 @@ from tfuq.inference.predict_subject import (
 )
 from tfuq.inference.propagation import propagate, region_mean
 from tfuq.inference.scans import MODEL_CONFIG_FILE, image_subject, model_config
-from tfuq.inference.sliding_window import Predictor, check_predictions, check_volume, sliding_window_predict
 from tfuq.inference.streaming import (
     MomentState,
     StreamingDecomposition,
@@ -97,7 +111,6 @@ from tfuq.inference.windows import (
     check_window,
     merge_window_moments,
     pad_volume,
-    window_batches,
     window_grid,
 )
 
@@ -121,6 +134,7 @@ __all__ = [
     "INTERVAL_MAPS",
     "MEAN",
     "MODEL_CONFIG_FILE",
+    "MOMENT_KEYS",
     "MUTUAL_INFORMATION",
     "OUTPUT_MAPS",
     "PAD_MODES",
@@ -135,11 +149,12 @@ __all__ = [
     "FeatureDensity",
     "MomentState",
     "PredictionSettings",
-    "Predictor",
     "StreamingDecomposition",
     "SubjectInputs",
     "TrainedModel",
     "WindowGrid",
+    "WindowPredictor",
+    "blend_windows",
     "blending_weights",
     "bottleneck_layer",
     "check_border",
@@ -168,8 +183,8 @@ __all__ = [
     "load_trained_model",
     "mahalanobis",
     "mc_predict_volume",
-    "mc_predict_windows",
     "mc_window_moments",
+    "mc_window_predictor",
     "member_moments",
     "merge_states",
     "merge_window_moments",
@@ -187,11 +202,9 @@ __all__ = [
     "region_mean",
     "sample_plan",
     "seeded_generators",
-    "sliding_window_predict",
     "subject_output_paths",
     "to_target_units",
     "update_state",
-    "window_batches",
     "window_features",
     "window_grid",
     "windows_per_subject",

@@ -13,7 +13,7 @@ The steps of :func:`run_inference`:
    ``[INFERENCE] overwrite = true``;
 5. per subject, with a progress bar over its windows: inputs read and
    normalised as at training (:mod:`tfuq.inference.subject_inputs`), T MC
-   passes per window (:mod:`tfuq.inference.mc_windows`), the ensemble merge
+   passes per window (:mod:`tfuq.inference.mc`, through :mod:`tfuq.inference.engine`), the ensemble merge
    and the files (:mod:`tfuq.inference.predict_subject`):
    ``<subject>_{mean,epistemic_std,aleatoric_std,total_std}.nii.gz`` in the
    target's units on the input's grid (+ ``_alpha``, ``_beta`` for the

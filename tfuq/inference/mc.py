@@ -1,60 +1,43 @@
-"""Whole-volume Monte Carlo prediction: T stochastic passes per window, blended moments.
+"""Monte Carlo window predictor: T stochastic passes per window, streamed moments.
 
-For every batch of windows (laid out by
-:func:`tfuq.inference.windows.window_grid`) the model runs T times with MC
-sampling on (:func:`tfuq.layers.mc_sampling`: dropout layers sample,
-BatchNormalization stays in inference mode). The passes are merged one
-forward call at a time into the streaming decomposition of
+:func:`mc_predict_volume` is the whole-volume MC prediction of any tfuq
+network: the window loop is :func:`tfuq.inference.engine.blend_windows`, the
+window predictor (:func:`mc_window_predictor`) runs the model T times per
+window with MC sampling on (:func:`tfuq.layers.mc_sampling`: dropout layers
+sample, BatchNormalization stays in inference mode) and merges the passes
+one forward call at a time into the streaming decomposition of
 :mod:`tfuq.inference.streaming`, so memory depends on ``batch_size`` and the
 window, never on T. Each forward call holds up to ``batch_size`` network
 inputs: with ``T >= batch_size`` one window is tiled ``batch_size`` times
 (one independent dropout mask per copy); with fewer samples several windows
-are tiled ``T`` times each. The per-window decompositions are then blended
-over the overlaps into whole-volume maps. With ``border`` (``[INFERENCE]
-border``) each window's maps lose that many voxels on each side first
-(:meth:`tfuq.inference.windows.WindowGrid.kept`), and the sums below run over
-the windows whose kept centre covers the voxel.
+are tiled ``T`` times each (:func:`sample_plan`).
+
+The predictor also handles what tfuq's networks differ in: MultiRes networks
+take one input per level; networks whose output is a dict (deep
+supervision) or a list (UP-GAN phases) are reduced to their final
+distribution parameters (:func:`tfuq.inference.trained_model.head_params`);
+a 2D network gets its windows with the size-1 axis squeezed; for the
+generalized normal the MC means of the per-pass scale alpha and shape beta
+are returned too (the ``alpha`` / ``beta`` maps, blended as weighted means).
 
 Mathematical details:
-    Window ``i`` covering voxel ``v`` gives the mixture of its T passes, with
-    mean ``m_i``, epistemic variance ``e_i`` and aleatoric variance ``a_i``.
-    With normalised blending weights ``u_i = w_i / sum_j w_j`` the blended
-    predictive distribution is the mixture ``sum_i u_i p_i``, i.e. every pass
-    of window ``i`` weighs ``u_i / T``. Its moments follow from the law of
-    total variance::
-
-        mean          = sum_i u_i m_i
-        epistemic_var = sum_i u_i e_i + sum_i u_i (m_i - mean)^2
-        aleatoric_var = sum_i u_i a_i
-        total_var     = epistemic_var + aleatoric_var
-
-    This is :func:`tfuq.inference.decompose` applied to the passes of all
-    covering windows pooled with weights ``u_i / T``: the blended mean is the
-    usual weighted average of the window means, and the variances are those
-    *around that mean*. Averaging the variances alone (dropping the last term
-    of ``epistemic_var``) would report a confident voxel where two windows
-    disagree (means 0 and 10 with small variances give mean 5 with a small
-    variance); taking the variance of the blended estimator
-    (``sum_i u_i^2 e_i``, the windows' masks being independent) would shrink
-    the uncertainty wherever windows overlap and draw the window grid into
-    the maps. The mixture moments have neither defect: where the windows
-    agree they reduce to the weighted average of the window variances (no
-    seams), and disagreement between windows -- the model depending on the
-    field of view -- is counted as model (epistemic) uncertainty. The windows
-    are merged with Chan et al.'s parallel update
-    (:func:`tfuq.inference.merge_states` with the blending weight as the
-    sample count), which never forms raw second moments, so large offsets do
-    not cancel.
+    Per window, the T passes with means ``m_t`` and variances ``v_t`` give
+    ``mean = (1/T) sum_t m_t``, ``epistemic = (1/T) sum_t (m_t - mean)^2``,
+    ``aleatoric = (1/T) sum_t v_t`` (eq. 13-14); the windows are blended as
+    the mixture described in :mod:`tfuq.inference.engine`.
 
 Reference:
     Gal & Ghahramani, "Dropout as a Bayesian approximation", ICML 2016,
     arXiv:1506.02142. Barbano, Arridge, Jin, Tanno et al., "Uncertainty
     quantification in medical image synthesis", survey chapter, eq. (13)-(14).
+    Klaser et al., SASHIMI 2020 (MultiRes inputs). Upadhyay et al., MICCAI
+    2021 (alpha, beta maps).
 """
 
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -63,26 +46,33 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfuq.distributions import check_family
-from tfuq.inference.decomposition import ALEATORIC_VAR, EPISTEMIC_VAR, MEAN, TOTAL_VAR
-from tfuq.inference.sliding_window import check_predictions, check_volume
+from tfuq.distributions import check_family, constrain
+from tfuq.inference.decomposition import check_param_samples
+from tfuq.inference.engine import blend_windows, check_predictions, check_volume
 from tfuq.inference.streaming import MomentState, finalize, init_state, update_state
-from tfuq.inference.windows import (
-    WindowGrid,
-    blending_weights,
-    check_window,
-    merge_window_moments,
-    pad_volume,
-    window_batches,
-    window_grid,
-)
+from tfuq.inference.trained_model import head_params
+from tfuq.inference.windows import check_window
 from tfuq.layers import iter_layers, mc_sampling, stochastic_layers
 
-__all__ = ["mc_predict_volume", "mc_window_moments", "sample_plan", "seeded_generators"]
+__all__ = [
+    "ALPHA",
+    "BETA",
+    "mc_predict_volume",
+    "mc_window_moments",
+    "mc_window_predictor",
+    "sample_plan",
+    "seeded_generators",
+]
 
 _LOG = logging.getLogger(__name__)
+#: Key of the MC-mean generalized-normal scale map (normalised units).
+ALPHA = "alpha"
+#: Key of the MC-mean generalized-normal shape map.
+BETA = "beta"
 #: The streaming update as one graph (about 2x faster than eager on 96^3 windows).
 _UPDATE = tf.function(update_state, reduce_retracing=True)
+#: Parameter batch ``(copies, B, *window, P)`` of one forward call -> None (e.g. a derived quantity).
+ParamsHook = Callable[[np.ndarray], None]
 
 
 def _check_positive_int(value: Any, name: str) -> int:
@@ -115,26 +105,31 @@ def sample_plan(mc_samples: int, batch_size: int) -> tuple[int, int]:
 
 
 def mc_window_moments(
-    sample_fn: Callable[[np.ndarray], Any],
-    windows: np.ndarray,
+    sample_fn: Callable[[Any], Any],
+    inputs: np.ndarray | Sequence[np.ndarray],
     family: str,
     mc_samples: int,
     *,
     samples_per_call: int,
     dtype: tf.DType | str = tf.float32,
+    on_params: ParamsHook | None = None,
 ) -> MomentState:
     """Streaming decomposition of T stochastic predictions of a batch of windows.
 
     Args:
-        sample_fn: Stochastic callable mapping ``(R, *window, C)`` to the
-            unconstrained head channels ``(R, *window, params_size(family))``;
-            each row must draw its own randomness.
-        windows: Array ``(B, *window, C)``.
+        sample_fn: Stochastic callable mapping ``(R, *window, C)`` (a list of
+            such arrays when ``inputs`` is a list) to the unconstrained head
+            channels ``(R, *window, params_size(family))``; each row must draw
+            its own randomness.
+        inputs: Windows ``(B, *window, C)``, or a list of one such array per
+            MultiRes level.
         family: One of :data:`tfuq.distributions.FAMILIES`.
         mc_samples: T, passes per window, ``>= 1``.
         samples_per_call: Copies of the batch per call, ``>= 1``; each call
             sees ``B * min(samples_per_call, remaining)`` rows.
         dtype: Accumulator dtype. Default float32.
+        on_params: Called with every call's checked parameters, reshaped to
+            ``(copies, B, *window, P)``.
 
     Returns:
         The :class:`~tfuq.inference.MomentState` of shape ``(B, *window)``
@@ -147,15 +142,21 @@ def mc_window_moments(
     family = check_family(family)
     mc_samples = _check_positive_int(mc_samples, "mc_samples")
     samples_per_call = _check_positive_int(samples_per_call, "samples_per_call")
-    batch = len(windows)
-    spatial = tuple(windows.shape[1:-1])
+    levels = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
+    batch = len(levels[0])
+    spatial = tuple(levels[0].shape[1:-1])
     state = init_state((batch, *spatial), dtype)
     done = 0
     while done < mc_samples:
         copies = min(samples_per_call, mc_samples - done)
-        tiled = np.concatenate([windows] * copies, axis=0) if copies > 1 else windows
-        params = check_predictions(sample_fn(tiled), batch * copies, spatial, name="model")
-        state = _UPDATE(family, state, params.reshape(copies, batch, *params.shape[1:]))
+        tiled = [np.concatenate([x] * copies, axis=0) if copies > 1 else x for x in levels]
+        out = sample_fn(tiled if isinstance(inputs, (list, tuple)) else tiled[0])
+        params = check_predictions(out, batch * copies, spatial, name="model")
+        params = params.reshape(copies, batch, *params.shape[1:])
+        check_param_samples(family, params, "model output")
+        state = _UPDATE(family, state, params)
+        if on_params is not None:
+            on_params(params)
         done += copies
     return state
 
@@ -215,13 +216,29 @@ def _spatial_rank(model: keras.layers.Layer) -> int:
         return 3
 
 
-def _sample_function(model: keras.layers.Layer, window: tuple[int, ...]) -> Callable[[np.ndarray], Any]:
-    """Compiled forward pass; a 2D model gets 5D windows with their size-1 axis squeezed."""
+#: Compiled passes per model, traced with MC sampling on (reused across subjects and runs).
+_FORWARDS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _forward(model: keras.layers.Layer, window: tuple[int, ...], levels: int) -> Callable[[list], Any]:
+    """Compiled MC pass: a list of level inputs -> float32 head parameters ``(B, *window, P)``.
+
+    Traced under :func:`tfuq.layers.mc_sampling` (the switch is read when tracing), so it is
+    only called inside that context; one function per model and input layout is kept.
+    """
+    cache = _FORWARDS.setdefault(model, {})
+    key = (window, levels)
+    if key not in cache:
+        cache[key] = _make_forward(model, window, levels)
+    return cache[key]
+
+
+def _make_forward(model: keras.layers.Layer, window: tuple[int, ...], levels: int) -> Callable[[list], Any]:
     rank = _spatial_rank(model)
     axis: int | None = None
     if rank == 2:
         ones = [i for i, w in enumerate(window) if w == 1]
-        if len(ones) != 1:
+        if len(ones) != 1 or levels > 1:
             raise ValueError(
                 f"A 2D model needs 2D windows: exactly one window axis of size 1. Received: window={window}"
             )
@@ -230,32 +247,65 @@ def _sample_function(model: keras.layers.Layer, window: tuple[int, ...]) -> Call
         raise ValueError(f"Expected a model with 2 or 3 spatial axes. Received: input rank {rank + 2}")
 
     @tf.function(reduce_retracing=True)
-    def forward(x: tf.Tensor) -> tf.Tensor:
-        if axis is None:
-            return model(x, training=False)
-        return tf.expand_dims(model(tf.squeeze(x, axis=axis), training=False), axis=axis)
+    def forward(inputs: list[tf.Tensor]) -> tf.Tensor:
+        x: Any = list(inputs) if levels > 1 else inputs[0]
+        if axis is not None:
+            x = tf.squeeze(x, axis=axis)
+        out = head_params(model(x, training=False))
+        if axis is not None:
+            out = tf.expand_dims(out, axis=axis)
+        return tf.cast(out, tf.float32)
 
     return forward
 
 
-def _blend(
-    acc: MomentState,
-    grid: WindowGrid,
-    origins: np.ndarray,
-    window_maps: dict[str, np.ndarray],
-    weights: np.ndarray,
-) -> None:
-    """Merge the kept part of each window's mixture (count = blending weight) into the volume state."""
-    for k, origin in enumerate(origins):
-        merge_window_moments(
-            acc,
-            grid,
-            origin,
-            weights,
-            window_maps[MEAN][k],
-            window_maps[EPISTEMIC_VAR][k],
-            window_maps[ALEATORIC_VAR][k],
+def mc_window_predictor(
+    model: keras.layers.Layer,
+    family: str,
+    *,
+    mc_samples: int,
+    samples_per_call: int,
+    window: Sequence[int],
+    levels: int = 1,
+) -> Callable[[list[np.ndarray]], dict[str, np.ndarray]]:
+    """The window predictor of MC inference (call it inside :func:`tfuq.layers.mc_sampling`).
+
+    Args:
+        model: Keras network mapping ``(B, *window, C)`` -- or, for MultiRes,
+            a list of one such array per level -- to head parameters
+            ``(..., params_size(family))`` (or a dict/list holding them).
+        family: The head's family.
+        mc_samples: T, passes per window.
+        samples_per_call: Copies of a group of windows per forward call.
+        window: Window size per axis (a 2D model needs one axis of 1).
+        levels: Inputs per window (MultiRes levels), ``>= 1``.
+
+    Returns:
+        :data:`tfuq.inference.engine.WindowPredictor` returning ``mean``,
+        ``epistemic_var``, ``aleatoric_var`` (and ``alpha``, ``beta`` for
+        the generalized normal) per window.
+    """
+    family = check_family(family)
+    forward = _forward(model, tuple(window), levels)
+
+    def predict(inputs: list[np.ndarray]) -> dict[str, np.ndarray]:
+        sums: dict[str, np.ndarray] = {}
+
+        def shape_means(params: np.ndarray) -> None:
+            named = constrain(family, params)
+            for key, name in ((ALPHA, "scale"), (BETA, "power")):
+                total = named[name].numpy().sum(axis=0)
+                sums[key] = total if key not in sums else sums[key] + total
+
+        hook = shape_means if family == "generalized_normal" else None
+        state = mc_window_moments(
+            forward, list(inputs), family, mc_samples, samples_per_call=samples_per_call, on_params=hook
         )
+        maps = {key: value.numpy() for key, value in finalize(state).items() if key != "total_var"}
+        maps.update({key: value / mc_samples for key, value in sums.items()})
+        return maps
+
+    return predict
 
 
 def mc_predict_volume(
@@ -270,79 +320,82 @@ def mc_predict_volume(
     border: int | Sequence[int] = 0,
     batch_size: int = 4,
     seed: int | None = None,
-    pad_mode: str = "constant",
+    factors: Sequence[int] = (),
+    padding_mode: str = "minimum",
     pad_value: float | Sequence[float] | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> dict[str, np.ndarray]:
-    """Epistemic / aleatoric decomposition of a whole volume by MC sampling over windows.
+    """Epistemic / aleatoric maps of a whole volume by MC sampling over windows.
 
     Args:
-        model: Keras model mapping ``(B, *window, C)`` (or ``(B, H, W, C)``
-            for a 2D model with a window of size 1 along one axis) to the
-            unconstrained head channels ``(..., params_size(family))``.
-        volume: Input array ``(X, Y, Z, C)`` in normalised units, any size
-            (padded to the window and cropped back).
+        model: Keras network mapping ``(B, *window, C)`` -- or, for MultiRes,
+            a list of one such array per level -- to head parameters
+            ``(..., params_size(family))`` (or a dict/list holding them); a 2D
+            network maps ``(B, H, W, C)`` and needs a window of size 1 along
+            one axis.
+        volume: Normalised inputs ``(X, Y, Z, C)``, any size (padded to the
+            window and cropped back).
         family: The head's family, one of :data:`tfuq.distributions.FAMILIES`.
         mc_samples: T, stochastic passes per window, ``>= 1`` (1 for a
             deterministic model: the epistemic map is then 0).
         window: Window size, one int or three.
-        overlap: Fraction of a window shared with its neighbour, in
-            ``[0, 1)``. Default 0.5.
-        blending: ``"constant"``, ``"gaussian"`` or ``"hann"``. Default
-            ``"gaussian"``.
-        border: ``[INFERENCE] border``: voxels of each window's maps dropped
-            on each side before blending, one int (every axis whose window
-            is larger than 1) or one per axis; the volume is padded by it and
-            the stride capped at ``window - 2 * border`` so every voxel keeps
-            a window (see :func:`tfuq.inference.windows.window_grid`).
-            Default 0.
-        batch_size: Network inputs per forward call (windows x samples),
-            ``>= 1``: the memory budget. Default 4.
-        seed: With an int, every seed generator of the model is reset to a
-            stream derived from ``(seed, generator index)`` for the run and
-            restored afterwards, so the result is reproducible. Default None:
-            the generators continue from their current state.
-        pad_mode: ``numpy.pad`` mode for volumes smaller than the window.
-            Default ``"constant"``.
-        pad_value: Fill of constant padding; default None: channel minima.
+        overlap: Fraction of a window shared with its neighbour, ``[0, 1)``.
+        blending: ``"constant"``, ``"gaussian"`` or ``"hann"``.
+        border: ``[INFERENCE] border`` (see
+            :func:`tfuq.inference.windows.window_grid`). Default 0.
+        batch_size: Network inputs per forward call (windows x passes),
+            ``>= 1``: the memory budget.
+        seed: Reset the model's dropout streams from this seed for the run
+            (restored afterwards, :func:`seeded_generators`), so the result
+            is reproducible; None continues them.
+        factors: MultiRes downsampling factors, finest first; ``()`` for one
+            input.
+        padding_mode: How inputs are padded outside the volume:
+            ``"minimum"``/``"constant"`` (``pad_value``, default the channel
+            minima, as at training), ``"edge"``, ``"reflect"`` or
+            ``"symmetric"``.
+        pad_value: Fill of constant padding; None: channel minima.
+        progress: Called with the number of windows finished after each group.
 
     Returns:
-        dict keyed ``"mean"``, ``"epistemic_var"``, ``"aleatoric_var"``,
-        ``"total_var"`` (:data:`tfuq.inference.DECOMPOSITION_KEYS`), each a
-        float32 array ``(X, Y, Z)`` in the model's (normalised) units.
+        dict of float32 ``(X, Y, Z)`` maps in normalised units: ``"mean"``,
+        ``"epistemic_var"``, ``"aleatoric_var"``, ``"total_var"``, and for
+        the generalized normal ``"alpha"`` (scale) and ``"beta"`` (shape).
 
     Raises:
         ValueError: Bad volume, family, counts, window, overlap, blending or
-            border;
-            a model output with the wrong shape or non-finite values; a 2D
-            model with windows that are not 2D.
+            border; a model output of the wrong shape or with non-finite
+            values; a 2D model with windows that are not 2D.
 
     Example:
         >>> maps = mc_predict_volume(model, mr, "normal", mc_samples=20,
-        ...                          window=(32, 32, 32), seed=0)  # doctest: +SKIP
-        >>> maps["total_var"].shape == mr.shape[:3]  # doctest: +SKIP
-        True
+        ...                          window=32, seed=0)  # doctest: +SKIP
     """
     family = check_family(family)
-    values = check_volume(volume)
-    grid = window_grid(values.shape[:3], check_window(window), overlap, border)
-    weights = blending_weights(grid.window, blending).astype(np.float32)
+    volume = check_volume(volume).astype(np.float32, copy=False)
     windows_per_group, samples_per_call = sample_plan(mc_samples, batch_size)
     if mc_samples > 1 and not stochastic_layers(model):
         _LOG.warning("The model has no MC-sampling layer: all %d passes are identical.", mc_samples)
-    padded = pad_volume(values.astype(np.float32, copy=False), grid, pad_mode=pad_mode, pad_value=pad_value)
-    zeros = (np.zeros(grid.padded_shape, np.float32) for _ in range(4))
-    acc = MomentState(*zeros)
+    factors = tuple(int(f) for f in factors)
     with mc_sampling(model), seeded_generators(model, seed):
-        forward = _sample_function(model, grid.window)
-        for origins, batch in window_batches(padded, grid, windows_per_group):
-            state = mc_window_moments(forward, batch, family, mc_samples, samples_per_call=samples_per_call)
-            window_maps = {key: value.numpy() for key, value in finalize(state).items()}
-            _blend(acc, grid, origins, window_maps, weights)
-    epistemic = grid.crop(acc.m2) / grid.crop(acc.count)
-    aleatoric = grid.crop(acc.aleatoric)
-    return {
-        MEAN: np.ascontiguousarray(grid.crop(acc.mean)),
-        EPISTEMIC_VAR: epistemic,
-        ALEATORIC_VAR: np.ascontiguousarray(aleatoric),
-        TOTAL_VAR: epistemic + aleatoric,
-    }
+        predictor = mc_window_predictor(
+            model,
+            family,
+            mc_samples=mc_samples,
+            samples_per_call=samples_per_call,
+            window=check_window(window),
+            levels=max(1, len(factors)),
+        )
+        return blend_windows(
+            volume,
+            predictor,
+            window,
+            overlap=overlap,
+            blending=blending,
+            border=border,
+            windows_per_call=windows_per_group,
+            factors=factors,
+            padding_mode=padding_mode,
+            pad_value=pad_value,
+            progress=progress,
+        )

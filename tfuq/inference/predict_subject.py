@@ -1,9 +1,11 @@
 """Predict one subject with the trained model(s) and write its maps: the body of ``tfuq infer``.
 
-:func:`predict_subject` runs :func:`~tfuq.inference.mc_windows.mc_predict_windows`
-with every member (the model and its deep-ensemble partners), expresses each
-member's maps in the first member's normalised units and merges them as an
-equal-weight mixture. :func:`write_subject` takes the maps back to the
+:func:`predict_subject` runs the window loop
+(:func:`tfuq.inference.engine.blend_windows`) once with a predictor that
+passes every window through every member (the model and its deep-ensemble
+partners, :func:`tfuq.inference.mc.mc_window_predictor`), expresses each
+member's window moments in the first member's normalised units and merges
+them as an equal-weight mixture. :func:`write_subject` takes the maps back to the
 reference grid and the target's units, adds the generalized-normal maps and
 the recalibrated 95 % interval, and writes the NIfTI files and
 ``<subject>_qc.json`` (:func:`tfuq.inference.write_outputs`).
@@ -26,6 +28,7 @@ Reference:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -53,12 +56,14 @@ from tfuq.data.normalisation import NormalisationParams, denormalise, denormalis
 from tfuq.data.samplers import as_window
 from tfuq.errors import UserError
 from tfuq.inference.decomposition import ALEATORIC_VAR, EPISTEMIC_VAR, MEAN, TOTAL_VAR
-from tfuq.inference.mc_windows import ALPHA, BETA, count_windows, mc_predict_windows
+from tfuq.inference.engine import WindowPredictor, blend_windows, check_volume, count_windows
+from tfuq.inference.mc import ALPHA, BETA, mc_window_predictor, sample_plan, seeded_generators
 from tfuq.inference.outputs import OUTPUT_MAPS, output_paths, write_outputs
 from tfuq.inference.streaming import MomentState, merge_states
 from tfuq.inference.subject_inputs import SubjectInputs
 from tfuq.inference.trained_model import TrainedModel
 from tfuq.inference.windows import check_border
+from tfuq.layers import mc_sampling, stochastic_layers
 
 __all__ = [
     "INTERVAL_MAPS",
@@ -243,10 +248,59 @@ def _in_units(maps: Mapping[str, np.ndarray], own: NormalisationParams, to: Norm
     ratio = own.scale / to.scale
     out = {MEAN: (maps[MEAN] * own.scale + own.offset - to.offset) / to.scale}
     for key in (EPISTEMIC_VAR, ALEATORIC_VAR, TOTAL_VAR):
-        out[key] = maps[key] * ratio**2
+        if key in maps:
+            out[key] = maps[key] * ratio**2
     if ALPHA in maps:
         out[ALPHA], out[BETA] = maps[ALPHA] * ratio, maps[BETA]
     return out
+
+
+def _ensemble_predictor(
+    members: Sequence[TrainedModel], settings: PredictionSettings, samples_per_call: int
+) -> WindowPredictor:
+    """Window predictor of the equal-weight mixture of the members' MC predictions."""
+    reference = members[0].target_normalisation
+    predictors = [
+        (
+            mc_window_predictor(
+                member.model,
+                settings.family,
+                mc_samples=settings.mc_samples,
+                samples_per_call=samples_per_call,
+                window=settings.window,
+                levels=max(1, len(settings.factors)),
+            ),
+            member.target_normalisation,
+        )
+        for member in members
+    ]
+
+    def predict(inputs: list[np.ndarray]) -> dict[str, np.ndarray]:
+        merged: MomentState | None = None
+        extras: dict[str, np.ndarray] = {}
+        for predictor, units in predictors:
+            maps = _in_units(predictor(inputs), units, reference)
+            state = MomentState(
+                np.ones_like(maps[MEAN]), maps[MEAN], maps[EPISTEMIC_VAR], maps[ALEATORIC_VAR]
+            )
+            merged = (
+                state
+                if merged is None
+                else MomentState(*(np.asarray(v) for v in merge_states(merged, state)))
+            )
+            for key in (ALPHA, BETA):
+                if key in maps:
+                    extras[key] = extras.get(key, 0.0) + maps[key] / len(predictors)
+        if merged is None:  # unreachable: members is not empty
+            raise ValueError("No member was predicted.")
+        return {
+            MEAN: merged.mean,
+            EPISTEMIC_VAR: merged.m2 / merged.count,
+            ALEATORIC_VAR: merged.aleatoric,
+            **extras,
+        }
+
+    return predict
 
 
 def predict_subject(
@@ -258,11 +312,19 @@ def predict_subject(
 ) -> dict[str, np.ndarray]:
     """MC maps of one normalised input volume, merged over the ensemble members.
 
+    One pass of the window loop (:func:`tfuq.inference.engine.blend_windows`):
+    every group of windows goes through every member (T MC passes each), the
+    members' window moments are merged as an equal-weight mixture in the
+    first member's units, and the mixture is blended over the windows. As all
+    members share the window grid and its weights, this is the same mixture
+    as blending each member's volume first.
+
     Args:
         members: The trained model first, then ensemble members.
         inputs: Normalised inputs ``(X, Y, Z, C)`` on the model grid.
         settings: How to predict.
-        progress: Called with the number of windows finished.
+        progress: Called with the number of windows finished (counted once
+            per member, as :func:`windows_per_subject`).
 
     Returns:
         float32 maps ``(X, Y, Z)`` in the first member's normalised units:
@@ -274,46 +336,28 @@ def predict_subject(
     """
     if not members:
         raise ValueError("Expected at least one trained model. Received: members=[]")
-    reference = members[0].target_normalisation
-    merged: MomentState | None = None
-    extras: dict[str, np.ndarray] = {}
-    for member in members:
-        maps = mc_predict_windows(
-            member.model,
-            inputs,
-            settings.family,
-            mc_samples=settings.mc_samples,
-            window=settings.window,
+    windows_per_group, samples_per_call = sample_plan(settings.mc_samples, settings.batch_size)
+    with contextlib.ExitStack() as stack:
+        for member in members:
+            if settings.mc_samples > 1 and not stochastic_layers(member.model):
+                _LOG.warning(
+                    "The model has no MC-sampling layer: all %d passes are identical.", settings.mc_samples
+                )
+            stack.enter_context(mc_sampling(member.model))
+            stack.enter_context(seeded_generators(member.model, settings.seed))
+        maps = blend_windows(
+            check_volume(inputs).astype(np.float32, copy=False),
+            _ensemble_predictor(members, settings, samples_per_call),
+            settings.window,
             overlap=settings.overlap,
             blending=settings.blending,
             border=settings.border,
-            batch_size=settings.batch_size,
-            seed=settings.seed,
+            windows_per_call=windows_per_group,
             factors=settings.factors,
             padding_mode=settings.padding_mode,
-            progress=progress,
+            progress=None if progress is None else (lambda n: progress(n * len(members))),
         )
-        maps = _in_units(maps, member.target_normalisation, reference)
-        one = np.ones_like(maps[MEAN])
-        state = MomentState(one, maps[MEAN], maps[EPISTEMIC_VAR], maps[ALEATORIC_VAR])
-        merged = (
-            state if merged is None else MomentState(*(np.asarray(v) for v in merge_states(merged, state)))
-        )
-        for key in (ALPHA, BETA):
-            if key in maps:
-                extras[key] = extras.get(key, 0.0) + maps[key] / len(members)
-    if merged is None:  # unreachable: members is not empty
-        raise ValueError("No member was predicted.")
-    epistemic = (merged.m2 / merged.count).astype(np.float32)
-    aleatoric = merged.aleatoric.astype(np.float32)
-    out = {
-        MEAN: merged.mean.astype(np.float32),
-        EPISTEMIC_VAR: epistemic,
-        ALEATORIC_VAR: aleatoric,
-        TOTAL_VAR: epistemic + aleatoric,
-    }
-    out.update({key: value.astype(np.float32) for key, value in extras.items()})
-    return out
+    return {key: value.astype(np.float32, copy=False) for key, value in maps.items()}
 
 
 def windows_per_subject(shape: Sequence[int], settings: PredictionSettings, members: int) -> int:

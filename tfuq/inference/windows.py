@@ -17,9 +17,9 @@ each side and the stride is at most ``window - 2 * b``; a window side on the
 padded volume's edge (padding only) keeps its voxels, so no voxel of the
 padded array is left without weight.
 
-The geometry is computed once, by :func:`window_grid`; the extraction loop
-(:func:`window_batches`) and the blending aggregators are built from the
-resulting :class:`WindowGrid`, so the window layout is never restated.
+The geometry is computed once, by :func:`window_grid`; the one window loop
+(:func:`tfuq.inference.engine.blend_windows`) is built from the resulting
+:class:`WindowGrid`, so the window layout is never restated.
 
 Reference:
     Isensee et al., "nnU-Net: a self-configuring method for deep
@@ -34,7 +34,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -54,7 +54,6 @@ __all__ = [
     "check_window",
     "merge_window_moments",
     "pad_volume",
-    "window_batches",
     "window_grid",
 ]
 
@@ -302,31 +301,6 @@ def pad_volume(
         )
     values = np.broadcast_to(np.asarray(pad_value, dtype=volume.dtype).ravel(), (channels,))
     return padding.pad_volume(volume, grid.padding, "constant", cval=values)
-
-
-def window_batches(
-    padded: np.ndarray, grid: WindowGrid, batch_size: int
-) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Yield ``(origins, windows)`` batches over every window of the grid.
-
-    Args:
-        padded: Array ``(*grid.padded_shape, C)`` from :func:`pad_volume`.
-        grid: The window grid.
-        batch_size: Windows per batch, ``>= 1``; the last batch may be smaller.
-
-    Yields:
-        ``origins`` of shape ``(B, rank)`` and ``windows`` of shape
-        ``(B, *grid.window, C)`` (copies).
-
-    Raises:
-        ValueError: ``batch_size < 1``.
-    """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"Expected batch_size to be an int >= 1. Received: batch_size={batch_size!r}")
-    origins = grid.origins
-    for first in range(0, len(origins), batch_size):
-        chunk = origins[first : first + batch_size]
-        yield chunk, np.stack([padded[grid.slices(o)] for o in chunk])
 
 
 def _axis_profile(size: int, mode: str, sigma_scale: float) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""mc_predict_windows: identical to mc_predict_volume where both apply; MultiRes levels per window,
+"""mc_predict_volume with tfuq's network kinds: MultiRes levels per window,
 GGD alpha/beta maps, list/dict outputs, 2D models and progress against closed-form oracles."""
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from uq_job_setup import AnalyticHead
 
 from tfuq.data.multires import multires_windows
 from tfuq.inference import mc_predict_volume
-from tfuq.inference.mc_windows import count_windows, mc_predict_windows
 from tfuq.inference.windows import window_grid
 from tfuq.layers import DistributionHead, MCSpatialDropout3D
 
@@ -29,34 +28,13 @@ def _volume(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).normal(size=(*shape, 1)).astype(np.float32)
 
 
-@pytest.mark.parametrize(
-    ("mc_samples", "batch_size", "blending"), [(5, 4, "gaussian"), (2, 8, "hann"), (7, 3, "constant")]
-)
-def test_same_maps_as_mc_predict_volume(mc_samples: int, batch_size: int, blending: str) -> None:
-    model, vol = _dropout_model(), _volume((13, 10, 9))
-    options = {
-        "mc_samples": mc_samples,
-        "window": (8, 6, 6),
-        "batch_size": batch_size,
-        "seed": 3,
-        "blending": blending,
-    }
-    expected = mc_predict_volume(model, vol, "normal", **options)
-    done = []
-    maps = mc_predict_windows(model, vol, "normal", progress=done.append, **options)
-    for key in KEYS:
-        np.testing.assert_allclose(maps[key], expected[key], rtol=1e-6, atol=1e-7)
-    assert sum(done) == count_windows((13, 10, 9), (8, 6, 6), 0.5)
-    assert maps["epistemic_var"].max() > 1e-4
-
-
 def test_multires_levels_are_cut_around_each_window() -> None:
     """Oracle: a 2-input model predicting its coarse input; one window = the volume -> the coarse level."""
     fine = keras.Input((None, None, None, 1))
     coarse = keras.Input((None, None, None, 1))
     model = keras.Model([fine, coarse], AnalyticHead(base=0.1)(coarse))
     vol = _volume((8, 12, 16), seed=1)
-    maps = mc_predict_windows(model, vol, "normal", mc_samples=1, window=(8, 12, 16), factors=(1, 2))
+    maps = mc_predict_volume(model, vol, "normal", mc_samples=1, window=(8, 12, 16), factors=(1, 2))
     level = multires_windows(vol, (0, 0, 0), (8, 12, 16), (1, 2), mode="minimum", cval=vol.min())[1]
     np.testing.assert_allclose(maps["mean"], level[..., 0], rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(maps["aleatoric_var"], 0.01, rtol=1e-4)
@@ -68,7 +46,7 @@ def test_multires_sliding_windows_match_a_per_window_oracle() -> None:
     coarse = keras.Input((None, None, None, 1))
     model = keras.Model([fine, coarse], AnalyticHead(base=0.1)(coarse))
     vol, window = _volume((12, 10, 8), seed=2), (6, 4, 4)
-    maps = mc_predict_windows(
+    maps = mc_predict_volume(
         model, vol, "normal", mc_samples=1, window=window, factors=(1, 2), blending="constant"
     )
     grid = window_grid(vol.shape[:3], window, 0.5)
@@ -89,7 +67,7 @@ def test_generalized_normal_alpha_and_beta_maps() -> None:
     inp = keras.Input((None, None, None, 1))
     model = keras.Model(inp, AnalyticHead("generalized_normal", base=0.2, slope=0.3, power=1.5)(inp))
     vol = _volume((10, 9, 7), seed=3)
-    maps = mc_predict_windows(model, vol, "generalized_normal", mc_samples=2, window=(6, 6, 4))
+    maps = mc_predict_volume(model, vol, "generalized_normal", mc_samples=2, window=(6, 6, 4))
     np.testing.assert_allclose(maps["alpha"], 0.2 + 0.3 * vol[..., 0] ** 2, rtol=1e-4)
     np.testing.assert_allclose(maps["beta"], 1.5, rtol=1e-4)
 
@@ -98,11 +76,11 @@ def test_list_outputs_use_the_last_prediction_and_2d_models_take_slices() -> Non
     inp = keras.Input((None, None, None, 1))
     model = keras.Model(inp, [AnalyticHead(base=0.5)(inp), AnalyticHead(gain=2.0, base=0.1)(inp)])
     vol = _volume((6, 5, 4), seed=4)
-    maps = mc_predict_windows(model, vol, "normal", mc_samples=1, window=(4, 4, 4))
+    maps = mc_predict_volume(model, vol, "normal", mc_samples=1, window=(4, 4, 4))
     np.testing.assert_allclose(maps["mean"], 2.0 * vol[..., 0], rtol=1e-5, atol=1e-6)
     flat = keras.Input((None, None, 1))
     model_2d = keras.Model(flat, AnalyticHead(gain=3.0)(flat))
-    maps = mc_predict_windows(model_2d, vol, "normal", mc_samples=1, window=(4, 4, 1))
+    maps = mc_predict_volume(model_2d, vol, "normal", mc_samples=1, window=(4, 4, 1))
     np.testing.assert_allclose(maps["mean"], 3.0 * vol[..., 0], rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="2D model needs 2D windows"):
-        mc_predict_windows(model_2d, vol, "normal", mc_samples=1, window=(4, 4, 4))
+        mc_predict_volume(model_2d, vol, "normal", mc_samples=1, window=(4, 4, 4))

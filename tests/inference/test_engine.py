@@ -1,4 +1,5 @@
-"""Sliding-window prediction: exact reconstruction oracles, seams, padding, blending maths."""
+"""The window engine (blend_windows) with plain predictors: exact reconstruction oracles, seams, padding,
+blending maths, moment keys."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ import pytest
 import tensorflow as tf
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from utils import predict_windows as sliding_window_predict
 
-from tfuq.inference.sliding_window import sliding_window_predict
+from tfuq.inference.engine import blend_windows
 from tfuq.inference.windows import BLENDING_MODES, blending_weights, window_grid
 
 OVERLAPS = (0.0, 0.25, 0.5, 0.75)
@@ -138,8 +140,8 @@ def test_integer_volume_becomes_float():
     [
         (np.zeros((4, 4, 4)), _identity, "X, Y, Z, C"),
         (np.full((4, 4, 4, 1), np.nan), _identity, "finite"),
-        (np.zeros((4, 4, 4, 1)), lambda x: x[:, :1], "Expected shape"),
-        (np.zeros((4, 4, 4, 1)), lambda x: x[..., 0], "Expected shape"),
+        (np.zeros((4, 4, 4, 1)), lambda x: x[:, :1], "must have shape"),
+        (np.zeros((4, 4, 4, 1)), lambda x: x[:, :, :, :1], "must have shape"),
         (np.zeros((4, 4, 4, 1)), lambda x: x * np.nan, "NaN"),
     ],
 )
@@ -154,5 +156,92 @@ def test_invalid_settings():
         sliding_window_predict(vol, _identity, 2, blending="linear")
     with pytest.raises(ValueError, match="overlap"):
         sliding_window_predict(vol, _identity, 2, overlap=1.0)
-    with pytest.raises(ValueError, match="batch_size"):
+    with pytest.raises(ValueError, match="windows_per_call"):
         sliding_window_predict(vol, _identity, 2, batch_size=0)
+
+
+def test_windows_reach_the_predictor_in_grid_order():
+    """Each call gets at most windows_per_call windows, cut exactly at the grid's origins."""
+    vol = np.arange(6 * 5 * 4, dtype=np.float32).reshape(6, 5, 4, 1)
+    grid = window_grid(vol.shape[:3], (4, 3, 4), overlap=0.5)
+    seen: list[np.ndarray] = []
+
+    def record(inputs):
+        (batch,) = inputs
+        assert batch.shape[1:] == (4, 3, 4, 1) and len(batch) <= 3
+        seen.extend(batch)
+        return {"y": batch}
+
+    done: list[int] = []
+    blend_windows(vol, record, (4, 3, 4), overlap=0.5, windows_per_call=3, progress=done.append)
+    assert len(seen) == grid.num_windows == 2 * 3 * 1 == sum(done)  # stride floor(3 * 0.5) = 1 on axis 1
+    for o, w in zip(grid.origins, seen):
+        np.testing.assert_array_equal(w, vol[o[0] : o[0] + 4, o[1] : o[1] + 3, o[2] : o[2] + 4])
+
+
+def test_moment_maps_blend_as_the_mixture_of_the_windows():
+    """Oracle: brute-force mixture moments per voxel over the covering windows (weights u_i)."""
+    rng = np.random.default_rng(4)
+    vol = np.zeros((9, 7, 1, 1), np.float32)
+    window, overlap = (4, 4, 1), 0.5
+    grid = window_grid(vol.shape[:3], window, overlap)
+    weights = blending_weights(window, "hann")
+    answers = {
+        tuple(o): {
+            k: rng.uniform(0.1, 2.0, window) for k in ("mean", "epistemic_var", "aleatoric_var", "alpha")
+        }
+        for o in grid.origins
+    }
+    origins = iter(grid.origins)
+
+    def predictor(inputs):
+        picked = [answers[tuple(next(origins))] for _ in range(len(inputs[0]))]
+        return {
+            k: np.stack([p[k] for p in picked]) for k in ("mean", "epistemic_var", "aleatoric_var", "alpha")
+        }
+
+    maps = blend_windows(
+        vol, predictor, window, overlap=overlap, blending="hann", windows_per_call=2, dtype=np.float64
+    )
+    assert set(maps) == {"mean", "epistemic_var", "aleatoric_var", "total_var", "alpha"}
+    w = np.zeros(grid.padded_shape)
+    mean = np.zeros(grid.padded_shape)
+    for o in grid.origins:
+        w[grid.slices(o)] += weights
+        mean[grid.slices(o)] += weights * answers[tuple(o)]["mean"]
+    mean /= w
+    epi, alea, alpha = (np.zeros(grid.padded_shape) for _ in range(3))
+    for o in grid.origins:
+        a, s = answers[tuple(o)], grid.slices(o)
+        u = weights / w[s]
+        epi[s] += u * (a["epistemic_var"] + (a["mean"] - mean[s]) ** 2)
+        alea[s] += u * a["aleatoric_var"]
+        alpha[s] += u * a["alpha"]
+    for key, expected in (("mean", mean), ("epistemic_var", epi), ("aleatoric_var", alea), ("alpha", alpha)):
+        np.testing.assert_allclose(maps[key], expected, rtol=1e-10, err_msg=key)
+    np.testing.assert_allclose(maps["total_var"], epi + alea, rtol=1e-10)
+
+
+@pytest.mark.parametrize(
+    ("predictor", "message"),
+    [
+        (lambda xs: xs[0], "dict of maps"),
+        (lambda xs: {}, "dict of maps"),
+        (lambda xs: {"mean": xs[0][..., 0], "aleatoric_var": xs[0][..., 0]}, "together"),
+        (lambda xs: {"y": xs[0][:, :1]}, "must have shape"),
+    ],
+)
+def test_bad_predictor_answers_are_refused(predictor, message):
+    with pytest.raises(ValueError, match=message):
+        blend_windows(np.zeros((4, 4, 4, 1), np.float32), predictor, 2)
+
+
+def test_predictor_keys_must_not_change_between_calls():
+    calls = []
+
+    def fickle(xs):
+        calls.append(1)
+        return {"y" if len(calls) == 1 else "z": xs[0]}
+
+    with pytest.raises(ValueError, match="same maps"):
+        blend_windows(np.zeros((4, 4, 4, 1), np.float32), fickle, 2, windows_per_call=1)
