@@ -23,7 +23,7 @@ import numpy as np
 import tfuq
 from tfuq.data.normalisation import denormalise, denormalise_std, fit_normalisation, normalise
 from tfuq.data.phantom import make_subject
-from tfuq.data.phantom_spec import PhantomSpec
+from tfuq.data.phantom.spec import PhantomSpec
 from tfuq.inference import decompose
 from tfuq.layers import mc_sampling
 from tfuq.losses import NLLLoss

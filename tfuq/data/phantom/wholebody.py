@@ -19,8 +19,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from tfuq.data.phantom_noise import JITTER_OFFSETS, JITTER_PROBABILITIES, MovingPart
-from tfuq.data.phantom_shapes import (
+from tfuq.data.phantom.noise import JITTER_OFFSETS, JITTER_PROBABILITIES, MovingPart
+from tfuq.data.phantom.shapes import (
     Capsule,
     Difference,
     Ellipsoid,
@@ -32,7 +32,7 @@ from tfuq.data.phantom_shapes import (
     random_smooth_field,
     rotation_matrix,
 )
-from tfuq.data.phantom_tissues import (
+from tfuq.data.phantom.tissues import (
     BLADDER,
     BOWEL,
     CORTICAL_BONE,
@@ -246,7 +246,7 @@ def wholebody_anatomy(grid: Grid, rng: np.random.Generator) -> Anatomy:
         rng: Source of randomness for the anatomy (not the noise).
 
     Returns:
-        The :class:`~tfuq.data.phantom_tissues.Anatomy`, with the gas
+        The :class:`~tfuq.data.phantom.tissues.Anatomy`, with the gas
         pockets as moving parts of the CT.
     """
     scale = np.array([rng.uniform(0.9, 1.1), rng.uniform(0.9, 1.1), rng.uniform(0.93, 1.07)])

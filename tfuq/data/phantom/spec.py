@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from tfuq.data.phantom_shapes import Grid
+from tfuq.data.phantom.shapes import Grid
 from tfuq.errors import UserError
 
 __all__ = [

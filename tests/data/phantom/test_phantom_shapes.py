@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tfuq.data.phantom_shapes import (
+from tfuq.data.phantom.shapes import (
     Capsule,
     Difference,
     Ellipsoid,

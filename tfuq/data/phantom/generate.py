@@ -15,7 +15,7 @@ Each target is its clean image plus a random part whose per-voxel standard
 deviation is known *exactly* (``noise_std``): tissue noise (larger in bone
 and lung), a sub-voxel misregistration / partial-volume term (large at
 tissue boundaries) and, in the whole-body CT, gas pockets whose position is
-random relative to the MR (see :mod:`tfuq.data.phantom_noise`). That is the
+random relative to the MR (see :mod:`tfuq.data.phantom.noise`). That is the
 ground truth a model's aleatoric standard deviation is checked against.
 
 A subject is fully determined by ``(spec, index)``; ``noise_seed`` redraws
@@ -52,9 +52,9 @@ import numpy as np
 
 import tfuq
 from tfuq.atomic import atomic_path, write_json
-from tfuq.data.phantom_noise import JITTER_FRACTION, JITTER_OFFSETS, JITTER_PROBABILITIES
-from tfuq.data.phantom_spec import ANOMALIES, KINDS, MODALITIES, PhantomOptionError, PhantomSpec
-from tfuq.data.phantom_subject import (
+from tfuq.data.phantom.noise import JITTER_FRACTION, JITTER_OFFSETS, JITTER_PROBABILITIES
+from tfuq.data.phantom.spec import ANOMALIES, KINDS, MODALITIES, PhantomOptionError, PhantomSpec
+from tfuq.data.phantom.subject import (
     PhantomSubject,
     SubjectModel,
     insert_zero_cube,
@@ -63,8 +63,8 @@ from tfuq.data.phantom_subject import (
     subject_id,
     subject_model,
 )
-from tfuq.data.phantom_tissues import LABELS, TISSUES, WHOLEBODY_MR_SIGMA, tissue_table
-from tfuq.data.phantom_wholebody import GAS_POSITION_PROBABILITIES
+from tfuq.data.phantom.tissues import LABELS, TISSUES, WHOLEBODY_MR_SIGMA, tissue_table
+from tfuq.data.phantom.wholebody import GAS_POSITION_PROBABILITIES
 from tfuq.errors import UserError
 from tfuq.typing import PathLike
 

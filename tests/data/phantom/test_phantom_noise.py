@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import integrate, stats
 
-from tfuq.data.phantom_noise import (
+from tfuq.data.phantom.noise import (
     JITTER_OFFSETS,
     JITTER_PROBABILITIES,
     MovingPart,

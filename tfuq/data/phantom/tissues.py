@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from tfuq.data.phantom_noise import MovingPart
+from tfuq.data.phantom.noise import MovingPart
 
 __all__ = [
     "BACKGROUND",

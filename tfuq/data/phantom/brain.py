@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tfuq.data.phantom_shapes import (
+from tfuq.data.phantom.shapes import (
     Ellipsoid,
     EllipticCylinder,
     Grid,
@@ -24,7 +24,7 @@ from tfuq.data.phantom_shapes import (
     random_smooth_field,
     rotation_matrix,
 )
-from tfuq.data.phantom_tissues import (
+from tfuq.data.phantom.tissues import (
     CORTICAL_BONE,
     CSF,
     FAT,
@@ -53,7 +53,7 @@ def brain_anatomy(grid: Grid, rng: np.random.Generator) -> Anatomy:
         rng: Source of randomness for the anatomy (not the noise).
 
     Returns:
-        The :class:`~tfuq.data.phantom_tissues.Anatomy` (no moving parts).
+        The :class:`~tfuq.data.phantom.tissues.Anatomy` (no moving parts).
     """
     scale = rng.uniform(0.92, 1.08, size=3)
     offset = rng.uniform(-6.0, 6.0, size=3)

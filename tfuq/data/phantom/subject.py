@@ -16,10 +16,10 @@ from types import MappingProxyType
 import numpy as np
 from scipy import ndimage
 
-from tfuq.data.phantom_brain import brain_anatomy
-from tfuq.data.phantom_noise import NoiseModel, exact_moments, sample_image
-from tfuq.data.phantom_spec import PhantomOptionError, PhantomSpec
-from tfuq.data.phantom_tissues import (
+from tfuq.data.phantom.brain import brain_anatomy
+from tfuq.data.phantom.noise import NoiseModel, exact_moments, sample_image
+from tfuq.data.phantom.spec import PhantomOptionError, PhantomSpec
+from tfuq.data.phantom.tissues import (
     BACKGROUND,
     BOWEL,
     GAS,
@@ -30,7 +30,7 @@ from tfuq.data.phantom_tissues import (
     render_mr,
     tissue_values,
 )
-from tfuq.data.phantom_wholebody import wholebody_anatomy
+from tfuq.data.phantom.wholebody import wholebody_anatomy
 
 __all__ = [
     "PhantomSubject",
@@ -86,7 +86,7 @@ class SubjectModel:
         spec: The phantom's spec.
         index: Subject index.
         anatomy: Labels, texture and bias fields, moving parts.
-        noise_models: Modality -> :class:`~tfuq.data.phantom_noise.NoiseModel`.
+        noise_models: Modality -> :class:`~tfuq.data.phantom.noise.NoiseModel`.
         template: A :class:`PhantomSubject` holding everything but
             ``images`` (clean, noise_std, labels, mask, affine, anomaly).
         cube: Index box of the zero cube, or None.

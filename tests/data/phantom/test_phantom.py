@@ -20,8 +20,8 @@ from tfuq.data.phantom import (
     sample_subject,
     subject_model,
 )
-from tfuq.data.phantom_noise import rician_std
-from tfuq.data.phantom_tissues import WHOLEBODY_MR_SIGMA
+from tfuq.data.phantom.noise import rician_std
+from tfuq.data.phantom.tissues import WHOLEBODY_MR_SIGMA
 from tfuq.errors import UserError
 
 CROSS = ndimage.generate_binary_structure(3, 1)
