@@ -17,6 +17,20 @@ from tfuq.inference.decomposition import (
     decompose_moments,
     member_moments,
 )
+from tfuq.inference.derived import (
+    DERIVED_QUANTITIES,
+    MU511_BONE_INTERCEPT,
+    MU511_BONE_SLOPE,
+    MU511_BREAK_HU,
+    MU511_KVP,
+    MU511_SOFT_SLOPE,
+    DerivedQuantity,
+    derived_moments,
+    derived_quantity,
+    derived_update,
+    mu_map_511kev,
+    propagate,
+)
 from tfuq.inference.engine import (
     MOMENT_KEYS,
     WindowPredictor,
@@ -88,7 +102,6 @@ from tfuq.inference.predict_subject import (
     windows_per_subject,
     write_subject,
 )
-from tfuq.inference.propagation import propagate, region_mean
 from tfuq.inference.scans import MODEL_CONFIG_FILE, image_subject, model_config
 from tfuq.inference.streaming import (
     MomentState,
@@ -124,6 +137,7 @@ __all__ = [
     "DECOMPOSITION_KEYS",
     "DEFAULT_SIGMA_SCALE",
     "DEFAULT_WEIGHT_FLOOR",
+    "DERIVED_QUANTITIES",
     "ENSEMBLE_KEYS",
     "ENTROPY_KEYS",
     "ENTROPY_METHODS",
@@ -135,6 +149,11 @@ __all__ = [
     "MEAN",
     "MODEL_CONFIG_FILE",
     "MOMENT_KEYS",
+    "MU511_BONE_INTERCEPT",
+    "MU511_BONE_SLOPE",
+    "MU511_BREAK_HU",
+    "MU511_KVP",
+    "MU511_SOFT_SLOPE",
     "MUTUAL_INFORMATION",
     "OUTPUT_MAPS",
     "PAD_MODES",
@@ -146,6 +165,7 @@ __all__ = [
     "UNCALIBRATED_MAPS",
     "UNCALIBRATED_SUFFIX",
     "WITHIN_MEMBER_VAR",
+    "DerivedQuantity",
     "FeatureDensity",
     "MomentState",
     "PredictionSettings",
@@ -166,6 +186,9 @@ __all__ = [
     "count_windows",
     "decompose",
     "decompose_moments",
+    "derived_moments",
+    "derived_quantity",
+    "derived_update",
     "ensemble_decompose",
     "entropy",
     "entropy_decomposition",
@@ -191,6 +214,7 @@ __all__ = [
     "mixture_entropy",
     "model_config",
     "moment_matched_entropy",
+    "mu_map_511kev",
     "mutual_information",
     "output_paths",
     "output_stem",
@@ -199,7 +223,6 @@ __all__ = [
     "prediction_settings",
     "propagate",
     "qc_summary",
-    "region_mean",
     "sample_plan",
     "seeded_generators",
     "subject_output_paths",
