@@ -285,3 +285,11 @@ def test_errors():
         derived_update(state, "normal", raw, mu_map_511kev, CT_UNITS, draws=3, seed=2**40)
     with pytest.raises(ValueError, match="seed"):
         derived_update(state, "normal", raw, mu_map_511kev, CT_UNITS, draws=3, seed=1.5)
+
+
+def test_config_choices_are_the_registered_quantities():
+    """[INFERENCE] derived lists its choices without importing inference; they must stay equal."""
+    from tfuq.config.sections import DERIVED_CHOICES
+    from tfuq.inference.derived import DERIVED_QUANTITIES
+
+    assert set(DERIVED_CHOICES) == set(DERIVED_QUANTITIES)

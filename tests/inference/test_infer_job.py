@@ -252,3 +252,57 @@ def test_pixdim_resampled_predictions_return_to_the_input_grid(job: dict) -> Non
     error = np.abs(np.asarray(mean.dataobj) - expected)
     assert np.median(error) < 0.02 * 4095.0  # cubic up, linear down: close, not exact
     np.testing.assert_allclose(_read(out / f"{subject}_aleatoric_std.nii.gz"), 0.02 * 4095.0, rtol=1e-3)
+
+
+def _mu_moments_closed_form(m: np.ndarray, s: float) -> tuple[np.ndarray, np.ndarray]:
+    """E and Var of mu_511(Y), Y ~ N(m, s^2) HU, for the clipped bilinear map (Carney 2006, 120 kVp).
+
+    Per segment (l, u] with mu = alpha x + beta: E[X 1] and E[X^2 1] of a truncated normal
+    (z = (x - m) / s): E[Z 1] = phi(a) - phi(b), E[Z^2 1] = Phi(b) - Phi(a) + a phi(a) - b phi(b).
+    """
+    from tfuq.inference.derived import MU511_BONE_INTERCEPT, MU511_BONE_SLOPE, MU511_BREAK_HU, MU511_SOFT_SLOPE
+
+    segments = (
+        (-1000.0, MU511_BREAK_HU, MU511_SOFT_SLOPE, 1000.0 * MU511_SOFT_SLOPE),
+        (MU511_BREAK_HU, np.inf, MU511_BONE_SLOPE, 1000.0 * MU511_BONE_SLOPE + MU511_BONE_INTERCEPT),
+    )
+    first, second = np.zeros_like(m), np.zeros_like(m)
+    for lower, upper, alpha, beta in segments:
+        a, b = (lower - m) / s, (upper - m) / s
+        p = stats.norm.cdf(b) - stats.norm.cdf(a)
+        finite_b = np.where(np.isinf(b), 0.0, b)
+        pa, pb = stats.norm.pdf(a), np.where(np.isinf(b), 0.0, stats.norm.pdf(finite_b))
+        bpb = finite_b * pb
+        ez = pa - pb
+        ez2 = p + a * pa - bpb
+        ex = m * p + s * ez
+        ex2 = m**2 * p + 2 * m * s * ez + s**2 * ez2
+        first += alpha * ex + beta * p
+        second += alpha**2 * ex2 + 2 * alpha * beta * ex + beta**2 * p
+    return first, second - first**2
+
+
+def test_derived_mu_map_matches_the_closed_form_of_the_bilinear_map(job: dict) -> None:
+    """[INFERENCE] derived = mu_map_511kev on the identity model: Y ~ N(MR_norm * 4095 - 1024, (0.02 * 4095)^2).
+
+    Oracle: the exact mean and variance of the clipped bilinear map of a normal (truncated-normal
+    moments per segment), against the double-sampling estimate with S = 256 draws per voxel.
+    """
+    save_analytic_model(job["tmp"] / "mu_map", base=0.02)
+    overrides = ("UNCERTAINTY.mc_samples=1", "INFERENCE.derived=mu_map_511kev", "INFERENCE.derived_draws=256")
+    out = Path(run_inference(_config(job, "mu_map", overrides)).out_dir)
+    subject = job["subject"]
+    m = normalised_mr(job["phantom"] / f"{subject}_mr.nii.gz") * 4095.0 - 1024.0
+    expected_mean, expected_var = _mu_moments_closed_form(m, 0.02 * 4095.0)
+    mean = _read(out / f"{subject}_mu_map_511kev_mean.nii.gz")
+    std = _read(out / f"{subject}_mu_map_511kev_total_std.nii.gz")
+    # per voxel: S = 256 draws -> standard error of the mean <= std / 16; 6 standard errors
+    assert np.all(np.abs(mean - expected_mean) <= 6 * np.sqrt(expected_var) / 16 + 1e-6)
+    # over the voxels the estimates average out: the mean of the errors is far below one voxel's SE
+    assert abs(np.mean(mean - expected_mean)) < 0.05 * np.sqrt(expected_var).mean()
+    live = expected_var > 1e-8
+    ratio = std[live] ** 2 / expected_var[live]  # sample variance / truth: mean 1 - 1/S, sd sqrt(2/S)
+    assert abs(ratio.mean() - (1 - 1 / 256)) < 0.01
+    assert np.all(_read(out / f"{subject}_mu_map_511kev_epistemic_std.nii.gz") == 0.0)  # one pass
+    np.testing.assert_allclose(_read(out / f"{subject}_mu_map_511kev_aleatoric_std.nii.gz"), std, rtol=1e-5)
+    assert (mean[m < -1400] == 0).all() and mean.max() > 0.1  # air clipped at 0; bone above 0.1 cm^-1

@@ -220,6 +220,11 @@ class TrainingSection:
     )
 
 
+#: ``[INFERENCE] derived`` values: the names of :data:`tfuq.inference.derived.DERIVED_QUANTITIES`
+#: (written out here so the configuration does not import inference; a test keeps them equal).
+DERIVED_CHOICES = ("mu_map_511kev",)
+
+
 @dataclasses.dataclass(frozen=True)
 class InferenceSection:
     """``[INFERENCE]``: sliding-window prediction and outputs."""
@@ -245,6 +250,13 @@ class InferenceSection:
     )
     batch_size: int = setting(4, "tfuq: windows per inference batch", min=1)
     overwrite: bool = setting(False, "tfuq: replace existing output files (otherwise they are refused)")
+    derived: tuple[str, ...] = setting(
+        (),
+        "tfuq: derived quantities written with their uncertainty by double sampling; mu_map_511kev: "
+        "PET attenuation map (cm^-1) from a CT target in HU (Carney et al. 2006, 120 kVp)",
+        choices=DERIVED_CHOICES,
+    )
+    derived_draws: int = setting(32, "tfuq: draws per MC pass for the derived quantities", min=1)
 
 
 @dataclasses.dataclass(frozen=True)

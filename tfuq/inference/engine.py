@@ -13,10 +13,11 @@ calls the predictor, and blends what it returns over the overlaps:
 
 - the three moment maps ``mean``, ``epistemic_var``, ``aleatoric_var``
   (returned together or not at all) are blended as the *mixture* of the
-  covering windows' predictive distributions (law of total variance);
-- every other map (``alpha``, ``beta``, plain predictions with K channels,
-  derived quantities' moments are returned under their own keys) is blended
-  as the weighted mean.
+  covering windows' predictive distributions (law of total variance); so
+  are the moments of a derived quantity ``q``, returned as ``q_mean``,
+  ``q_epistemic_var``, ``q_aleatoric_var`` (:func:`moment_prefixes`);
+- every other map (``alpha``, ``beta``, plain predictions with K channels)
+  is blended as the weighted mean.
 
 Mathematical details:
     Window ``i`` covering voxel ``v`` with blending weight ``w_i(v)`` (only
@@ -75,6 +76,7 @@ __all__ = [
     "check_predictions",
     "check_volume",
     "count_windows",
+    "moment_prefixes",
 ]
 
 #: A window predictor: the inputs of ``B`` windows (one array ``(B, *window, C)``, or one per
@@ -167,17 +169,37 @@ def _window_inputs(
     return [np.stack([w[k] for w in per_window]).astype(np.float32) for k in range(len(factors))]
 
 
+def moment_prefixes(keys: Any) -> list[str]:
+    """Prefixes ``p`` of the moment sets among ``keys``: ``p + "mean"`` or ``p + "*_var"`` present.
+
+    ``""`` is the predicted image itself; a derived quantity ``q`` returns ``q_mean``,
+    ``q_epistemic_var``, ``q_aleatoric_var``.
+
+    Example:
+        >>> moment_prefixes(["mean", "epistemic_var", "aleatoric_var", "mu_mean", "alpha"])
+        ['', 'mu_']
+    """
+    found = []
+    for key in keys:
+        for moment in MOMENT_KEYS:
+            prefix = key[: -len(moment)]
+            if key.endswith(moment) and prefix in ("", prefix.rstrip("_") + "_") and prefix not in found:
+                found.append(prefix)
+    return sorted(found)
+
+
 def _checked_maps(output: Mapping[str, Any], batch: int, window: tuple[int, ...]) -> dict[str, np.ndarray]:
     """The predictor's maps as finite float arrays ``(batch, *window[, K])``; ValueError otherwise."""
     if not isinstance(output, Mapping) or not output:
         raise ValueError(
             f"A window predictor must return a non-empty dict of maps. Received: {type(output).__name__}"
         )
-    present = [key for key in MOMENT_KEYS if key in output]
-    if present and len(present) != len(MOMENT_KEYS):
-        raise ValueError(
-            f"A window predictor returns the moment maps {MOMENT_KEYS} together. Received: {sorted(output)}"
-        )
+    for prefix in moment_prefixes(output):
+        if not all(f"{prefix}{key}" in output for key in MOMENT_KEYS):
+            raise ValueError(
+                f"A window predictor returns the moment maps {tuple(prefix + k for k in MOMENT_KEYS)} "
+                f"together. Received: {sorted(output)}"
+            )
     maps = {}
     for key, value in output.items():
         array = np.asarray(value)
@@ -241,7 +263,8 @@ def blend_windows(
 
     Returns:
         dict of ``(X, Y, Z)`` (or ``(X, Y, Z, K)``) arrays of ``dtype``: the
-        predictor's keys, plus ``total_var`` when moments were returned.
+        predictor's keys, plus ``total_var`` (``q_total_var``) for every
+        moment set.
 
     Raises:
         ValueError: Bad volume, window, overlap, blending, border, padding or
@@ -266,9 +289,10 @@ def blend_windows(
     padded = pad_volume(values, grid, pad_mode="constant" if constant else padding_mode, pad_value=pad_value)
     minima = values.reshape(-1, values.shape[-1]).min(axis=0)
     weight_sum = np.zeros(grid.padded_shape, np.float64)
-    acc: MomentState | None = None
+    acc: dict[str, MomentState] = {}
     sums: dict[str, np.ndarray] = {}
     keys: set[str] | None = None
+    moments: set[str] = set()
     origins_all = grid.origins
     for first in range(0, len(origins_all), int(windows_per_call)):
         origins = origins_all[first : first + int(windows_per_call)]
@@ -276,23 +300,28 @@ def blend_windows(
         maps = _checked_maps(predictor(inputs), len(origins), grid.window)
         if keys is None:
             keys = set(maps)
-            if MEAN in maps:
-                acc = MomentState(*(np.zeros(grid.padded_shape, dtype) for _ in range(4)))
+            for prefix in moment_prefixes(maps):
+                acc[prefix] = MomentState(*(np.zeros(grid.padded_shape, dtype) for _ in range(4)))
+            moments = {f"{prefix}{key}" for prefix in acc for key in MOMENT_KEYS}
         elif set(maps) != keys:
             raise ValueError(
                 f"predictor must return the same maps every call. Expected {sorted(keys)}. "
                 f"Received: {sorted(maps)}"
             )
         for k, origin in enumerate(origins):
-            if acc is not None:
+            for prefix, state in acc.items():
                 merge_window_moments(
-                    acc, grid, origin, weights, *(maps[key][k].astype(dtype) for key in MOMENT_KEYS)
+                    state,
+                    grid,
+                    origin,
+                    weights,
+                    *(maps[prefix + key][k].astype(dtype) for key in MOMENT_KEYS),
                 )
             target, local = grid.kept(origin)
             w = weights[local].astype(np.float64)
             weight_sum[target] += w
             for key, value in maps.items():
-                if key in MOMENT_KEYS:
+                if key in moments:
                     continue
                 extra = value.shape[len(grid.window) + 1 :]
                 total = sums.setdefault(key, np.zeros((*grid.padded_shape, *extra), np.float64))
@@ -301,15 +330,13 @@ def blend_windows(
             progress(len(origins))
     count = grid.crop(weight_sum)
     out: dict[str, np.ndarray] = {}
-    if acc is not None:
-        epistemic = grid.crop(acc.m2) / grid.crop(acc.count)
-        aleatoric = np.ascontiguousarray(grid.crop(acc.aleatoric))
-        out = {
-            MEAN: np.ascontiguousarray(grid.crop(acc.mean)),
-            EPISTEMIC_VAR: epistemic,
-            ALEATORIC_VAR: aleatoric,
-            TOTAL_VAR: epistemic + aleatoric,
-        }
+    for prefix, state in acc.items():
+        epistemic = grid.crop(state.m2) / grid.crop(state.count)
+        aleatoric = np.ascontiguousarray(grid.crop(state.aleatoric))
+        out[prefix + MEAN] = np.ascontiguousarray(grid.crop(state.mean))
+        out[prefix + EPISTEMIC_VAR] = epistemic
+        out[prefix + ALEATORIC_VAR] = aleatoric
+        out[prefix + TOTAL_VAR] = epistemic + aleatoric
     for key, total in sums.items():
         cropped = grid.crop(total)
         blended = cropped / count.reshape(count.shape + (1,) * (cropped.ndim - count.ndim))

@@ -47,8 +47,9 @@ import numpy as np
 import tensorflow as tf
 
 from tfuq.distributions import check_family, constrain
-from tfuq.inference.decomposition import check_param_samples
-from tfuq.inference.engine import blend_windows, check_predictions, check_volume
+from tfuq.inference.decomposition import TOTAL_VAR, check_param_samples
+from tfuq.inference.derived import derived_quantity, derived_update
+from tfuq.inference.engine import MOMENT_KEYS, blend_windows, check_predictions, check_volume
 from tfuq.inference.streaming import MomentState, finalize, init_state, update_state
 from tfuq.inference.trained_model import head_params
 from tfuq.inference.windows import check_window
@@ -267,6 +268,10 @@ def mc_window_predictor(
     samples_per_call: int,
     window: Sequence[int],
     levels: int = 1,
+    derived: Sequence[str] = (),
+    units: Any = None,
+    draws: int = 32,
+    seed: int = 0,
 ) -> Callable[[list[np.ndarray]], dict[str, np.ndarray]]:
     """The window predictor of MC inference (call it inside :func:`tfuq.layers.mc_sampling`).
 
@@ -279,30 +284,55 @@ def mc_window_predictor(
         samples_per_call: Copies of a group of windows per forward call.
         window: Window size per axis (a 2D model needs one axis of 1).
         levels: Inputs per window (MultiRes levels), ``>= 1``.
+        derived: Names of derived quantities
+            (:data:`tfuq.inference.derived.DERIVED_QUANTITIES`) whose moments
+            are returned too, by double sampling of every pass
+            (:func:`tfuq.inference.derived.derived_update`).
+        units: The model's target normalisation (``y * scale + offset`` gives
+            the target units the derived quantities take); None: identity.
+        draws: S, draws per pass for the derived quantities.
+        seed: Seed of those draws; the n-th call uses ``seed + n``, so window
+            groups draw independently and a run is reproducible.
 
     Returns:
         :data:`tfuq.inference.engine.WindowPredictor` returning ``mean``,
-        ``epistemic_var``, ``aleatoric_var`` (and ``alpha``, ``beta`` for
-        the generalized normal) per window.
+        ``epistemic_var``, ``aleatoric_var`` (``alpha``, ``beta`` for the
+        generalized normal; ``<q>_mean``, ``<q>_epistemic_var``,
+        ``<q>_aleatoric_var`` for every derived quantity q, in its own unit)
+        per window.
     """
     family = check_family(family)
     forward = _forward(model, tuple(window), levels)
+    quantities = {name: derived_quantity(name).fn for name in derived}
+    calls = [0]
 
     def predict(inputs: list[np.ndarray]) -> dict[str, np.ndarray]:
         sums: dict[str, np.ndarray] = {}
+        shape = (len(inputs[0]), *inputs[0].shape[1:-1])
+        states = {name: init_state(shape, tf.float32) for name in quantities}
+        group_seed = int(seed) + calls[0]
+        calls[0] += 1
 
-        def shape_means(params: np.ndarray) -> None:
-            named = constrain(family, params)
-            for key, name in ((ALPHA, "scale"), (BETA, "power")):
-                total = named[name].numpy().sum(axis=0)
-                sums[key] = total if key not in sums else sums[key] + total
+        def on_params(params: np.ndarray) -> None:
+            if family == "generalized_normal":
+                named = constrain(family, params)
+                for key, name in ((ALPHA, "scale"), (BETA, "power")):
+                    total = named[name].numpy().sum(axis=0)
+                    sums[key] = total if key not in sums else sums[key] + total
+            for name, fn in quantities.items():
+                states[name] = derived_update(
+                    states[name], family, params, fn, units, draws=draws, seed=group_seed
+                )
 
-        hook = shape_means if family == "generalized_normal" else None
+        hook = on_params if family == "generalized_normal" or quantities else None
         state = mc_window_moments(
             forward, list(inputs), family, mc_samples, samples_per_call=samples_per_call, on_params=hook
         )
-        maps = {key: value.numpy() for key, value in finalize(state).items() if key != "total_var"}
+        maps = {key: value.numpy() for key, value in finalize(state).items() if key != TOTAL_VAR}
         maps.update({key: value / mc_samples for key, value in sums.items()})
+        for name, derived_state in states.items():
+            moments = finalize(derived_state)
+            maps.update({f"{name}_{key}": moments[key].numpy() for key in MOMENT_KEYS})
         return maps
 
     return predict
@@ -324,6 +354,9 @@ def mc_predict_volume(
     padding_mode: str = "minimum",
     pad_value: float | Sequence[float] | None = None,
     progress: Callable[[int], None] | None = None,
+    derived: Sequence[str] = (),
+    units: Any = None,
+    derived_draws: int = 32,
 ) -> dict[str, np.ndarray]:
     """Epistemic / aleatoric maps of a whole volume by MC sampling over windows.
 
@@ -356,11 +389,18 @@ def mc_predict_volume(
             ``"symmetric"``.
         pad_value: Fill of constant padding; None: channel minima.
         progress: Called with the number of windows finished after each group.
+        derived: Derived quantities to propagate the uncertainty to, e.g.
+            ``("mu_map_511kev",)`` (:mod:`tfuq.inference.derived`).
+        units: Target normalisation of the model (the derived quantities
+            take target units); None: identity.
+        derived_draws: S, draws per pass for the derived quantities.
 
     Returns:
         dict of float32 ``(X, Y, Z)`` maps in normalised units: ``"mean"``,
-        ``"epistemic_var"``, ``"aleatoric_var"``, ``"total_var"``, and for
-        the generalized normal ``"alpha"`` (scale) and ``"beta"`` (shape).
+        ``"epistemic_var"``, ``"aleatoric_var"``, ``"total_var"``, for
+        the generalized normal ``"alpha"`` (scale) and ``"beta"`` (shape),
+        and ``"<q>_mean"``, ``"<q>_epistemic_var"``, ``"<q>_aleatoric_var"``,
+        ``"<q>_total_var"`` in q's unit for every derived quantity q.
 
     Raises:
         ValueError: Bad volume, family, counts, window, overlap, blending or
@@ -385,6 +425,10 @@ def mc_predict_volume(
             samples_per_call=samples_per_call,
             window=check_window(window),
             levels=max(1, len(factors)),
+            derived=derived,
+            units=units,
+            draws=derived_draws,
+            seed=0 if seed is None else seed,
         )
         return blend_windows(
             volume,

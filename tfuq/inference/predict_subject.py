@@ -71,6 +71,7 @@ __all__ = [
     "UNCALIBRATED_SUFFIX",
     "PredictionSettings",
     "check_windows",
+    "derived_map_names",
     "feature_scores",
     "feature_window",
     "output_stem",
@@ -107,6 +108,9 @@ class PredictionSettings:
         padding_mode: Input padding outside the volume.
         border: Voxels dropped from each side of every window's maps
             (``[INFERENCE] border``), per axis.
+        derived: Derived quantities written with their uncertainty
+            (``[INFERENCE] derived``).
+        derived_draws: Draws per MC pass for them (``[INFERENCE] derived_draws``).
     """
 
     family: str
@@ -119,6 +123,8 @@ class PredictionSettings:
     factors: tuple[int, ...] = ()
     padding_mode: str = "minimum"
     border: tuple[int, ...] = (0, 0, 0)
+    derived: tuple[str, ...] = ()
+    derived_draws: int = 32
 
 
 def prediction_settings(config: Config, *, mc_samples: int | None = None) -> PredictionSettings:
@@ -156,6 +162,8 @@ def prediction_settings(config: Config, *, mc_samples: int | None = None) -> Pre
         factors=tuple(net.multires_factors) if net.name == "multires" else (),
         padding_mode=net.volume_padding_mode,
         border=border,
+        derived=tuple(inf.derived),
+        derived_draws=inf.derived_draws,
     )
 
 
@@ -242,11 +250,12 @@ def _rebuild_for_window(model: Any, sizes: tuple[int, ...]) -> Any:
 
 
 def _in_units(maps: Mapping[str, np.ndarray], own: NormalisationParams, to: NormalisationParams) -> dict:
-    """Member maps from its normalised units to another normalisation's."""
+    """Member maps from its normalised units to another normalisation's (derived maps: unchanged)."""
     if own == to:
         return dict(maps)
     ratio = own.scale / to.scale
-    out = {MEAN: (maps[MEAN] * own.scale + own.offset - to.offset) / to.scale}
+    out = dict(maps)
+    out[MEAN] = (maps[MEAN] * own.scale + own.offset - to.offset) / to.scale
     for key in (EPISTEMIC_VAR, ALEATORIC_VAR, TOTAL_VAR):
         if key in maps:
             out[key] = maps[key] * ratio**2
@@ -269,36 +278,37 @@ def _ensemble_predictor(
                 samples_per_call=samples_per_call,
                 window=settings.window,
                 levels=max(1, len(settings.factors)),
+                derived=settings.derived,
+                units=member.target_normalisation,
+                draws=settings.derived_draws,
+                seed=0 if settings.seed is None else settings.seed,
             ),
             member.target_normalisation,
         )
         for member in members
     ]
+    prefixes = ["", *(f"{name}_" for name in settings.derived)]  # derived moments: target units already
 
     def predict(inputs: list[np.ndarray]) -> dict[str, np.ndarray]:
-        merged: MomentState | None = None
+        merged: dict[str, MomentState] = {}
         extras: dict[str, np.ndarray] = {}
         for predictor, units in predictors:
             maps = _in_units(predictor(inputs), units, reference)
-            state = MomentState(
-                np.ones_like(maps[MEAN]), maps[MEAN], maps[EPISTEMIC_VAR], maps[ALEATORIC_VAR]
-            )
-            merged = (
-                state
-                if merged is None
-                else MomentState(*(np.asarray(v) for v in merge_states(merged, state)))
-            )
+            for p in prefixes:
+                moments = (maps[p + MEAN], maps[p + EPISTEMIC_VAR], maps[p + ALEATORIC_VAR])
+                state = MomentState(np.ones_like(moments[0]), *moments)
+                if p in merged:
+                    state = MomentState(*(np.asarray(v) for v in merge_states(merged[p], state)))
+                merged[p] = state
             for key in (ALPHA, BETA):
                 if key in maps:
                     extras[key] = extras.get(key, 0.0) + maps[key] / len(predictors)
-        if merged is None:  # unreachable: members is not empty
-            raise ValueError("No member was predicted.")
-        return {
-            MEAN: merged.mean,
-            EPISTEMIC_VAR: merged.m2 / merged.count,
-            ALEATORIC_VAR: merged.aleatoric,
-            **extras,
-        }
+        out = dict(extras)
+        for p, state in merged.items():
+            out[p + MEAN] = state.mean
+            out[p + EPISTEMIC_VAR] = state.m2 / state.count
+            out[p + ALEATORIC_VAR] = state.aleatoric
+        return out
 
     return predict
 
@@ -370,6 +380,12 @@ def output_stem(config: Config, subject: str) -> str:
     return f"{subject}{config.inference.output_postfix}"
 
 
+def derived_map_names(quantity: str, *, calibrated: bool) -> tuple[str, ...]:
+    """The maps written for a derived quantity: its mean and std maps (and the raw total std)."""
+    names = (f"{quantity}_mean", *(f"{quantity}_{std}" for std in OUTPUT_MAPS[1:]))
+    return (*names, f"{quantity}_{OUTPUT_MAPS[-1]}{UNCALIBRATED_SUFFIX}") if calibrated else names
+
+
 def subject_output_paths(config: Config, subject: str, *, family: str, calibrated: bool) -> dict[str, Path]:
     """Every file :func:`write_subject` writes for ``subject`` (map name or ``"qc"`` -> path)."""
     names = list(OUTPUT_MAPS)
@@ -377,6 +393,8 @@ def subject_output_paths(config: Config, subject: str, *, family: str, calibrate
         names += [ALPHA, BETA]
     if calibrated:
         names += [*INTERVAL_MAPS, *UNCALIBRATED_MAPS]
+    for quantity in config.inference.derived:
+        names += derived_map_names(quantity, calibrated=calibrated)
     return output_paths(config.inference.save_seg_dir, output_stem(config, subject), tuple(names))
 
 
@@ -393,9 +411,42 @@ def _to_reference(
             subject.grid.with_array(value), ref.affine, ref.shape, order=order, cval=0.0
         )
         out[key] = volume.array
-    for key in (EPISTEMIC_VAR, ALEATORIC_VAR, TOTAL_VAR, ALPHA):
-        if key in out:
+    for key in out:
+        if key.endswith(("_var", ALPHA)):  # spreads (also of derived quantities) stay >= 0
             out[key] = np.maximum(out[key], 0.0)
+    return out
+
+
+def _derived_maps(
+    quantities: Sequence[str],
+    back: Mapping[str, np.ndarray],
+    decomposition: Mapping[str, np.ndarray],
+    *,
+    recalibrated: bool,
+) -> dict[str, np.ndarray]:
+    """Mean and std maps of the derived quantities, in their own units.
+
+    Recalibrated like the image: every std of quantity q is multiplied by the voxel's ratio of
+    the recalibrated to the raw total std of the image, ``k = s_cal / s_raw`` (1 where
+    ``s_raw = 0``). For a linear q this is exactly the recalibrated distribution pushed through
+    q; for the piecewise-linear mu-map it holds on each segment (delta method). The raw total
+    std is kept as ``<q>_total_std_uncalibrated``.
+    """
+    out: dict[str, np.ndarray] = {}
+    if not quantities:
+        return out
+    factor = np.ones_like(back[TOTAL_VAR], dtype=np.float64)
+    if recalibrated:
+        raw = np.sqrt(np.maximum(back[TOTAL_VAR], 0.0))
+        calibrated = np.sqrt(np.maximum(decomposition[TOTAL_VAR], 0.0))
+        np.divide(calibrated, raw, out=factor, where=raw > 0)
+    for q in quantities:
+        out[f"{q}_mean"] = back[f"{q}_{MEAN}"].astype(np.float32)
+        for name, var in zip(OUTPUT_MAPS[1:], (EPISTEMIC_VAR, ALEATORIC_VAR, TOTAL_VAR)):
+            std = np.sqrt(np.maximum(back[f"{q}_{var}"], 0.0))
+            out[f"{q}_{name}"] = (std * factor).astype(np.float32)
+            if recalibrated and var == TOTAL_VAR:
+                out[f"{q}_{name}{UNCALIBRATED_SUFFIX}"] = std.astype(np.float32)
     return out
 
 
@@ -454,6 +505,9 @@ def write_subject(
             decomposition[var] = np.square(moments[name])
         for name in INTERVAL_MAPS:
             extra[name] = denormalise(moments[name], params).astype(np.float32)
+    extra.update(
+        _derived_maps(config.inference.derived, back, decomposition, recalibrated=recalibrator is not None)
+    )
     paths = write_outputs(
         config.inference.save_seg_dir,
         output_stem(config, subject.id),
