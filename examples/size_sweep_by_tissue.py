@@ -31,7 +31,7 @@ from tfuq.data.sources import resolve_sources
 from tfuq.evaluation.validate_uq import held_out_subjects
 from tfuq.inference.decomposition import ALEATORIC_VAR, EPISTEMIC_VAR
 from tfuq.inference.predict_subject import predict_subject, prediction_settings
-from tfuq.inference.trained_model import load_trained_model
+from tfuq.model_store.trained import load_trained_model
 
 
 def main(argv: list[str]) -> int:

@@ -30,7 +30,7 @@ _SUBPACKAGES = (
     "training",
 )
 _LAZY_FUNCTIONS = {
-    "load_model": "tfuq.export",
+    "load_model": "tfuq.model_store",
     "import_keras": "tfuq.export",
 }
 

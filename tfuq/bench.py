@@ -160,9 +160,9 @@ def bench_network(config: Any, *, batch: int | None = None, repeats: int = 3) ->
     import tensorflow as tf
 
     from tfuq.layers import mc_sampling
-    from tfuq.networks import build_model
+    from tfuq.model_store import build_network
 
-    model = build_model(config)
+    model = build_network(config)
     batch = batch or config.network.batch_size
     specs = model.inputs if isinstance(model.inputs, (list, tuple)) else [model.inputs]
     inputs = [

@@ -153,7 +153,7 @@ def infer(
     from tfuq.export.client import ServingClient
     from tfuq.export.remote_inference import serve_subject
     from tfuq.inference.job import inference_subjects
-    from tfuq.training.normalisation import read_target_normalisation
+    from tfuq.model_store import read_target_normalisation
 
     transport = (ctx.obj or {}).get("serving_transport")  # see main(serving_transport=...)
     client = ServingClient(serving_url, cfg.export.model_name, transport=transport)

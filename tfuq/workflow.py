@@ -200,10 +200,10 @@ def model_summary(config: Config) -> str:
     Raises:
         NotAvailableError: while the networks (issue #4) have not landed.
     """
-    summarize = find_stage(Stage("info", "tfuq.networks.summary", "summarize", "#4"))
-    if summarize is None:
-        raise NotAvailableError("tfuq info: the model summary is not available yet; it lands with issue #4")
-    return str(summarize(config))
+    from tfuq.model_store import build_network
+    from tfuq.networks.summary import summarize
+
+    return summarize(config, build_network(config))
 
 
 #: What ``tfuq demo`` runs; the papers' uncertainty checks (validate-uq) are ``make validate``.

@@ -195,7 +195,7 @@ def test_size_sweep_keep_writes_the_scored_ensembles_and_their_records(
     from tfuq.evaluation.validate_uq import held_out_subjects
     from tfuq.inference.decomposition import ALEATORIC_VAR, EPISTEMIC_VAR
     from tfuq.inference.predict_subject import predict_subject, prediction_settings
-    from tfuq.inference.trained_model import load_trained_model
+    from tfuq.model_store.trained import load_trained_model
 
     save_analytic_model(job["tmp"] / "keep", base=0.02, slope=0.5)
     overrides = (
@@ -349,7 +349,7 @@ def test_size_sweep_patience_without_validation_is_a_config_error(job: dict) -> 
 
 def test_load_trained_model_best_needs_a_best_validation_record(tmp_path: Path) -> None:
     from tfuq.errors import UserError
-    from tfuq.inference.trained_model import load_trained_model
+    from tfuq.model_store.trained import load_trained_model
 
     save_analytic_model(tmp_path / "m", base=0.02)
     with pytest.raises(UserError, match="best-validation record"):
@@ -389,7 +389,7 @@ def test_size_sweep_with_patience_scores_the_best_validation_weights(
 def test_load_trained_model_best_loads_the_best_checkpoint_weights(tmp_path: Path) -> None:
     import tensorflow as tf
 
-    from tfuq.inference.trained_model import load_trained_model
+    from tfuq.model_store.trained import load_trained_model
 
     folder = tmp_path / "m"
     save_analytic_model(folder, base=0.02)  # for its normalisation.json; model.keras is replaced below

@@ -16,8 +16,8 @@ import numpy as np
 
 from tfuq.config import Config, load_config
 from tfuq.data.normalisation import NormalisationParams
+from tfuq.model_store import write_normalisation
 from tfuq.networks import build_model
-from tfuq.training.normalisation import write_normalisation
 
 __all__ = ["AFFINE", "UNITS", "load", "make_app", "save_trained"]
 

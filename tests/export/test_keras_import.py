@@ -8,7 +8,7 @@ import tfuq
 from tfuq.cli import main
 from tfuq.distributions import params_size
 from tfuq.errors import UserError
-from tfuq.export import import_keras, load_model
+from tfuq.export import import_keras
 from tfuq.layers import (
     ConcreteSpatialDropout2D,
     ConcreteSpatialDropout3D,
@@ -18,6 +18,7 @@ from tfuq.layers import (
     mc_sampling,
     stochastic_layers,
 )
+from tfuq.model_store import load_model
 
 HIDDEN = ("enc_conv", "enc_bn", "bottom_conv", "dec_conv")
 

@@ -260,7 +260,12 @@ def _mu_moments_closed_form(m: np.ndarray, s: float) -> tuple[np.ndarray, np.nda
     Per segment (l, u] with mu = alpha x + beta: E[X 1] and E[X^2 1] of a truncated normal
     (z = (x - m) / s): E[Z 1] = phi(a) - phi(b), E[Z^2 1] = Phi(b) - Phi(a) + a phi(a) - b phi(b).
     """
-    from tfuq.inference.derived import MU511_BONE_INTERCEPT, MU511_BONE_SLOPE, MU511_BREAK_HU, MU511_SOFT_SLOPE
+    from tfuq.inference.derived import (
+        MU511_BONE_INTERCEPT,
+        MU511_BONE_SLOPE,
+        MU511_BREAK_HU,
+        MU511_SOFT_SLOPE,
+    )
 
     segments = (
         (-1000.0, MU511_BREAK_HU, MU511_SOFT_SLOPE, 1000.0 * MU511_SOFT_SLOPE),
@@ -283,7 +288,7 @@ def _mu_moments_closed_form(m: np.ndarray, s: float) -> tuple[np.ndarray, np.nda
 
 
 def test_derived_mu_map_matches_the_closed_form_of_the_bilinear_map(job: dict) -> None:
-    """[INFERENCE] derived = mu_map_511kev on the identity model: Y ~ N(MR_norm * 4095 - 1024, (0.02 * 4095)^2).
+    """[INFERENCE] derived = mu_map_511kev, identity model: Y ~ N(MR_norm * 4095 - 1024, (0.02 * 4095)^2).
 
     Oracle: the exact mean and variance of the clipped bilinear map of a normal (truncated-normal
     moments per segment), against the double-sampling estimate with S = 256 draws per voxel.

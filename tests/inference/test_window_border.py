@@ -23,8 +23,8 @@ from tfuq.data.normalisation import NormalisationParams
 from tfuq.errors import UserError
 from tfuq.inference import count_windows, mc_predict_volume
 from tfuq.inference.predict_subject import PredictionSettings, predict_subject, prediction_settings
-from tfuq.inference.trained_model import TrainedModel
 from tfuq.inference.windows import BLENDING_MODES, check_border, window_grid
+from tfuq.model_store.trained import TrainedModel
 
 WRONG = 100.0
 

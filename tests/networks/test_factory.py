@@ -12,6 +12,7 @@ import pytest
 from tfuq.config import ConfigError, load_config
 from tfuq.layers import ConcreteSpatialDropout2D, MCSpatialDropout3D
 from tfuq.networks import UPGAN, HighRes3DNet, MultiRes, PatchDiscriminator, Pix2PixGenerator, UNet
+from tfuq.model_store import build_network
 from tfuq.networks.factory import build_discriminators, build_model, input_geometry
 from tfuq.networks.summary import summarize
 
@@ -145,7 +146,7 @@ def test_discriminators(tmp_path):
 @pytest.mark.parametrize(
     ("network", "window", "uncertainty", "error", "match"),
     [
-        ("name = keras:model.keras", "16, 16, 1", "", ConfigError, "no Keras model file at"),
+        ("name = keras:model.keras", "16, 16, 1", "", ConfigError, "read from its file by tfuq.model_store"),
         ("name = unet", "20, 16, 1", "", ConfigError, r"\[NETWORK\] name = unet: .*axis 0 .* 16 or 24"),
         ("name = unet\nspatial_mode = 2d", "16, 16, 4", "", ConfigError, "2d needs a window"),
         ("name = highres3dnet\nspatial_mode = 2.5d", "16, 16, 4", "", ConfigError, "2.5d slabs are for"),
@@ -230,12 +231,14 @@ def test_keras_user_model_through_import_keras(tmp_path):
     imported = import_keras(plain, head="normal", dropout="mc", rate=0.1, seed=0)
     imported.save(tmp_path / "mine.keras")
     config = write_config(tmp_path, f"name = keras:{tmp_path / 'mine.keras'}", window="16, 16, 1")
-    model = build_model(config)
+    model = build_network(config)
     assert model.outputs[0].shape[-1] == params_size("normal")
     x_in = np.random.default_rng(0).normal(size=(1, 16, 16, 1)).astype("float32")
     np.testing.assert_allclose(model(x_in), imported(x_in), rtol=1e-6, atol=1e-6)
     plain.save(tmp_path / "plain.keras")
     with pytest.raises(ConfigError, match="outputs 1 channels; a 'normal' head needs 2"):
-        build_model(write_config(tmp_path, f"name = keras:{tmp_path / 'plain.keras'}", window="16, 16, 1"))
+        build_network(write_config(tmp_path, f"name = keras:{tmp_path / 'plain.keras'}", window="16, 16, 1"))
     with pytest.raises(ConfigError, match="takes windows"):
-        build_model(write_config(tmp_path, f"name = keras:{tmp_path / 'mine.keras'}", window="32, 32, 1"))
+        build_network(write_config(tmp_path, f"name = keras:{tmp_path / 'mine.keras'}", window="32, 32, 1"))
+    with pytest.raises(ConfigError, match="no Keras model file at"):
+        build_network(write_config(tmp_path, "name = keras:model.keras", window="16, 16, 1"))

@@ -38,7 +38,7 @@ from tfuq.data.split import TRAINING, read_split, subjects_in_phase
 from tfuq.losses import NLLLoss
 from tfuq.networks import build_model
 from tfuq.training.job import run_training
-from tfuq.training.normalisation import read_target_normalisation
+from tfuq.model_store import read_target_normalisation
 
 ini, out = sys.argv[1], sys.argv[2]
 overrides = sys.argv[3:]

@@ -12,13 +12,12 @@ import pytest
 from tfuq.config import load_config
 from tfuq.data.normalisation import NormalisationParams, normalise
 from tfuq.errors import UserError
-from tfuq.training.normalisation import (
-    fit_pooled_normalisation,
-    fit_target_normalisation,
+from tfuq.model_store.normalisation import (
     normalisation_record,
     read_target_normalisation,
     write_normalisation,
 )
+from tfuq.training.normalisation import fit_pooled_normalisation, fit_target_normalisation
 
 RNG = np.random.default_rng(3)
 A = RNG.normal(10.0, 2.0, size=(6, 5, 4))

@@ -54,7 +54,6 @@ from tfuq.calibration.scoring import (
 )
 from tfuq.calibration.sigma_scaling import OBJECTIVES, SigmaScaling
 from tfuq.calibration.stored import (
-    CALIBRATION_DIR,
     CALIBRATION_FILES,
     SUMMARY_FILE,
     calibration_path,
@@ -63,7 +62,6 @@ from tfuq.calibration.stored import (
 )
 
 __all__ = [
-    "CALIBRATION_DIR",
     "CALIBRATION_FILES",
     "CENTRAL_COVERAGES",
     "INTERVAL_COVERAGE",

@@ -349,7 +349,7 @@ def run_calibration(config: Config) -> dict[str, Any]:
         windows_per_subject,
     )
     from tfuq.inference.subject_inputs import load_inference_subject
-    from tfuq.inference.trained_model import load_members
+    from tfuq.model_store.trained import load_members
 
     members = load_members(config)
     params = members[0].target_normalisation

@@ -19,10 +19,10 @@ from pathlib import Path
 from tfuq.calibration.isotonic import IsotonicRecalibrator
 from tfuq.calibration.sigma_scaling import SigmaScaling
 from tfuq.errors import UserError
+from tfuq.model_store.layout import CALIBRATION_DIR
 from tfuq.typing import PathLike
 
 __all__ = [
-    "CALIBRATION_DIR",
     "CALIBRATION_FILES",
     "SUMMARY_FILE",
     "calibration_path",
@@ -31,8 +31,6 @@ __all__ = [
 ]
 
 _LOG = logging.getLogger(__name__)
-#: Folder of the calibration files in ``model_dir``.
-CALIBRATION_DIR = "calibration"
 #: ``[CALIBRATION] method`` -> file name in :data:`CALIBRATION_DIR`.
 CALIBRATION_FILES = {"isotonic": "isotonic.json", "sigma_scaling": "sigma_scaling.json"}
 #: The summary of the last ``tfuq calibrate``.

@@ -164,7 +164,7 @@ def _model_normalisation(config: Config) -> NormalisationParams | None:
     """The stored target normalisation when scoring in normalised units (None in native units)."""
     if config.evaluation.target_units != NORMALISED:
         return None
-    from tfuq.training.normalisation import NORMALISATION_FILE, read_target_normalisation
+    from tfuq.model_store import NORMALISATION_FILE, read_target_normalisation
 
     params = read_target_normalisation(config.model_dir)
     if params is None:

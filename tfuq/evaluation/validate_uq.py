@@ -87,7 +87,7 @@ from tfuq.inference.predict_subject import (
     prediction_settings,
 )
 from tfuq.inference.subject_inputs import SubjectInputs, load_inference_subject
-from tfuq.inference.trained_model import TrainedModel, load_members, load_trained_model
+from tfuq.model_store.trained import TrainedModel, load_members, load_trained_model
 
 if TYPE_CHECKING:
     from tfuq.training.job import TrainingResult

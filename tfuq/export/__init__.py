@@ -11,7 +11,7 @@ from tfuq.export.archive import (
     output_names,
 )
 from tfuq.export.client import ServingClient, ServingError, http_transport, saved_model_transport
-from tfuq.export.keras_import import HEADS, import_keras, load_model
+from tfuq.export.keras_import import HEADS, import_keras
 from tfuq.export.remote_inference import serve_subject, serve_volume
 from tfuq.export.serving import list_versions, models_config_text, next_version, write_models_config
 
@@ -29,7 +29,6 @@ __all__ = [
     "import_keras",
     "input_names",
     "list_versions",
-    "load_model",
     "models_config_text",
     "next_version",
     "output_names",

@@ -51,8 +51,8 @@ from tfuq.distributions import check_family, params_size
 from tfuq.export.mc_graph import ALPHA, BETA, LOWER, UPPER, Units, mc_maps, param_maps
 from tfuq.inference.mc import seeded_generators
 from tfuq.inference.outputs import OUTPUT_MAPS
-from tfuq.inference.trained_model import head_params
 from tfuq.layers import mc_sampling, stochastic_layers
+from tfuq.networks.outputs import head_params
 from tfuq.typing import PathLike
 
 __all__ = [

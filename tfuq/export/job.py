@@ -33,14 +33,12 @@ from tfuq.calibration.moment_recalibration import MomentRecalibration
 from tfuq.config import Config
 from tfuq.errors import UserError
 from tfuq.export.archive import export_saved_model, input_names
-from tfuq.export.keras_import import load_model
 from tfuq.export.serving import staged_version, write_models_config
+from tfuq.model_store import MODEL_FILE, load_model
 
-__all__ = ["MODEL_FILE", "export"]
+__all__ = ["export"]
 
 _LOG = logging.getLogger(__name__)
-#: The trained network in ``model_dir`` (written by ``tfuq train``).
-MODEL_FILE = "model.keras"
 
 
 def _load_network(config: Config) -> keras.Model:
@@ -48,7 +46,7 @@ def _load_network(config: Config) -> keras.Model:
     if not path.is_file():
         raise UserError(f"no trained model in {config.model_dir}; run tfuq train first")
     if config.inference.inference_iter > 0:
-        from tfuq.inference.trained_model import load_trained_model
+        from tfuq.model_store.trained import load_trained_model
 
         return load_trained_model(config.model_dir, config.inference.inference_iter).model
     return load_model(path, compile=False)
@@ -71,7 +69,7 @@ def export(config: Config, *, version: int | None = None, overwrite: bool = Fals
             does not fit the configuration's family.
     """
     from tfuq.calibration.stored import load_calibration
-    from tfuq.training.normalisation import NORMALISATION_FILE, read_target_normalisation
+    from tfuq.model_store import NORMALISATION_FILE, read_target_normalisation
 
     model = _load_network(config)
     units = read_target_normalisation(config.model_dir)

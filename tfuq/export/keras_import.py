@@ -1,8 +1,4 @@
-"""Load tfuq ``.keras`` files safely, and turn a user's Keras image-to-image model into a tfuq one.
-
-:func:`load_model` reads ``.keras`` files with Keras' ``safe_mode`` on and
-tfuq's layers registered; a ``Lambda`` layer (arbitrary Python code that
-cannot be checked or ported) is refused with a one-line message naming it.
+"""Turn a user's Keras image-to-image model into a tfuq one.
 
 :func:`import_keras` rebuilds a deterministic image-to-image model
 (functional or sequential, 2D or 3D) as an uncertainty-aware one:
@@ -35,12 +31,7 @@ Reference:
 
 from __future__ import annotations
 
-import importlib
-import json
 import logging
-import zipfile
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import keras
@@ -49,10 +40,11 @@ import numpy as np
 from tfuq.distributions import FAMILIES
 from tfuq.errors import UserError
 from tfuq.layers import DistributionHead, iter_layers
+from tfuq.model_store.keras_file import load_model
 from tfuq.networks.dropout import DROPOUT_KINDS, DropoutPlan, DropoutSpec
 from tfuq.typing import PathLike
 
-__all__ = ["HEADS", "import_keras", "load_model"]
+__all__ = ["HEADS", "import_keras"]
 
 _LOG = logging.getLogger(__name__)
 #: Distribution heads a model can be imported with.
@@ -71,64 +63,6 @@ _TRAILING = (
     keras.layers.PReLU,
     keras.layers.Softmax,
 )
-#: Modules whose import registers tfuq's serialisable objects.
-_REGISTERING = ("tfuq.layers", "tfuq.networks", "tfuq.losses")
-
-
-def _lambda_names(config: Any) -> Iterator[str]:
-    """Names of Lambda layers anywhere in a serialised model config."""
-    if isinstance(config, dict):
-        if config.get("class_name") == "Lambda":
-            yield str((config.get("config") or {}).get("name", "?"))
-        for value in config.values():
-            yield from _lambda_names(value)
-    elif isinstance(config, list):
-        for value in config:
-            yield from _lambda_names(value)
-
-
-def load_model(path: PathLike, *, compile: bool = True) -> keras.Model:
-    """Load a ``.keras`` model with safe_mode on and tfuq's objects registered.
-
-    Args:
-        path: A ``.keras`` file (e.g. ``<model_dir>/model.keras``).
-        compile: Restore the training configuration too (as
-            ``keras.saving.load_model``). Default True.
-
-    Returns:
-        keras.Model: the model.
-
-    Raises:
-        UserError: missing file, not a ``.keras`` archive, a Lambda layer, or
-            a model Keras cannot rebuild (one line naming the file).
-
-    Example:
-        >>> model = tfuq.load_model("demo_out/mr2ct/model.keras")  # doctest: +SKIP
-    """
-    file = Path(path)
-    if not file.is_file():
-        raise UserError(f"{file}: no such model file; expected a .keras file.")
-    if file.suffix != ".keras":
-        raise UserError(f"{file}: expected a Keras v3 .keras file (saved with model.save('x.keras')).")
-    for module in _REGISTERING:
-        importlib.import_module(module)
-    try:
-        with zipfile.ZipFile(file) as archive:
-            config = json.loads(archive.read("config.json"))
-    except (zipfile.BadZipFile, KeyError, ValueError) as error:
-        raise UserError(f"{file}: not a readable .keras archive ({error}).") from None
-    lambdas = sorted(set(_lambda_names(config)))
-    if lambdas:
-        raise UserError(
-            f"{file}: contains Lambda layer(s) {', '.join(lambdas)}; tfuq loads models with safe_mode on "
-            "and refuses Lambda layers (their Python code cannot be checked or served); replace each by "
-            "a registered custom layer."
-        )
-    try:
-        return keras.saving.load_model(file, compile=compile, safe_mode=True)
-    except (ValueError, TypeError, OSError) as error:
-        reason = " ".join(str(error).split())
-        raise UserError(f"{file}: Keras cannot rebuild this model: {reason[:300]}") from None
 
 
 def _functional_view(model: keras.Model) -> keras.Model:
@@ -222,7 +156,7 @@ def import_keras(
 
     Args:
         model_or_path: A built functional or sequential Keras model, or a
-            ``.keras`` file (read with :func:`load_model`).
+            ``.keras`` file (read with :func:`tfuq.model_store.load_model`).
         head: ``"normal"``, ``"generalized_normal"`` or ``"laplace"``.
         dropout: ``"mc"`` (MC channel dropout at ``rate``), ``"concrete"``
             (learned rate, starting at ``rate``) or ``"none"``.
@@ -234,7 +168,7 @@ def import_keras(
         keras.Model: input as the original; output ``(B, *spatial,
         params_size(head))`` unconstrained head channels (train it with
         :class:`tfuq.losses.NLLLoss`; save it with ``model.save`` and load
-        it back with :func:`load_model`).
+        it back with :func:`tfuq.model_store.load_model`).
 
     Raises:
         UserError: a model that is not image-to-image, Lambda or shared

@@ -38,6 +38,7 @@ from tfuq.inference.engine import (
     check_predictions,
     check_volume,
     count_windows,
+    moment_prefixes,
 )
 from tfuq.inference.ensemble import (
     BETWEEN_MEMBER_VAR,
@@ -93,6 +94,7 @@ from tfuq.inference.predict_subject import (
     UNCALIBRATED_SUFFIX,
     PredictionSettings,
     check_windows,
+    derived_map_names,
     feature_scores,
     feature_window,
     output_stem,
@@ -102,7 +104,7 @@ from tfuq.inference.predict_subject import (
     windows_per_subject,
     write_subject,
 )
-from tfuq.inference.scans import MODEL_CONFIG_FILE, image_subject, model_config
+from tfuq.inference.scans import image_subject, model_config
 from tfuq.inference.streaming import (
     MomentState,
     StreamingDecomposition,
@@ -112,7 +114,6 @@ from tfuq.inference.streaming import (
     update_state,
 )
 from tfuq.inference.subject_inputs import SubjectInputs, find_inference_subjects, load_inference_subject
-from tfuq.inference.trained_model import TrainedModel, head_params, load_members, load_trained_model
 from tfuq.inference.windows import (
     BLENDING_MODES,
     DEFAULT_SIGMA_SCALE,
@@ -147,7 +148,6 @@ __all__ = [
     "FEATURE_DENSITY_FILE",
     "INTERVAL_MAPS",
     "MEAN",
-    "MODEL_CONFIG_FILE",
     "MOMENT_KEYS",
     "MU511_BONE_INTERCEPT",
     "MU511_BONE_SLOPE",
@@ -171,7 +171,6 @@ __all__ = [
     "PredictionSettings",
     "StreamingDecomposition",
     "SubjectInputs",
-    "TrainedModel",
     "WindowGrid",
     "WindowPredictor",
     "blend_windows",
@@ -186,6 +185,7 @@ __all__ = [
     "count_windows",
     "decompose",
     "decompose_moments",
+    "derived_map_names",
     "derived_moments",
     "derived_quantity",
     "derived_update",
@@ -198,12 +198,9 @@ __all__ = [
     "finalize",
     "find_inference_subjects",
     "fit_feature_density",
-    "head_params",
     "image_subject",
     "init_state",
     "load_inference_subject",
-    "load_members",
-    "load_trained_model",
     "mahalanobis",
     "mc_predict_volume",
     "mc_window_moments",
@@ -214,6 +211,7 @@ __all__ = [
     "mixture_entropy",
     "model_config",
     "moment_matched_entropy",
+    "moment_prefixes",
     "mu_map_511kev",
     "mutual_information",
     "output_paths",

@@ -4,7 +4,7 @@ The steps of :func:`run_inference`:
 
 1. the trained model of ``model_dir`` (a one-line error when there is none:
    run tfuq train first) and the members of ``[UNCERTAINTY] ensemble``
-   (:mod:`tfuq.inference.trained_model`);
+   (:mod:`tfuq.model_store.trained`);
 2. the recalibration chosen by ``[CALIBRATION] method`` when ``tfuq
    calibrate`` stored it (:mod:`tfuq.calibration.stored`);
 3. the subjects of ``[INFERENCE] dataset_to_infer`` (default ``Inference``;
@@ -54,7 +54,7 @@ from tfuq.inference.predict_subject import (
     write_subject,
 )
 from tfuq.inference.subject_inputs import find_inference_subjects, load_inference_subject
-from tfuq.inference.trained_model import load_members
+from tfuq.model_store.trained import load_members
 
 __all__ = ["InferenceResult", "infer", "inference_subjects", "run_inference"]
 

@@ -15,7 +15,7 @@ are tiled ``T`` times each (:func:`sample_plan`).
 The predictor also handles what tfuq's networks differ in: MultiRes networks
 take one input per level; networks whose output is a dict (deep
 supervision) or a list (UP-GAN phases) are reduced to their final
-distribution parameters (:func:`tfuq.inference.trained_model.head_params`);
+distribution parameters (:func:`tfuq.model_store.trained.head_params`);
 a 2D network gets its windows with the size-1 axis squeezed; for the
 generalized normal the MC means of the per-pass scale alpha and shape beta
 are returned too (the ``alpha`` / ``beta`` maps, blended as weighted means).
@@ -51,9 +51,9 @@ from tfuq.inference.decomposition import TOTAL_VAR, check_param_samples
 from tfuq.inference.derived import derived_quantity, derived_update
 from tfuq.inference.engine import MOMENT_KEYS, blend_windows, check_predictions, check_volume
 from tfuq.inference.streaming import MomentState, finalize, init_state, update_state
-from tfuq.inference.trained_model import head_params
 from tfuq.inference.windows import check_window
 from tfuq.layers import iter_layers, mc_sampling, stochastic_layers
+from tfuq.networks.outputs import head_params
 
 __all__ = [
     "ALPHA",

@@ -61,9 +61,9 @@ from tfuq.inference.mc import ALPHA, BETA, mc_window_predictor, sample_plan, see
 from tfuq.inference.outputs import OUTPUT_MAPS, output_paths, write_outputs
 from tfuq.inference.streaming import MomentState, merge_states
 from tfuq.inference.subject_inputs import SubjectInputs
-from tfuq.inference.trained_model import TrainedModel
 from tfuq.inference.windows import check_border
 from tfuq.layers import mc_sampling, stochastic_layers
+from tfuq.model_store.trained import TrainedModel
 
 __all__ = [
     "INTERVAL_MAPS",

@@ -25,13 +25,13 @@ from pathlib import Path
 from tfuq.config import Config, InputSource, load_config
 from tfuq.data.subjects import file_subject_id
 from tfuq.errors import UserError
+from tfuq.model_store.layout import CONFIG_FILE
 
-__all__ = ["MODEL_CONFIG_FILE", "image_subject", "model_config"]
+__all__ = ["image_subject", "model_config"]
 
 _LOG = logging.getLogger(__name__)
 
 #: The resolved configuration ``tfuq train`` stores in model_dir.
-MODEL_CONFIG_FILE = "training_config.ini"
 
 
 def model_config(
@@ -65,10 +65,10 @@ def model_config(
     source = Path(source).expanduser()
     settings: list[str] = []
     if source.is_dir():
-        ini = source / MODEL_CONFIG_FILE
+        ini = source / CONFIG_FILE
         if not ini.is_file():
             raise UserError(
-                f"{source}: not a model directory (no {MODEL_CONFIG_FILE}); "
+                f"{source}: not a model directory (no {CONFIG_FILE}); "
                 "give a model_dir written by tfuq train, or a config file"
             )
         settings.append(f"SYSTEM.model_dir={source.resolve()}")

@@ -5,6 +5,7 @@ from tfuq.networks.dropout import DropoutSpec
 from tfuq.networks.factory import build_discriminators, build_model
 from tfuq.networks.highres3dnet import HighRes3DNet
 from tfuq.networks.multires import MultiRes
+from tfuq.networks.outputs import head_params
 from tfuq.networks.pix2pix import PatchDiscriminator, Pix2PixGenerator
 from tfuq.networks.summary import summarize
 from tfuq.networks.unet import UNet
@@ -22,6 +23,7 @@ __all__ = [
     "UncertaintyAttention",
     "build_discriminators",
     "build_model",
+    "head_params",
     "summarize",
     "uncertainty_attention",
 ]

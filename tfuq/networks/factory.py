@@ -35,6 +35,7 @@ __all__ = [
     "build_discriminators",
     "build_model",
     "dropout_spec",
+    "fail",
     "input_geometry",
 ]
 
@@ -63,7 +64,8 @@ class InputGeometry:
         return (*self.spatial, self.channels)
 
 
-def _fail(config: Config, key: str, message: str) -> ConfigError:
+def fail(config: Config, key: str, message: str) -> ConfigError:
+    """The one-line ConfigError ``<config path>: <key>: <message>``."""
     return ConfigError(f"{config.path}: {key}: {message}")
 
 
@@ -78,12 +80,12 @@ def input_geometry(config: Config) -> InputGeometry:
     windows = {name: tuple(config.sources[name].spatial_window_size) for name in sections}
     for name, window in windows.items():
         if not window:
-            raise _fail(
+            raise fail(
                 config, f"[{name}] spatial_window_size", "expected the network window, e.g. 64, 64, 64"
             )
     if len(set(windows.values())) > 1:
         found = ", ".join(f"[{n}] {','.join(map(str, w))}" for n, w in windows.items())
-        raise _fail(config, "spatial_window_size", f"input sections must share one window, got {found}")
+        raise fail(config, "spatial_window_size", f"input sections must share one window, got {found}")
     window = windows[sections[0]]
     network, mode = config.network.name, config.network.spatial_mode
     flat = len(window) == 2 or window[-1] == 1
@@ -91,13 +93,13 @@ def input_geometry(config: Config) -> InputGeometry:
         mode = "2d" if flat and network != "multires" else "3d"
     key = "[NETWORK] spatial_mode"
     if mode == "2d" and not flat:
-        raise _fail(config, key, f"2d needs a window H, W or H, W, 1, got {','.join(map(str, window))}")
+        raise fail(config, key, f"2d needs a window H, W or H, W, 1, got {','.join(map(str, window))}")
     if mode in ("2.5d", "3d") and len(window) != 3:
-        raise _fail(config, key, f"{mode} needs a 3D spatial_window_size, got {','.join(map(str, window))}")
+        raise fail(config, key, f"{mode} needs a 3D spatial_window_size, got {','.join(map(str, window))}")
     if mode == "2.5d" and network not in _SLAB_NETWORKS:
-        raise _fail(config, key, f"2.5d slabs are for {' and '.join(_SLAB_NETWORKS)}, not {network}")
+        raise fail(config, key, f"2.5d slabs are for {' and '.join(_SLAB_NETWORKS)}, not {network}")
     if network == "multires" and mode != "3d":
-        raise _fail(config, key, "multires is 3D only")
+        raise fail(config, key, "multires is 3D only")
     spatial = window[:2] if mode == "2d" else window
     return InputGeometry(spatial=tuple(spatial), channels=len(sections), mode=mode)
 
@@ -180,9 +182,7 @@ def _pix2pix(config: Config, geometry: InputGeometry) -> keras.Model:
 def _upgan(config: Config, geometry: InputGeometry) -> keras.Model:
     net = config.network
     if config.family == "point":
-        raise _fail(
-            config, "[UNCERTAINTY] family", "upgan guides its phases by the predicted scale, not none"
-        )
+        raise fail(config, "[UNCERTAINTY] family", "upgan guides its phases by the predicted scale, not none")
     return UPGAN(
         geometry.image_shape,
         family=config.family,
@@ -224,14 +224,16 @@ def build_model(config: Config) -> keras.Model:
     """
     name = config.network.name
     if name.startswith("keras:"):
-        return _load_user_model(config, name[len("keras:") :])
+        raise fail(
+            config, "[NETWORK] name", "a keras: model is read from its file by tfuq.model_store.build_network"
+        )
     if name not in BUILDERS:
-        raise _fail(config, "[NETWORK] name", f"expected one of {', '.join(BUILDERS)}, got {name!r}")
+        raise fail(config, "[NETWORK] name", f"expected one of {', '.join(BUILDERS)}, got {name!r}")
     geometry = input_geometry(config)
     try:
         return BUILDERS[name](config, geometry)
     except ValueError as err:
-        raise _fail(config, f"[NETWORK] name = {name}", str(err)) from None
+        raise fail(config, f"[NETWORK] name = {name}", str(err)) from None
 
 
 def build_discriminators(config: Config) -> list[keras.Model]:
@@ -245,7 +247,7 @@ def build_discriminators(config: Config) -> list[keras.Model]:
     """
     name = config.network.name
     if name not in ("pix2pix", "upgan"):
-        raise _fail(config, "[NETWORK] name", f"{name} has no discriminator (pix2pix and upgan do)")
+        raise fail(config, "[NETWORK] name", f"{name} has no discriminator (pix2pix and upgan do)")
     geometry = input_geometry(config)
     target = (*geometry.spatial, 1)
     norm = config.network.feature_norm
@@ -259,38 +261,4 @@ def build_discriminators(config: Config) -> list[keras.Model]:
         phases = range(config.network.num_phases)
         return [PatchDiscriminator(target, normalization=norm, name=f"discriminator_{m}") for m in phases]
     except ValueError as err:
-        raise _fail(config, "spatial_window_size", str(err)) from None
-
-
-def _load_user_model(config: Config, path: str) -> keras.Model:
-    """``[NETWORK] name = keras:path``: a (``tfuq import-keras``-converted) user model.
-
-    The model is loaded with safe_mode on and must map the configured input
-    window to ``params_size(config.family)`` channels.
-
-    Raises:
-        ConfigError: missing file, or a model whose input or output does not
-            fit the configuration (one line).
-    """
-    from pathlib import Path
-
-    from tfuq.distributions import params_size
-    from tfuq.export import load_model
-
-    if not Path(path).is_file():
-        raise _fail(config, "[NETWORK] name", f"no Keras model file at {path}")
-    model = load_model(path, compile=False)
-    channels = model.outputs[0].shape[-1]
-    expected = params_size(config.family)
-    if channels != expected:
-        raise _fail(
-            config,
-            "[NETWORK] name",
-            f"{path} outputs {channels} channels; a {config.family!r} head needs {expected} "
-            f"(convert it with tfuq import-keras --head {config.uncertainty.family})",
-        )
-    window = input_geometry(config).spatial
-    accepted = tuple(model.inputs[0].shape[1:-1])
-    if len(accepted) != len(window) or any(a is not None and a != w for a, w in zip(accepted, window)):
-        raise _fail(config, "[NETWORK] name", f"{path} takes windows {accepted}, the config gives {window}")
-    return model
+        raise fail(config, "spatial_window_size", str(err)) from None

@@ -25,13 +25,15 @@ def _keras_summary(model: keras.Model) -> list[str]:
     return [line.rstrip() for chunk in lines for line in chunk.splitlines()]
 
 
-def summarize(config: Config) -> str:
+def summarize(config: Config, model: keras.Model | None = None) -> str:
     """The Keras summary of ``config``'s network, ending with ``parameters: <integer>``.
 
     Builds the model (and, for GANs, its discriminators) without data.
 
     Args:
         config: A loaded configuration.
+        model: The generator, when already built or loaded (a ``keras:`` user model,
+            :func:`tfuq.model_store.build_network`); None builds it.
 
     Returns:
         str: a header (network, input, family, dropout), the Keras summary
@@ -42,7 +44,7 @@ def summarize(config: Config) -> str:
         ConfigError: the configuration's network cannot be built.
         NotAvailableError: ``[NETWORK] name = keras:...``.
     """
-    model = build_model(config)
+    model = build_model(config) if model is None else model
     geometry = input_geometry(config)
     spec = dropout_spec(config)
     rate = f" rate {spec.rate:g}" if spec.kind == "mc" else ""

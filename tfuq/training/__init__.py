@@ -13,8 +13,6 @@ from tfuq.training.loop import distributed_fit
 from tfuq.training.normalisation import (
     fit_pooled_normalisation,
     fit_target_normalisation,
-    read_target_normalisation,
-    write_normalisation,
 )
 from tfuq.training.optimizers import build_optimizer, build_schedule
 from tfuq.training.strategy import distribute_dataset, make_strategy, precision_policy
@@ -35,10 +33,8 @@ __all__ = [
     "make_strategy",
     "precision_policy",
     "prepare_inputs",
-    "read_target_normalisation",
     "resolve_start",
     "run_training",
     "save_network",
     "train",
-    "write_normalisation",
 ]

@@ -40,8 +40,6 @@ from tfuq.errors import UserError
 from tfuq.typing import PathLike
 
 __all__ = [
-    "CHECKPOINT_DIR",
-    "MODEL_FILE",
     "TrainingCheckpoints",
     "checkpoint_steps",
     "resolve_start",
@@ -50,10 +48,6 @@ __all__ = [
     "trainer_rng_states",
 ]
 
-#: Folder of the checkpoints in ``model_dir``.
-CHECKPOINT_DIR = "checkpoints"
-#: The final network in ``model_dir``.
-MODEL_FILE = "model.keras"
 _PREFIX = "ckpt"
 _STEP = re.compile(rf"^{_PREFIX}-(\d+)$")
 

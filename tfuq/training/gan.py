@@ -228,7 +228,8 @@ def build_gan_trainer(
         >>> trainer = build_gan_trainer(load_config("configs/demo_t1t2.ini"))  # doctest: +SKIP
         >>> trainer.fit(dataset, steps_per_epoch=50, epochs=4)  # doctest: +SKIP
     """
-    from tfuq.networks import build_discriminators, build_model
+    from tfuq.model_store import build_network
+    from tfuq.networks import build_discriminators
     from tfuq.training.gan_schedule import ProgressiveSchedule
     from tfuq.training.gan_upgan import UPGANTrainer
 
@@ -240,7 +241,7 @@ def build_gan_trainer(
     gan, training = config.app, config.training
     factory = optimizer_factory or functools.partial(_optimizer, config)
     schedule = ProgressiveSchedule.from_config(config) if name == "upgan" else None
-    generator = build_model(config)
+    generator = build_network(config)
     discriminators = build_discriminators(config)
     common = {
         "family": config.family,

@@ -26,11 +26,8 @@ import tensorflow as tf
 from tfuq.config import Config
 from tfuq.data.normalisation import NormalisationParams
 from tfuq.errors import UserError
-from tfuq.training.normalisation import (
-    fit_target_normalisation,
-    read_target_normalisation,
-    write_normalisation,
-)
+from tfuq.model_store.normalisation import read_target_normalisation, write_normalisation
+from tfuq.training.normalisation import fit_target_normalisation
 from tfuq.training.strategy import distribute_dataset
 
 __all__ = ["TrainingInputs", "prepare_inputs", "training_split"]

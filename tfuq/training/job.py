@@ -42,10 +42,9 @@ import tensorflow as tf
 from tfuq.atomic import write_text
 from tfuq.config import Config, ConfigError
 from tfuq.errors import NotAvailableError, UserError
+from tfuq.model_store.layout import CHECKPOINT_DIR, CONFIG_FILE, MODEL_FILE
 from tfuq.training import callbacks as cb
 from tfuq.training.checkpoints import (
-    CHECKPOINT_DIR,
-    MODEL_FILE,
     TrainingCheckpoints,
     checkpoint_steps,
     resolve_start,
@@ -56,12 +55,9 @@ from tfuq.training.loop import distributed_fit
 from tfuq.training.strategy import is_chief, make_strategy, precision_policy
 from tfuq.training.summaries import TensorBoardLog, prediction_images
 
-__all__ = ["CONFIG_FILE", "TrainingResult", "build_trainer", "make_loss", "run_training", "train"]
+__all__ = ["TrainingResult", "build_trainer", "make_loss", "run_training", "train"]
 
 logger = logging.getLogger(__name__)
-
-#: The resolved configuration written next to the model.
-CONFIG_FILE = "training_config.ini"
 
 
 @dataclasses.dataclass
@@ -138,7 +134,7 @@ def build_trainer(config: Config) -> keras.Model:
         ConfigError: an optimiser setting that does not apply.
         NotAvailableError: ``[GAN]`` before the GAN trainers exist.
     """
-    from tfuq.networks import build_model
+    from tfuq.model_store import build_network
     from tfuq.training.optimizers import build_optimizer
     from tfuq.training.trainer import RegressionTrainer
 
@@ -155,7 +151,7 @@ def build_trainer(config: Config) -> keras.Model:
         return trainer
     net = config.network
     trainer = RegressionTrainer(
-        build_model(config),
+        build_network(config),
         make_loss(config),
         decay=net.decay,
         reg_type=net.reg_type,

@@ -1,8 +1,8 @@
-"""The trained networks an inference runs: ``model.keras``, its target normalisation, ensemble members.
+"""A trained model as inference, calibration and export take it: network, target normalisation, members.
 
 ``tfuq train`` leaves in ``model_dir`` the network (``model.keras``), the
-target normalisation (``normalisation.json``, see
-:mod:`tfuq.training.normalisation`) and checkpoints. :func:`load_trained_model`
+target normalisation (``normalisation.json``, :mod:`tfuq.model_store.normalisation`)
+and checkpoints (names: :mod:`tfuq.model_store.layout`). :func:`load_trained_model`
 reads the first two back (optionally with the weights of an earlier
 checkpoint, ``[INFERENCE] inference_iter``); :func:`load_members` adds the
 deep-ensemble members of ``[UNCERTAINTY] ensemble``, each with its own target
@@ -16,7 +16,6 @@ import dataclasses
 import json
 import logging
 from pathlib import Path
-from typing import Any
 
 import keras
 import tensorflow as tf
@@ -24,13 +23,14 @@ import tensorflow as tf
 from tfuq.config import Config
 from tfuq.data.normalisation import NormalisationParams
 from tfuq.errors import UserError
+from tfuq.model_store.keras_file import load_model
+from tfuq.model_store.layout import CHECKPOINT_DIR, MODEL_FILE
+from tfuq.model_store.normalisation import read_target_normalisation
 from tfuq.typing import PathLike
 
-__all__ = ["TrainedModel", "head_params", "load_members", "load_trained_model"]
+__all__ = ["TrainedModel", "load_members", "load_trained_model"]
 
 _LOG = logging.getLogger(__name__)
-_MODEL_FILE = "model.keras"
-_CHECKPOINT_DIR = "checkpoints"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,32 +49,9 @@ class TrainedModel:
     target_normalisation: NormalisationParams
 
 
-def head_params(outputs: Any) -> Any:
-    """The distribution-parameter tensor of a network's outputs.
-
-    Args:
-        outputs: A tensor; a dict with a ``"params"`` entry (MultiRes with
-            deep supervision); or a list/tuple whose last entry is the final
-            prediction (UP-GAN returning every phase).
-
-    Returns:
-        The ``(B, *spatial, P)`` tensor.
-
-    Raises:
-        ValueError: a dict without ``"params"``.
-    """
-    if isinstance(outputs, dict):
-        if "params" not in outputs:
-            raise ValueError(f"Expected a 'params' output. Received: outputs with keys {sorted(outputs)}")
-        return outputs["params"]
-    if isinstance(outputs, (list, tuple)):
-        return outputs[-1]
-    return outputs
-
-
 def _restore_checkpoint(model: keras.Model, model_dir: Path, step: int, *, best: bool = False) -> None:
     """Load the network weights of ``<model_dir>/checkpoints[/best]/ckpt-<step>`` into ``model``."""
-    prefix = model_dir / _CHECKPOINT_DIR / ("best" if best else "") / f"ckpt-{step}"
+    prefix = model_dir / CHECKPOINT_DIR / ("best" if best else "") / f"ckpt-{step}"
     try:
         names = {name for name, _ in tf.train.list_variables(str(prefix))}
     except (tf.errors.OpError, ValueError):
@@ -107,20 +84,13 @@ def load_trained_model(model_dir: PathLike, inference_iter: int = -1, *, best: b
         UserError: no ``model.keras`` (one line: run tfuq train first), no or
             a broken ``normalisation.json``, or a missing checkpoint.
     """
-    from tfuq import layers, losses, networks  # noqa: F401  (register tfuq's Keras classes)
-    from tfuq.training.normalisation import read_target_normalisation
-
     folder = Path(model_dir)
-    path = folder / _MODEL_FILE
+    path = folder / MODEL_FILE
     if not path.is_file():
         raise UserError(f"no trained model in {folder}; run tfuq train first")
-    try:
-        model = keras.saving.load_model(path, compile=False)
-    except (OSError, ValueError, TypeError) as err:
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise UserError(f"{path}: cannot load the trained model: {first}") from None
+    model = load_model(path, compile=False)
     if best:
-        record = folder / _CHECKPOINT_DIR / "best" / "best.json"
+        record = folder / CHECKPOINT_DIR / "best" / "best.json"
         try:
             step = int(json.loads(record.read_text(encoding="utf-8"))["step"])
         except (OSError, ValueError, KeyError, TypeError):
