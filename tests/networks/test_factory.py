@@ -11,8 +11,8 @@ import pytest
 
 from tfuq.config import ConfigError, load_config
 from tfuq.layers import ConcreteSpatialDropout2D, MCSpatialDropout3D
-from tfuq.networks import UPGAN, HighRes3DNet, MultiRes, PatchDiscriminator, Pix2PixGenerator, UNet
 from tfuq.model_store import build_network
+from tfuq.networks import UPGAN, HighRes3DNet, MultiRes, PatchDiscriminator, Pix2PixGenerator, UNet
 from tfuq.networks.factory import build_discriminators, build_model, input_geometry
 from tfuq.networks.summary import summarize
 
