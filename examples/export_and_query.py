@@ -26,8 +26,8 @@ import numpy as np
 
 from tfuq.config import load_config
 from tfuq.export.client import encode_request
-from tfuq.export.job import export
 from tfuq.model_store import MODEL_FILE
+from tfuq.stages.export import export
 
 ROOT = Path(__file__).resolve().parents[1]
 

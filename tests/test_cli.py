@@ -139,9 +139,9 @@ def test_demo_runs_every_stage_on_a_tiny_phantom(tmp_path: Path, capsys: pytest.
     assert code == 0, err[-2000:]
     assert list((tmp_path / "export").glob("*/1/saved_model.pb"))
     assert "[CT] shape (24, 16, 32)" in out and "normalised by window (offset -1024, scale 4095)" in out
-    from tfuq.workflow import DEMO_STAGES
+    from tfuq.stages.demo import DEMO_STAGES
 
-    for stage in DEMO_STAGES:
+    for stage, _ in DEMO_STAGES:
         assert f"== {stage}" in out
     assert "== validate-uq" not in out  # the papers' checks are `make validate`
     report = tmp_path / "evaluation" / "report.html"
@@ -165,14 +165,10 @@ def test_info_ends_with_parameter_count(capsys: pytest.CaptureFixture[str]) -> N
 
 
 def _export_setup():
-    """tests/export/export_setup.py (the tiny exported application), loaded by path."""
-    import importlib.util
+    """tests/export_setup.py (the tiny exported application)."""
+    import export_setup
 
-    path = REPO_ROOT / "tests" / "export" / "export_setup.py"
-    spec = importlib.util.spec_from_file_location("export_setup_for_cli", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return export_setup
 
 
 def _free_port() -> int:

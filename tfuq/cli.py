@@ -53,12 +53,6 @@ def _verbose() -> bool:
     return bool(root.get("verbose") or root.get("debug"))
 
 
-def _run(stage: str, config: Path, overrides: Sequence[str]) -> None:
-    from tfuq.workflow import run_stage
-
-    run_stage(stage, _load(config, overrides))
-
-
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("--debug", is_flag=True, help="Show full tracebacks for errors (implies --verbose).")
 @click.option("-v", "--verbose", is_flag=True, help="Debug-level log and TensorFlow's own start-up lines.")
@@ -77,7 +71,9 @@ def cli(debug: bool, verbose: bool) -> None:
 @_SET
 def train(config: Path, overrides: tuple[str, ...]) -> None:
     """Train the model described by CONFIG (resumes from the last checkpoint)."""
-    _run("train", config, overrides)
+    from tfuq.stages.train import train as run
+
+    run(_load(config, overrides))
 
 
 @cli.command()
@@ -134,7 +130,7 @@ def infer(
     cfg = model_config(source, overrides, output_dir=output_dir, overwrite=overwrite, input_dir=input_dir)
     setup_logging("infer", cfg.model_dir, verbose=_verbose())
     if serving_url is None:
-        from tfuq.inference.job import run_inference
+        from tfuq.stages.infer import run_inference
 
         files = None
         if images:
@@ -152,8 +148,8 @@ def infer(
     from tfuq.data.sources import resolve_sources
     from tfuq.export.client import ServingClient
     from tfuq.export.remote_inference import serve_subject
-    from tfuq.inference.job import inference_subjects
     from tfuq.model_store import read_target_normalisation
+    from tfuq.stages.infer import inference_subjects
 
     transport = (ctx.obj or {}).get("serving_transport")  # see main(serving_transport=...)
     client = ServingClient(serving_url, cfg.export.model_name, transport=transport)
@@ -171,7 +167,9 @@ def infer(
 @_SET
 def calibrate(config: Path, overrides: tuple[str, ...]) -> None:
     """Fit the recalibration of the predictive distribution on the calibration split."""
-    _run("calibrate", config, overrides)
+    from tfuq.stages.calibrate import calibrate as run
+
+    run(_load(config, overrides))
 
 
 @cli.command()
@@ -179,8 +177,8 @@ def calibrate(config: Path, overrides: tuple[str, ...]) -> None:
 @_SET
 def evaluate(config: Path, overrides: tuple[str, ...]) -> None:
     """Compute image and uncertainty metrics, plots and the HTML report."""
-    from tfuq.evaluation.job import run_evaluation
-    from tfuq.workflow import headline
+    from tfuq.stages.demo import headline
+    from tfuq.stages.evaluate import run_evaluation
 
     summary = run_evaluation(_load(config, overrides))
     click.echo(f"evaluate: report {summary.get('paths', {}).get('html')}; {headline(summary)}")
@@ -191,7 +189,9 @@ def evaluate(config: Path, overrides: tuple[str, ...]) -> None:
 @_SET
 def validate_uq(config: Path, overrides: tuple[str, ...]) -> None:
     """Run the papers' uncertainty-validation experiments (noise, size, anomaly)."""
-    _run("validate-uq", config, overrides)
+    from tfuq.experiments.validate_uq import validate_uq as run
+
+    run(_load(config, overrides))
 
 
 @cli.command("shift-check")
@@ -249,7 +249,7 @@ def shift_check(
 @click.option("--overwrite", is_flag=True, help="Replace an existing version.")
 def export(config: Path, overrides: tuple[str, ...], version: int | None, overwrite: bool) -> None:
     """Export a TF Serving SavedModel with in-graph MC uncertainty."""
-    from tfuq.export.job import export as export_job
+    from tfuq.stages.export import export as export_job
 
     path = export_job(_load(config, overrides), version=version, overwrite=overwrite)
     click.echo(f"exported {path}")
@@ -311,7 +311,7 @@ def bench(what: str, config: Path, overrides: tuple[str, ...], batch: int | None
 @_SET
 def info(config: Path, overrides: tuple[str, ...]) -> None:
     """Print the resolved configuration, the subjects found and the model summary."""
-    from tfuq.workflow import describe, model_summary
+    from tfuq.stages.info import describe, model_summary
 
     cfg = _load(config, overrides, log_to_model_dir=False)
     click.echo(describe(cfg))
@@ -371,7 +371,7 @@ def phantom(
 @_SET
 def demo(config: Path, overrides: tuple[str, ...]) -> None:
     """Run CONFIG's whole job on the built-in phantom (what `make demo` runs)."""
-    from tfuq.workflow import run_demo
+    from tfuq.stages.demo import run_demo
 
     run_demo(_load(config, overrides), echo=click.echo)
 

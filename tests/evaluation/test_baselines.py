@@ -49,7 +49,7 @@ def test_constant_input_falls_back_to_the_mean() -> None:
 
 
 def test_evaluate_rows_mae_per_label_and_ratio_by_hand() -> None:
-    from tfuq.evaluation.job import _baselines
+    from tfuq.stages.evaluate import _baselines
 
     target = np.zeros((4, 4, 4))
     mean = np.zeros((4, 4, 4))

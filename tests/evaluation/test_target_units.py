@@ -27,9 +27,9 @@ from tfuq.data import read_split, write_split
 from tfuq.data.nifti import volume_from_array
 from tfuq.data.normalisation import NormalisationParams
 from tfuq.errors import UserError
-from tfuq.evaluation.job import evaluation_units, run_evaluation
 from tfuq.evaluation.units import normalised_maps, normalised_target
 from tfuq.inference.outputs import output_paths
+from tfuq.stages.evaluate import evaluation_units, run_evaluation
 
 #: Constant std maps written in native units.
 EPISTEMIC, ALEATORIC = 30.0, 40.0
@@ -40,7 +40,7 @@ TARGET_ZSCORE = ("CT.intensity_normalisation=zscore", "CT.normalise_foreground_o
 
 @pytest.fixture(scope="module")
 def job(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    from tfuq.workflow import prepare_data
+    from tfuq.data.prepare import prepare_data
 
     tmp = tmp_path_factory.mktemp("target_units")
     config = tiny_config(tmp)

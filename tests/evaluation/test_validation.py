@@ -10,7 +10,7 @@ from scipy import stats
 
 from tfuq.errors import UserError
 from tfuq.evaluation import validation as val
-from tfuq.evaluation.validation_report import VALIDATION_FILES, write_validation
+from tfuq.experiments.validate_uq_report import VALIDATION_FILES, write_validation
 
 
 def _ball(shape, radius):

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from uq_job_setup import save_analytic_model, tiny_config
 
-from tfuq.calibration.job import run_calibration
 from tfuq.data import read_split, write_split
+from tfuq.data.prepare import prepare_data
 from tfuq.errors import UserError
 from tfuq.experiments.shift import shifted_input
 from tfuq.experiments.shift_check import run_shift_check
-from tfuq.workflow import prepare_data
+from tfuq.stages.calibrate import run_calibration
 
 
 def test_cases_are_the_shifted_inputs_and_a_rescale_is_invisible_after_normalisation(tmp_path) -> None:

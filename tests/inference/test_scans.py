@@ -16,9 +16,9 @@ from uq_job_setup import normalised_mr, save_analytic_model, tiny_config
 
 from tfuq.cli import main
 from tfuq.data import read_split
+from tfuq.data.prepare import prepare_data
 from tfuq.errors import UserError
 from tfuq.inference.scans import image_subject, model_config
-from tfuq.workflow import prepare_data
 
 
 def _run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:

@@ -57,9 +57,9 @@ def test_lesion_is_loaded_as_a_boolean_map_and_not_as_an_input(tcga_dir: Path) -
 
 @pytest.mark.slow
 def test_tiny_tcga_pipeline_gives_finite_lesion_keys(tcga_dir: Path, tmp_path: Path) -> None:
-    from tfuq.calibration.job import run_calibration
-    from tfuq.evaluation.job import run_evaluation
-    from tfuq.training.job import train
+    from tfuq.stages.calibrate import run_calibration
+    from tfuq.stages.evaluate import run_evaluation
+    from tfuq.stages.train import train
 
     config = _config(
         tcga_dir,

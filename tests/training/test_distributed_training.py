@@ -37,7 +37,7 @@ from tfuq.data.pipeline import make_training_dataset
 from tfuq.data.split import TRAINING, read_split, subjects_in_phase
 from tfuq.losses import NLLLoss
 from tfuq.networks import build_model
-from tfuq.training.job import run_training
+from tfuq.stages.train import run_training
 from tfuq.model_store import read_target_normalisation
 
 ini, out = sys.argv[1], sys.argv[2]
@@ -77,7 +77,7 @@ ini, out, index = sys.argv[1], sys.argv[2], int(sys.argv[3])
 config = load_config(ini, sys.argv[4:])
 strategy = make_strategy(config.system)  # before any other TensorFlow operation
 import numpy as np
-from tfuq.training.job import run_training
+from tfuq.stages.train import run_training
 
 result = run_training(config, strategy=strategy)
 weights = result.trainer.get_weights()  # the network's, and a GAN's discriminators'

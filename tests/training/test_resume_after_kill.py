@@ -17,8 +17,9 @@ from tfuq.config import load_config
 
 tf = pytest.importorskip("tensorflow")
 
+from tfuq.stages.train import run_training  # noqa: E402
+from tfuq.training.build import build_trainer  # noqa: E402
 from tfuq.training.checkpoints import TrainingCheckpoints, checkpoint_steps  # noqa: E402
-from tfuq.training.job import build_trainer, run_training  # noqa: E402
 
 SETTINGS = ["TRAINING.max_iter=500", "TRAINING.save_every_n=4", "TRAINING.log_every_n=1"]
 

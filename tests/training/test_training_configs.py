@@ -50,7 +50,7 @@ def test_info_summarises_the_ct2mr_application(capsys: pytest.CaptureFixture[str
 def test_training_demos_build_their_trainers(name: str) -> None:
     pytest.importorskip("tensorflow")
     from tfuq.data.training_windows import window_geometry
-    from tfuq.training.job import build_trainer
+    from tfuq.training.build import build_trainer
 
     config = load_config(REPO / "configs" / f"{name}.ini")
     assert config.training.max_iter <= 3000 and config.uncertainty.family == "normal"

@@ -1,7 +1,7 @@
 """Calibration: PIT values, calibration metrics, scoring rules, recalibration.
 
 Every public name of the modules below is re-exported here, except the
-``tfuq calibrate`` stage (:mod:`tfuq.calibration.job`) and the storage format
+``tfuq calibrate`` stage (:mod:`tfuq.stages.calibrate`) and the storage format
 helpers of :mod:`tfuq.calibration.persistence`.
 """
 

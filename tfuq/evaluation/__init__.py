@@ -53,13 +53,6 @@ from tfuq.evaluation.validation import (
     noise_sweep_inputs,
     validation_summary,
 )
-from tfuq.evaluation.validation_report import (
-    VALIDATION_FILES,
-    plot_aleatoric_vs_noise,
-    plot_anomaly,
-    plot_sweeps,
-    write_validation,
-)
 
 __all__ = [
     "DEFAULT_FRACTIONS",
@@ -71,7 +64,6 @@ __all__ = [
     "SSIM_TRUNCATE",
     "STD_KINDS",
     "SUMMARY_KEYS",
-    "VALIDATION_FILES",
     "VALIDATION_KEYS",
     "WHOLE_IMAGE_SUFFIX",
     "SubjectCurves",
@@ -96,13 +88,10 @@ __all__ = [
     "noise_sweep_inputs",
     "nrmse",
     "nstd",
-    "plot_aleatoric_vs_noise",
-    "plot_anomaly",
     "plot_calibration",
     "plot_error_histograms",
     "plot_montage",
     "plot_sparsification",
-    "plot_sweeps",
     "pool_curves",
     "predictive_scores",
     "psnr",
@@ -122,5 +111,4 @@ __all__ = [
     "write_metrics_csv",
     "write_report",
     "write_subject_montage",
-    "write_validation",
 ]

@@ -114,7 +114,7 @@ def run_shift_check(
     import nibabel as nib
 
     from tfuq.data.split import INFERENCE, read_split, subjects_in_phase
-    from tfuq.inference.job import run_inference
+    from tfuq.stages.infer import run_inference
 
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()):

@@ -1,7 +1,7 @@
 """Inference: sliding-window MC prediction, uncertainty decompositions, outputs in target units.
 
 Every public name of the modules below is re-exported here, except the
-``tfuq infer`` stage itself (:mod:`tfuq.inference.job`). Note that
+``tfuq infer`` stage itself (:mod:`tfuq.stages.infer`). Note that
 ``tfuq.inference.predict_subject`` is the function; import the module's other
 names from the package or with ``from tfuq.inference.predict_subject import ...``.
 """

@@ -12,12 +12,12 @@ import pytest
 from training_setup import NETWORKS
 
 from tfuq.config import load_config
-from tfuq.errors import NotAvailableError, UserError
+from tfuq.errors import UserError
 
 tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
-from tfuq.training.job import run_training  # noqa: E402
+from tfuq.stages.train import run_training  # noqa: E402
 
 
 def rows(path: Path) -> list[dict[str, str]]:
@@ -212,22 +212,8 @@ def gan_config(tiny_ini: Path):
     return load_config(gan_ini, overrides)
 
 
-def test_gan_configs_need_the_gan_trainers(tiny_ini: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import importlib.util
-
-    real = importlib.util.find_spec
-    monkeypatch.setattr(
-        importlib.util, "find_spec", lambda n, *a: None if n == "tfuq.training.gan" else real(n, *a)
-    )
-    with pytest.raises(
-        NotAvailableError, match=r"\[GAN\] training is not available yet; it lands with issue #5"
-    ):
-        run_training(gan_config(tiny_ini))
-
-
 @pytest.mark.slow
 def test_gan_configs_train_through_the_same_job(tiny_ini: Path) -> None:
-    pytest.importorskip("tfuq.training.gan")
     config = gan_config(tiny_ini)
     result = run_training(config)
     assert result.final_step == 1 and hasattr(result.trainer, "generator")
@@ -237,7 +223,7 @@ def test_gan_configs_train_through_the_same_job(tiny_ini: Path) -> None:
 
 def test_loss_choice_follows_loss_type_and_nll_beta(tiny_config) -> None:
     from tfuq.losses import L1Loss, L2Loss, NLLLoss
-    from tfuq.training.job import make_loss
+    from tfuq.training.build import make_loss
 
     assert isinstance(make_loss(tiny_config("TRAINING.loss_type=l1")), L1Loss)
     assert isinstance(make_loss(tiny_config("TRAINING.loss_type=l2")), L2Loss)

@@ -1,4 +1,4 @@
-"""tfuq.workflow: data stage, describe, stage registry, on real and synthetic data."""
+"""tfuq info (tfuq.stages.info) and the data stage it shows (tfuq.data.prepare): real and synthetic data."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 from tfuq.config import load_config
+from tfuq.data.prepare import prepare_data
 from tfuq.data.split import read_split
-from tfuq.errors import NotAvailableError, UserError
-from tfuq.workflow import STAGES, Stage, describe, find_stage, prepare_data, run_stage
+from tfuq.errors import UserError
+from tfuq.stages.info import describe
 
 
 def tcga_config(tmp_path: Path, tcga_dir: Path) -> Path:
@@ -106,17 +107,6 @@ def test_constant_image_is_a_user_error(tmp_path: Path) -> None:
         )
     with pytest.raises(UserError, match=r"s1_a\.nii\.gz: \[A\] intensity_normalisation"):
         prepare_data(load_config(path))
-
-
-def test_stage_registry() -> None:
-    assert [s.name for s in STAGES] == ["train", "calibrate", "infer", "evaluate", "validate-uq", "export"]
-    assert find_stage(Stage("x", "tfuq.no_such_module", "f", "#0")) is None
-    assert find_stage(Stage("x", "tfuq.workflow", "no_such_function", "#0")) is None
-    assert find_stage(Stage("x", "tfuq.workflow", "describe", "#0")) is describe
-    for stage in STAGES:
-        if find_stage(stage) is None:
-            with pytest.raises(NotAvailableError, match=f"lands with issue {stage.issue}"):
-                run_stage(stage.name, None)  # type: ignore[arg-type]
 
 
 def test_describe_without_data_still_describes(tmp_path: Path) -> None:

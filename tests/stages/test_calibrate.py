@@ -17,10 +17,10 @@ from scipy import stats
 from uq_job_setup import normalised_mr, save_analytic_model, tiny_config
 
 from tfuq.calibration import IsotonicRecalibrator, SigmaScaling
-from tfuq.calibration.job import calibrate, run_calibration
 from tfuq.data import read_split, write_split
+from tfuq.data.prepare import prepare_data
 from tfuq.errors import UserError
-from tfuq.workflow import prepare_data
+from tfuq.stages.calibrate import calibrate, run_calibration
 
 SCALE = 0.05  # normalised units: 205 HU, far below the identity model's error
 
@@ -156,7 +156,7 @@ def test_calibrate_needs_a_split_and_a_model(job: dict) -> None:
 
 def test_cross_validation_scores_each_subject_with_the_others_fit() -> None:
     """Oracle: the recalibrators fitted on one subject scored on the other, by hand."""
-    from tfuq.calibration.job import calibration_scores, cross_validated_errors, fit_recalibrators
+    from tfuq.stages.calibrate import calibration_scores, cross_validated_errors, fit_recalibrators
 
     rng = np.random.default_rng(0)
 

@@ -29,7 +29,6 @@ checkpoint step starts an epoch and validations fall on their steps.
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import logging
 import math
 import warnings
@@ -40,10 +39,11 @@ import keras
 import tensorflow as tf
 
 from tfuq.atomic import write_text
-from tfuq.config import Config, ConfigError
-from tfuq.errors import NotAvailableError, UserError
+from tfuq.config import Config
+from tfuq.errors import UserError
 from tfuq.model_store.layout import CHECKPOINT_DIR, CONFIG_FILE, MODEL_FILE
 from tfuq.training import callbacks as cb
+from tfuq.training.build import build_trainer, check_training_config
 from tfuq.training.checkpoints import (
     TrainingCheckpoints,
     checkpoint_steps,
@@ -55,7 +55,7 @@ from tfuq.training.loop import distributed_fit
 from tfuq.training.strategy import is_chief, make_strategy, precision_policy
 from tfuq.training.summaries import TensorBoardLog, prediction_images
 
-__all__ = ["TrainingResult", "build_trainer", "make_loss", "run_training", "train"]
+__all__ = ["TrainingResult", "run_training", "train"]
 
 logger = logging.getLogger(__name__)
 
@@ -83,90 +83,6 @@ class TrainingResult:
 def train(config: Config) -> None:
     """Train ``config``'s model (the ``tfuq train`` stage); see :func:`run_training`."""
     run_training(config)
-
-
-def _fail(config: Config, key: str, message: str) -> ConfigError:
-    return ConfigError(f"{config.path}: {key}: {message}")
-
-
-def _check(config: Config) -> None:
-    net = config.network
-    if config.application == "REGRESSION" and net.name == "upgan":
-        raise _fail(config, "[NETWORK] name = upgan", "UP-GAN trains as a GAN: use a [GAN] section")
-    if net.name == "multires" and net.deep_supervision:
-        raise _fail(
-            config,
-            "[NETWORK] deep_supervision",
-            "training does not supervise the coarser MultiRes levels yet (their field of view is larger "
-            "than the target window); set deep_supervision = false",
-        )
-    if config.training.max_iter < 1:
-        raise _fail(config, "[TRAINING] max_iter", "expected at least 1 iteration")
-    if config.application == "REGRESSION":  # before any data is read
-        from tfuq.training.optimizers import build_optimizer
-
-        try:
-            build_optimizer(config.training, clip=False)
-        except ValueError as err:
-            raise _fail(config, "[TRAINING] optimiser", str(err)) from None
-
-
-def make_loss(config: Config) -> keras.losses.Loss:
-    """The data term: NLL of the family, or L1/L2 (``loss_type``; the ``none`` family uses L2)."""
-    from tfuq.losses import L1Loss, L2Loss, NLLLoss
-
-    if config.training.loss_type == "l1":
-        return L1Loss()
-    if config.training.loss_type == "l2" or config.family == "point":
-        return L2Loss()
-    # the pipeline's mask channel already excludes loss_border
-    return NLLLoss(config.family, beta=config.training.nll_beta)
-
-
-def build_trainer(config: Config) -> keras.Model:
-    """The compiled trainer of ``config`` (call under the strategy's scope and precision policy).
-
-    ``[REGRESSION]``: a :class:`~tfuq.training.trainer.RegressionTrainer` with
-    the ``[TRAINING]`` optimiser, built (a ``LossScaleOptimizer`` under
-    ``mixed_float16``); ``[GAN]``: ``tfuq.training.gan.build_gan_trainer(config)``.
-
-    Raises:
-        ConfigError: an optimiser setting that does not apply.
-        NotAvailableError: ``[GAN]`` before the GAN trainers exist.
-    """
-    from tfuq.model_store import build_network
-    from tfuq.training.optimizers import build_optimizer
-    from tfuq.training.trainer import RegressionTrainer
-
-    if config.application == "GAN":
-        if importlib.util.find_spec("tfuq.training.gan") is None:
-            raise NotAvailableError(
-                f"{config.path}: [GAN] training is not available yet; it lands with issue #5"
-            )
-        from tfuq.training.gan import build_gan_trainer
-
-        trainer = build_gan_trainer(config)
-        if not getattr(trainer, "compiled", False):
-            trainer.compile(optimizer=build_optimizer(config.training), jit_compile=False)
-        return trainer
-    net = config.network
-    trainer = RegressionTrainer(
-        build_network(config),
-        make_loss(config),
-        decay=net.decay,
-        reg_type=net.reg_type,
-        grad_clip_norm=config.training.grad_clip_norm,
-        name="regression_trainer",
-    )
-    try:
-        optimizer = build_optimizer(config.training, clip=False)
-    except ValueError as err:
-        raise _fail(config, "[TRAINING] optimiser", str(err)) from None
-    if config.system.mixed_precision == "mixed_float16":
-        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-    trainer.compile(optimizer=optimizer, jit_compile=False)
-    optimizer.build(trainer.network.trainable_variables)
-    return trainer
 
 
 def _config_learning_rate(config: Config, trainer: keras.Model) -> None:
@@ -211,9 +127,8 @@ def run_training(config: Config, *, strategy: tf.distribute.Strategy | None = No
         UserError: data or config problems, ``starting_iter = 0`` over an
             existing run, or a non-finite loss (the message names the step
             and the last good checkpoint, which is kept).
-        NotAvailableError: ``[GAN]`` configs before the GAN trainers exist.
     """
-    _check(config)
+    check_training_config(config)
     t = config.training
     strategy = make_strategy(config.system) if strategy is None else strategy
     chief = is_chief(strategy)

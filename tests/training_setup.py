@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tfuq.config import Config, load_config
+
 __all__ = ["NETWORKS", "TINY_INI"]
 
 #: A tiny regression job: 3 phantom subjects of 24 x 16 x 32 voxels, 16^3 windows, a small U-Net.
@@ -78,3 +85,30 @@ NETWORKS: dict[str, list[str]] = {
         "CT.spatial_window_size=8, 8, 8",
     ],
 }
+
+
+# Fixtures of the training tests (tests/training, tests/stages/test_train.py import them in a conftest).
+
+
+@pytest.fixture(scope="session")
+def phantom_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One phantom cache folder for every training test of the session."""
+    return tmp_path_factory.mktemp("phantom-cache")
+
+
+@pytest.fixture
+def tiny_ini(tmp_path: Path, phantom_cache: Path) -> Path:
+    """The tiny INI file, its model_dir ``<tmp>/run``."""
+    path = tmp_path / "tiny.ini"
+    path.write_text(TINY_INI.format(model_dir=tmp_path / "run", cache_dir=phantom_cache))
+    return path
+
+
+@pytest.fixture
+def tiny_config(tiny_ini: Path) -> Callable[..., Config]:
+    """``tiny_config(*overrides)`` loads the tiny INI with ``SECTION.key=value`` overrides."""
+
+    def load(*overrides: str) -> Config:
+        return load_config(tiny_ini, list(overrides))
+
+    return load

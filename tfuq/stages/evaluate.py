@@ -5,7 +5,7 @@ The steps of :func:`run_evaluation`:
 1. the subjects ``tfuq infer`` writes (``[INFERENCE] dataset_to_infer``,
    default Inference) that have a target file;
 2. their maps from ``[INFERENCE] save_seg_dir``; subjects whose maps are
-   missing are inferred first (:func:`tfuq.inference.job.run_inference`,
+   missing are inferred first (:func:`tfuq.stages.infer.run_inference`,
    logged), so ``tfuq evaluate`` works straight after ``tfuq train``
    (existing maps are used as they are: re-run infer with ``overwrite`` after
    retraining);
@@ -120,7 +120,7 @@ def _on_grid(volume: Volume, reference: Volume, order: int) -> np.ndarray:
 
 
 def _evaluation_subjects(config: Config, sources: Mapping[str, Any]) -> dict[str, dict[str, Path]]:
-    from tfuq.inference.job import inference_subjects
+    from tfuq.stages.infer import inference_subjects
 
     chosen = {i: f for i, f in inference_subjects(config, sources).items() if config.target_section in f}
     if not chosen:
@@ -345,7 +345,7 @@ def run_evaluation(config: Config) -> dict[str, Any]:
     """
     import json
 
-    from tfuq.inference.job import run_inference
+    from tfuq.stages.infer import run_inference
 
     sources = resolve_sources(config)
     chosen = _evaluation_subjects(config, sources)

@@ -20,10 +20,10 @@ from tfuq.calibration import IsotonicRecalibrator, SigmaScaling
 from tfuq.calibration.moment_recalibration import MomentRecalibration
 from tfuq.calibration.qc_reference import load_qc_reference, slice_statistics
 from tfuq.data import NormalisationParams, load_volume, read_split
+from tfuq.data.prepare import prepare_data
 from tfuq.errors import UserError
 from tfuq.inference import mc_predict_volume, to_target_units
-from tfuq.inference.job import infer, run_inference
-from tfuq.workflow import prepare_data
+from tfuq.stages.infer import infer, run_inference
 
 
 @pytest.fixture(scope="module")
@@ -179,10 +179,10 @@ def test_stored_calibration_adds_the_recalibrated_interval(job: dict, method: st
 
 def test_train_calibrate_infer_evaluate_end_to_end(job: dict, caplog: pytest.LogCaptureFixture) -> None:
     """train (2 iterations) -> calibrate -> infer -> evaluate; oracle: mc_predict_volume + to_target_units."""
-    from tfuq.calibration.job import calibrate
-    from tfuq.evaluation.job import evaluate
     from tfuq.evaluation.report import SUMMARY_KEYS
-    from tfuq.training.job import train
+    from tfuq.stages.calibrate import calibrate
+    from tfuq.stages.evaluate import evaluate
+    from tfuq.stages.train import train
 
     overrides = ("UNCERTAINTY.mc_samples=3", "INFERENCE.spatial_window_size=16, 16, 16")
     config = tiny_config(job["tmp"], overrides, model_dir=job["tmp"] / "trained")

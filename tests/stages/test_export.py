@@ -14,10 +14,10 @@ from tfuq.calibration.stored import calibration_path
 from tfuq.cli import main
 from tfuq.errors import UserError
 from tfuq.export.client import ServingClient, saved_model_transport
-from tfuq.export.job import export
 from tfuq.export.remote_inference import serve_subject
 from tfuq.export.serving import MODELS_CONFIG
-from tfuq.workflow import STAGES, find_stage
+from tfuq.stages.demo import DEMO_STAGES
+from tfuq.stages.export import export
 
 
 @pytest.fixture
@@ -89,7 +89,7 @@ def test_stored_isotonic_calibration_is_exported(app):
 
 
 def test_cli_export_is_the_stage(app, capsys):
-    assert find_stage(next(s for s in STAGES if s.name == "export")) is export
+    assert dict(DEMO_STAGES)["export"] is export
     config = load(app)
     save_trained(config)
     with pytest.raises(SystemExit) as stop:
@@ -106,7 +106,7 @@ def test_served_subject_equals_tfuq_infer(tmp_path, method):
     # The whole chain on a deterministic network (no dropout): export -> REST requests answered by
     # the SavedModel in process -> tiling/blending/writing, against `tfuq infer` on the same model.
     # With a stored calibration both write the recalibrated std maps and interval: one answer.
-    from tfuq.inference.job import run_inference
+    from tfuq.stages.infer import run_inference
 
     ini = make_app(tmp_path, "[UNCERTAINTY]", "dropout = none", "mc_samples = 2")
     overrides = ("INFERENCE.window_overlap=0.5", f"CALIBRATION.method={method}")

@@ -16,13 +16,13 @@ from scipy import stats
 from uq_job_setup import normalised_mr, save_analytic_model, tiny_config
 
 from tfuq.calibration import IsotonicRecalibrator, SigmaScaling
-from tfuq.calibration.job import run_calibration
 from tfuq.data import read_split, write_split
+from tfuq.data.prepare import prepare_data
 from tfuq.errors import UserError
-from tfuq.evaluation.job import evaluate, run_evaluation
 from tfuq.evaluation.report import SUMMARY_KEYS
 from tfuq.evaluation.viewer import decode_payload
-from tfuq.workflow import prepare_data
+from tfuq.stages.calibrate import run_calibration
+from tfuq.stages.evaluate import evaluate, run_evaluation
 
 SCALE = 0.05
 

@@ -78,7 +78,7 @@ from tfuq.evaluation.validation import (
     noise_sweep_inputs,
     validation_summary,
 )
-from tfuq.evaluation.validation_report import VALIDATION_FILES, write_validation
+from tfuq.experiments.validate_uq_report import VALIDATION_FILES, write_validation
 from tfuq.inference.decomposition import ALEATORIC_VAR, EPISTEMIC_VAR
 from tfuq.inference.predict_subject import (
     PredictionSettings,
@@ -90,7 +90,7 @@ from tfuq.inference.subject_inputs import SubjectInputs, load_inference_subject
 from tfuq.model_store.trained import TrainedModel, load_members, load_trained_model
 
 if TYPE_CHECKING:
-    from tfuq.training.job import TrainingResult
+    from tfuq.stages.train import TrainingResult
 
 __all__ = [
     "UQValidationError",
@@ -400,7 +400,7 @@ def train_size_sweep_model(
     Returns:
         The loaded model and the training run's result (stop step and reason).
     """
-    from tfuq.training.job import run_training
+    from tfuq.stages.train import run_training
 
     write_split(folder / "dataset_split.csv", {**{i: TRAINING for i in subset}, **held})
     _LOG.info(
@@ -656,6 +656,6 @@ def run_validation(config: Config) -> dict[str, Any]:
 
 
 def _units(config: Config) -> str:
-    from tfuq.evaluation.job import evaluation_units
+    from tfuq.stages.evaluate import evaluation_units
 
     return evaluation_units(config)

@@ -20,9 +20,9 @@ from utils import load_example
 
 from tfuq.cli import main
 from tfuq.data import fit_normalisation, load_volume, normalise, read_split, write_split
+from tfuq.data.prepare import prepare_data
 from tfuq.evaluation import bootstrap_mean_interval, insert_anomaly, noise_sweep_inputs
-from tfuq.evaluation.validate_uq import UQValidationError, run_validation
-from tfuq.workflow import prepare_data
+from tfuq.experiments.validate_uq import UQValidationError, run_validation
 
 
 @pytest.fixture(scope="module")
@@ -192,7 +192,7 @@ def test_size_sweep_keep_writes_the_scored_ensembles_and_their_records(
 ) -> None:
     from tfuq.data.sources import resolve_sources
     from tfuq.errors import UserError
-    from tfuq.evaluation.validate_uq import held_out_subjects
+    from tfuq.experiments.validate_uq import held_out_subjects
     from tfuq.inference.decomposition import ALEATORIC_VAR, EPISTEMIC_VAR
     from tfuq.inference.predict_subject import predict_subject, prediction_settings
     from tfuq.model_store.trained import load_trained_model
@@ -288,7 +288,7 @@ def test_size_sweep_keep_writes_the_scored_ensembles_and_their_records(
 
 
 def test_size_sweep_intervals_resample_repeats_else_held_out_subjects() -> None:
-    from tfuq.evaluation.validate_uq import size_sweep_intervals
+    from tfuq.experiments.validate_uq import size_sweep_intervals
 
     values = np.array([[3.0, 2.0, 1.0], [5.0, 2.0, 0.0]])  # 2 repeats x 3 sizes
     intervals, over = size_sweep_intervals(values, [], seed=0)
@@ -300,7 +300,7 @@ def test_size_sweep_intervals_resample_repeats_else_held_out_subjects() -> None:
 
 
 def test_size_sweep_config_stops_on_the_validation_loss_only_with_patience(job: dict) -> None:
-    from tfuq.evaluation.validate_uq import size_sweep_config
+    from tfuq.experiments.validate_uq import size_sweep_config
 
     fixed = size_sweep_config(
         _config(job, "cfg", ("EVALUATION.size_sweep_iter=7", "TRAINING.validation_every_n=3")),
