@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from utils import predict_windows as sliding_window_predict
 
-from tfuq.data.multires import multires_windows
 from tfuq.data.normalisation import NormalisationParams
+from tfuq.data.windows import multires_windows
 from tfuq.distributions import constrain
 from tfuq.errors import UserError
 from tfuq.export import export_saved_model

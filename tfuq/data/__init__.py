@@ -18,7 +18,6 @@ from tfuq.data.augmentation import (
 )
 from tfuq.data.geometry import align_pair, resample_to_grid, resample_to_pixdim, same_grid
 from tfuq.data.loading import fit_section_normalisation, load_subject
-from tfuq.data.multires import MULTIRES_FACTORS, average_pool, check_multires, multires_windows
 from tfuq.data.nifti import NIFTI_SUFFIXES, Volume, load_volume, save_volume, volume_from_array
 from tfuq.data.normalisation import (
     NORMALISATION_METHODS,
@@ -30,15 +29,6 @@ from tfuq.data.normalisation import (
     normalise,
 )
 from tfuq.data.phantom import PhantomSpec, insert_zero_cube, make_subject, write_phantom
-from tfuq.data.samplers import (
-    SAMPLERS,
-    balanced_locations,
-    crop_padded,
-    grid_locations,
-    sample_locations,
-    uniform_locations,
-    weighted_locations,
-)
 from tfuq.data.sources import ensure_phantom, phantom_folder, resolve_sources, uses_phantom
 from tfuq.data.split import (
     INFERENCE,
@@ -58,6 +48,19 @@ from tfuq.data.training_windows import (
     load_training_subject,
     sample_windows,
     window_geometry,
+)
+from tfuq.data.windows import (
+    MULTIRES_FACTORS,
+    SAMPLERS,
+    average_pool,
+    balanced_locations,
+    check_multires,
+    crop_padded,
+    grid_locations,
+    multires_windows,
+    sample_locations,
+    uniform_locations,
+    weighted_locations,
 )
 
 _LAZY = {"make_training_dataset": "tfuq.data.pipeline", "make_validation_dataset": "tfuq.data.pipeline"}

@@ -130,7 +130,7 @@ def serve_volume(
         spatial_rank: 2 for a 2D model (the size-1 window axis is dropped in
             requests), else 3.
         factors: MultiRes downsampling factors (inputs ``windows_x<f>`` are
-            built per window, see :func:`tfuq.data.multires.multires_windows`);
+            built per window, see :func:`tfuq.data.windows.multires_windows`);
             None for single-input models.
         signature: Signature to call. Default ``serving_default``.
         padding_mode: How inputs are padded outside the volume, as

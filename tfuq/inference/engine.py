@@ -8,7 +8,7 @@ deterministic predictors. Only the *window predictor* differs: a callable
 taking the network inputs of a group of windows and returning per-window
 maps. The loop lays the windows out (:func:`tfuq.inference.windows.window_grid`),
 pads the volume, cuts the windows -- and for MultiRes networks the coarser
-levels around each window (:func:`tfuq.data.multires.multires_windows`) --,
+levels around each window (:func:`tfuq.data.windows.multires_windows`) --,
 calls the predictor, and blends what it returns over the overlaps:
 
 - the three moment maps ``mean``, ``epistemic_var``, ``aleatoric_var``
@@ -56,7 +56,7 @@ from typing import Any
 
 import numpy as np
 
-from tfuq.data.multires import multires_windows
+from tfuq.data.windows import multires_windows
 from tfuq.inference.decomposition import ALEATORIC_VAR, EPISTEMIC_VAR, MEAN, TOTAL_VAR
 from tfuq.inference.streaming import MomentState
 from tfuq.inference.windows import (

@@ -53,7 +53,7 @@ from tfuq.calibration.stored import CALIBRATION_DIR
 from tfuq.config import Config
 from tfuq.data.geometry import resample_to_grid, same_grid
 from tfuq.data.normalisation import NormalisationParams, denormalise, denormalise_std
-from tfuq.data.samplers import as_window
+from tfuq.data.windows import as_window
 from tfuq.errors import UserError
 from tfuq.inference.decomposition import ALEATORIC_VAR, EPISTEMIC_VAR, MEAN, TOTAL_VAR
 from tfuq.inference.engine import WindowPredictor, blend_windows, check_volume, count_windows

@@ -39,8 +39,8 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-from tfuq.data import padding
-from tfuq.data.samplers import axis_starts as axis_starts
+from tfuq.data.windows import padding
+from tfuq.data.windows.samplers import axis_starts as axis_starts
 from tfuq.inference.streaming import MomentState, merge_states
 
 __all__ = [
@@ -218,7 +218,7 @@ def window_grid(
 
     Every axis is padded by ``border`` on each side and, when still shorter
     than the window, up to the window size (split evenly); the stride is
-    capped at ``window - 2 * border`` (:func:`~tfuq.data.samplers.axis_starts`),
+    capped at ``window - 2 * border`` (:func:`~tfuq.data.windows.axis_starts`),
     so every voxel of the volume lies in the kept part of some window.
 
     Args:
@@ -264,7 +264,7 @@ def pad_volume(
 ) -> np.ndarray:
     """Pad a ``(*shape, C)`` volume to ``grid.padded_shape`` (no copy without padding).
 
-    The padding itself is :func:`tfuq.data.padding.pad_volume` with the
+    The padding itself is :func:`tfuq.data.windows.padding.pad_volume` with the
     grid's widths.
 
     Args:
