@@ -9,12 +9,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tfuq.data.windows import pad_volume
 from tfuq.inference.windows import (
     BLENDING_MODES,
     axis_starts,
     blending_weights,
     check_window,
-    pad_volume,
     window_grid,
 )
 
@@ -80,7 +80,7 @@ def test_pad_then_crop_round_trip_and_fill_values():
     rng = np.random.default_rng(0)
     vol = rng.normal(size=(3, 7, 2, 2)).astype(np.float32)
     grid = window_grid(vol.shape[:3], (6, 4, 5))
-    padded = pad_volume(vol, grid)
+    padded = pad_volume(vol, grid.padding)
     assert padded.shape == (6, 7, 5, 2)
     np.testing.assert_array_equal(grid.crop(padded), vol)
     outside = np.ones(grid.padded_shape, bool)
@@ -88,11 +88,11 @@ def test_pad_then_crop_round_trip_and_fill_values():
     np.testing.assert_array_equal(
         padded[outside], np.broadcast_to(vol.min(axis=(0, 1, 2)), (outside.sum(), 2))
     )
-    padded = pad_volume(vol, grid, pad_value=(5.0, -1.0))
+    padded = pad_volume(vol, grid.padding, "constant", pad_value=(5.0, -1.0))
     np.testing.assert_array_equal(padded[outside], np.broadcast_to([5.0, -1.0], (outside.sum(), 2)))
-    padded = pad_volume(vol, grid, pad_mode="edge")
+    padded = pad_volume(vol, grid.padding, "edge")
     np.testing.assert_array_equal(padded, np.pad(vol, (*grid.padding, (0, 0)), mode="edge"))
-    assert pad_volume(vol, window_grid(vol.shape[:3], 2), pad_value=3.0) is vol  # nothing to pad
+    assert pad_volume(vol, window_grid(vol.shape[:3], 2).padding, pad_value=3.0) is vol  # nothing to pad
 
 
 @pytest.mark.parametrize("mode", BLENDING_MODES)
@@ -136,11 +136,8 @@ def test_hann_weights_closed_form_and_constant():
         (lambda: blending_weights(4, "triangle"), "blending mode"),
         (lambda: blending_weights(4, floor=0.0), "floor"),
         (lambda: blending_weights(4, sigma_scale=0.0), "sigma_scale"),
-        (lambda: pad_volume(np.zeros((2, 2, 2, 1)), window_grid((2, 2, 2), 4), pad_mode="wrap"), "pad_mode"),
-        (
-            lambda: pad_volume(np.zeros((2, 2, 2, 2)), window_grid((2, 2, 2), 4), pad_value=(1, 2, 3)),
-            "pad_value",
-        ),
+        (lambda: pad_volume(np.zeros((2, 2, 2, 1)), window_grid((2, 2, 2), 4).padding, "wrap"), "mode"),
+        (lambda: pad_volume(np.zeros((2, 2, 2, 2)), 1, pad_value=(1, 2, 3)), "pad_value"),
     ],
 )
 def test_invalid_arguments(call, message):

@@ -51,6 +51,7 @@ from tfuq.data.training_windows import (
 )
 from tfuq.data.windows import (
     MULTIRES_FACTORS,
+    PADDING_MODES,
     SAMPLERS,
     average_pool,
     balanced_locations,
@@ -58,6 +59,7 @@ from tfuq.data.windows import (
     crop_padded,
     grid_locations,
     multires_windows,
+    pad_volume,
     sample_locations,
     uniform_locations,
     weighted_locations,
@@ -70,6 +72,7 @@ __all__ = [
     "MULTIRES_FACTORS",
     "NIFTI_SUFFIXES",
     "NORMALISATION_METHODS",
+    "PADDING_MODES",
     "PHASES",
     "SAMPLERS",
     "TRAINING",
@@ -112,6 +115,7 @@ __all__ = [
     "make_validation_dataset",
     "multires_windows",
     "normalise",
+    "pad_volume",
     "phantom_folder",
     "read_split",
     "resample_to_grid",

@@ -56,7 +56,7 @@ from typing import Any
 
 import numpy as np
 
-from tfuq.data.windows import multires_windows
+from tfuq.data.windows import multires_windows, pad_volume
 from tfuq.inference.decomposition import ALEATORIC_VAR, EPISTEMIC_VAR, MEAN, TOTAL_VAR
 from tfuq.inference.streaming import MomentState
 from tfuq.inference.windows import (
@@ -64,7 +64,6 @@ from tfuq.inference.windows import (
     blending_weights,
     check_window,
     merge_window_moments,
-    pad_volume,
     window_grid,
 )
 
@@ -262,8 +261,8 @@ def blend_windows(
     factors = tuple(int(f) for f in factors)
     grid = window_grid(values.shape[:3], check_window(window), overlap, border)
     weights = blending_weights(grid.window, blending).astype(dtype)
-    constant = padding_mode in ("minimum", "constant")
-    padded = pad_volume(values, grid, pad_mode="constant" if constant else padding_mode, pad_value=pad_value)
+    constant = padding_mode in ("minimum", "constant")  # both fill pad_value, default the channel minima
+    padded = pad_volume(values, grid.padding, "minimum" if constant else padding_mode, pad_value=pad_value)
     minima = values.reshape(-1, values.shape[-1]).min(axis=0)
     weight_sum = np.zeros(grid.padded_shape, np.float64)
     acc: MomentState | None = None

@@ -1,4 +1,4 @@
-"""Window geometry for whole-volume inference: padding, window origins, blending weights.
+"""Window geometry for whole-volume inference: window origins, padding widths, blending weights.
 
 A volume of any size is covered by windows of a fixed size. Along each axis
 the windows start every ``stride = max(1, floor(window * (1 - overlap)))``
@@ -39,7 +39,6 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-from tfuq.data.windows import padding
 from tfuq.data.windows.samplers import axis_starts as axis_starts
 from tfuq.inference.streaming import MomentState, merge_states
 
@@ -47,13 +46,11 @@ __all__ = [
     "BLENDING_MODES",
     "DEFAULT_SIGMA_SCALE",
     "DEFAULT_WEIGHT_FLOOR",
-    "PAD_MODES",
     "WindowGrid",
     "blending_weights",
     "check_border",
     "check_window",
     "merge_window_moments",
-    "pad_volume",
     "window_grid",
 ]
 
@@ -63,8 +60,6 @@ BLENDING_MODES = ("constant", "gaussian", "hann")
 DEFAULT_SIGMA_SCALE = 0.125
 #: Smallest blending weight, relative to the peak weight of 1.
 DEFAULT_WEIGHT_FLOOR = 1e-3
-#: ``numpy.pad`` modes accepted to pad a volume smaller than the window.
-PAD_MODES = ("constant", "edge", "reflect", "symmetric")
 
 
 def check_window(window: int | Sequence[int], rank: int = 3) -> tuple[int, ...]:
@@ -147,7 +142,9 @@ class WindowGrid:
         window: Window size per axis.
         overlap: Fraction of a window shared with its neighbour.
         padding: ``((before, after),) * 3`` voxels added: the border on each
-            side, plus what an axis needs to reach the window size.
+            side, plus what an axis needs to reach the window size
+            (``pad_volume(volume, grid.padding, mode)``,
+            :func:`tfuq.data.windows.pad_volume`).
         starts: Window origins per axis, in padded coordinates.
         border: Voxels of each window's output dropped on each side (except
             at the padded volume's edge), per axis.
@@ -253,54 +250,6 @@ def window_grid(
     padded = tuple(n + lo + hi for n, (lo, hi) in zip(dims, padding))
     starts = tuple(axis_starts(n, w, overlap, b) for n, w, b in zip(padded, sizes, borders))
     return WindowGrid(tuple(int(n) for n in dims), sizes, float(overlap), tuple(padding), starts, borders)
-
-
-def pad_volume(
-    volume: np.ndarray,
-    grid: WindowGrid,
-    *,
-    pad_mode: str = "constant",
-    pad_value: float | Sequence[float] | None = None,
-) -> np.ndarray:
-    """Pad a ``(*shape, C)`` volume to ``grid.padded_shape`` (no copy without padding).
-
-    The padding itself is :func:`tfuq.data.windows.padding.pad_volume` with the
-    grid's widths.
-
-    Args:
-        volume: Array ``(X, Y, Z, C)`` with ``(X, Y, Z) == grid.shape``.
-        grid: The window grid.
-        pad_mode: One of :data:`PAD_MODES`. Default ``"constant"``.
-        pad_value: Fill value of ``"constant"`` padding: a number or one per
-            channel. Default None: each channel's minimum (the background of
-            MR and CT volumes).
-
-    Returns:
-        The padded array ``(*grid.padded_shape, C)``.
-
-    Raises:
-        ValueError: Shape mismatch, unknown mode or a wrong number of values.
-    """
-    if tuple(volume.shape[:-1]) != grid.shape:
-        raise ValueError(
-            f"Expected a volume of spatial shape {grid.shape} plus channels. Received: shape {volume.shape}"
-        )
-    if pad_mode not in PAD_MODES:
-        raise ValueError(f"Expected pad_mode to be one of {PAD_MODES}. Received: pad_mode={pad_mode!r}")
-    if all(lo == 0 and hi == 0 for lo, hi in grid.padding):
-        return volume
-    if pad_mode != "constant":
-        return padding.pad_volume(volume, grid.padding, pad_mode)
-    if pad_value is None:
-        return padding.pad_volume(volume, grid.padding, "minimum")
-    channels = volume.shape[-1]
-    if np.ndim(pad_value) > 1 or np.size(pad_value) not in (1, channels):
-        raise ValueError(
-            f"Expected pad_value as one number or {channels} (one per channel). "
-            f"Received: pad_value={pad_value!r}"
-        )
-    values = np.broadcast_to(np.asarray(pad_value, dtype=volume.dtype).ravel(), (channels,))
-    return padding.pad_volume(volume, grid.padding, "constant", cval=values)
 
 
 def _axis_profile(size: int, mode: str, sigma_scale: float) -> np.ndarray:
