@@ -8,7 +8,7 @@ import pytest
 from utils import predict_windows as sliding_window_predict
 
 from tfuq.data.normalisation import NormalisationParams
-from tfuq.data.windows import multires_windows, pad_volume
+from tfuq.data.windows import multires_windows, pad_volume, window_grid
 from tfuq.distributions import constrain
 from tfuq.errors import UserError
 from tfuq.export import export_saved_model
@@ -25,7 +25,6 @@ from tfuq.export.client import (
 )
 from tfuq.export.remote_inference import serve_volume
 from tfuq.inference import mc_predict_volume, to_target_units
-from tfuq.inference.windows import window_grid
 from tfuq.networks import UNet
 
 UNITS = NormalisationParams("window", -1024.0, 4095.0)

@@ -50,12 +50,19 @@ from tfuq.data.training_windows import (
     window_geometry,
 )
 from tfuq.data.windows import (
+    BLENDING_MODES,
+    DEFAULT_SIGMA_SCALE,
+    DEFAULT_WEIGHT_FLOOR,
     MULTIRES_FACTORS,
     PADDING_MODES,
     SAMPLERS,
+    WindowGrid,
     average_pool,
     balanced_locations,
+    blending_weights,
+    check_border,
     check_multires,
+    check_window,
     crop_padded,
     grid_locations,
     multires_windows,
@@ -63,11 +70,15 @@ from tfuq.data.windows import (
     sample_locations,
     uniform_locations,
     weighted_locations,
+    window_grid,
 )
 
 _LAZY = {"make_training_dataset": "tfuq.data.pipeline", "make_validation_dataset": "tfuq.data.pipeline"}
 
 __all__ = [
+    "BLENDING_MODES",
+    "DEFAULT_SIGMA_SCALE",
+    "DEFAULT_WEIGHT_FLOOR",
     "INFERENCE",
     "MULTIRES_FACTORS",
     "NIFTI_SUFFIXES",
@@ -86,13 +97,17 @@ __all__ = [
     "SubjectArrays",
     "Volume",
     "WindowGeometry",
+    "WindowGrid",
     "align_pair",
     "augment_crop",
     "augment_intensity",
     "average_pool",
     "balanced_locations",
     "bias_field",
+    "blending_weights",
+    "check_border",
     "check_multires",
+    "check_window",
     "crop_padded",
     "denormalise",
     "denormalise_std",
@@ -131,6 +146,7 @@ __all__ = [
     "volume_from_array",
     "weighted_locations",
     "window_geometry",
+    "window_grid",
     "write_phantom",
     "write_split",
 ]

@@ -24,6 +24,7 @@ from tfuq.inference.engine import (
     check_predictions,
     check_volume,
     count_windows,
+    merge_window_moments,
 )
 from tfuq.inference.ensemble import (
     BETWEEN_MEMBER_VAR,
@@ -100,17 +101,6 @@ from tfuq.inference.streaming import (
 )
 from tfuq.inference.subject_inputs import SubjectInputs, find_inference_subjects, load_inference_subject
 from tfuq.inference.trained_model import TrainedModel, head_params, load_members, load_trained_model
-from tfuq.inference.windows import (
-    BLENDING_MODES,
-    DEFAULT_SIGMA_SCALE,
-    DEFAULT_WEIGHT_FLOOR,
-    WindowGrid,
-    blending_weights,
-    check_border,
-    check_window,
-    merge_window_moments,
-    window_grid,
-)
 
 __all__ = [
     "ALEATORIC_STD",
@@ -118,10 +108,7 @@ __all__ = [
     "ALPHA",
     "BETA",
     "BETWEEN_MEMBER_VAR",
-    "BLENDING_MODES",
     "DECOMPOSITION_KEYS",
-    "DEFAULT_SIGMA_SCALE",
-    "DEFAULT_WEIGHT_FLOOR",
     "ENSEMBLE_KEYS",
     "ENTROPY_KEYS",
     "ENTROPY_METHODS",
@@ -149,16 +136,12 @@ __all__ = [
     "StreamingDecomposition",
     "SubjectInputs",
     "TrainedModel",
-    "WindowGrid",
     "WindowPredictor",
     "blend_windows",
-    "blending_weights",
     "bottleneck_layer",
-    "check_border",
     "check_param_samples",
     "check_predictions",
     "check_volume",
-    "check_window",
     "check_windows",
     "count_windows",
     "decompose",
@@ -202,7 +185,6 @@ __all__ = [
     "to_target_units",
     "update_state",
     "window_features",
-    "window_grid",
     "windows_per_subject",
     "write_outputs",
     "write_subject",

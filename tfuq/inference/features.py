@@ -36,9 +36,8 @@ from typing import Any
 import keras
 import numpy as np
 
-from tfuq.data.windows import pad_volume
+from tfuq.data.windows import pad_volume, window_grid
 from tfuq.errors import UserError
-from tfuq.inference.windows import window_grid
 from tfuq.typing import PathLike
 
 __all__ = [

@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tfuq.data.windows import PADDING_MODES, crop_padded, pad_volume, padding_widths
-from tfuq.inference import windows
+from tfuq.data.windows import PADDING_MODES, crop_padded, pad_volume, padding_widths, window_grid
 
 
 @pytest.mark.parametrize("mode", ["constant", "edge", "reflect", "symmetric"])
@@ -34,7 +33,7 @@ def test_fill_values_per_channel_and_minimum() -> None:
 @pytest.mark.parametrize("mode", PADDING_MODES)
 def test_training_and_inference_padding_are_the_same_rule(mode: str) -> None:
     array = np.random.default_rng(2).normal(size=(5, 2, 3, 1)).astype(np.float32)
-    grid = windows.window_grid(array.shape[:3], (8, 4, 3), border=1)
+    grid = window_grid(array.shape[:3], (8, 4, 3), border=1)
     padded = pad_volume(array, grid.padding, mode)
     assert padded.shape == (*grid.padded_shape, 1)
     np.testing.assert_array_equal(grid.crop(padded), array)

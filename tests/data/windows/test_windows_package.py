@@ -12,10 +12,16 @@ from pathlib import Path
 import tfuq.data
 import tfuq.data.windows as windows
 
+#: What tfuq.data re-exported before the move, plus the grid names tfuq.inference re-exported.
+DATA_REEXPORTS = {
+    *("MULTIRES_FACTORS", "SAMPLERS", "crop_padded", "multires_windows", "sample_locations"),
+    *("BLENDING_MODES", "PADDING_MODES", "WindowGrid", "blending_weights", "pad_volume", "window_grid"),
+}
+
 
 def test_package_reexports_every_public_name_of_its_modules() -> None:
     modules = [info.name for info in pkgutil.iter_modules(windows.__path__) if not info.name.startswith("_")]
-    assert {"multires", "padding", "samplers"} <= set(modules)
+    assert {"blending", "grid", "multires", "padding", "samplers"} <= set(modules)
     names = []
     for name in modules:
         module = importlib.import_module(f"tfuq.data.windows.{name}")
@@ -27,7 +33,9 @@ def test_package_reexports_every_public_name_of_its_modules() -> None:
 
 
 def test_tfuq_data_reexports_are_the_window_objects() -> None:
-    for name in ("SAMPLERS", "MULTIRES_FACTORS", "crop_padded", "multires_windows", "sample_locations"):
+    shared = set(tfuq.data.__all__) & set(windows.__all__)
+    assert shared >= DATA_REEXPORTS
+    for name in shared:
         assert getattr(tfuq.data, name) is getattr(windows, name), name
 
 

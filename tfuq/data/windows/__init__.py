@@ -1,4 +1,4 @@
-"""Window geometry: where windows lie in a volume and what they read past its edge.
+"""Window geometry: where windows lie in a volume, what they read past its edge, how they are blended.
 
 Modules:
 
@@ -8,10 +8,20 @@ Modules:
 - :mod:`~tfuq.data.windows.samplers`: training window samplers and the
   per-axis grid rule :func:`axis_starts`.
 - :mod:`~tfuq.data.windows.multires`: MultiRes levels cut around a window.
+- :mod:`~tfuq.data.windows.grid`: the window grid of whole-volume inference
+  (:func:`window_grid`, :class:`WindowGrid`, ``[INFERENCE] border``).
+- :mod:`~tfuq.data.windows.blending`: the weights of overlapping windows.
 
 The package re-exports every public name of its modules.
 """
 
+from tfuq.data.windows.blending import (
+    BLENDING_MODES,
+    DEFAULT_SIGMA_SCALE,
+    DEFAULT_WEIGHT_FLOOR,
+    blending_weights,
+)
+from tfuq.data.windows.grid import WindowGrid, check_border, check_window, window_grid
 from tfuq.data.windows.multires import (
     MULTIRES_FACTORS,
     average_pool,
@@ -38,15 +48,22 @@ from tfuq.data.windows.samplers import (
 )
 
 __all__ = [
+    "BLENDING_MODES",
+    "DEFAULT_SIGMA_SCALE",
+    "DEFAULT_WEIGHT_FLOOR",
     "MULTIRES_FACTORS",
     "PADDING_MODES",
     "SAMPLERS",
+    "WindowGrid",
     "as_padding",
     "as_window",
     "average_pool",
     "axis_starts",
     "balanced_locations",
+    "blending_weights",
+    "check_border",
     "check_multires",
+    "check_window",
     "crop_padded",
     "grid_locations",
     "multires_from_context",
@@ -56,4 +73,5 @@ __all__ = [
     "sample_locations",
     "uniform_locations",
     "weighted_locations",
+    "window_grid",
 ]

@@ -24,7 +24,7 @@ The samplers (NiftyNet semantics; the code is ours):
 - grid: every window of a regular grid covering the volume (for inference
   and validation), see :func:`grid_locations`; its per-axis rule,
   :func:`axis_starts`, also lays out whole-volume inference
-  (:func:`tfuq.inference.windows.window_grid`).
+  (:func:`tfuq.data.windows.grid.window_grid`).
 
 2D slices and 2.5D slabs need nothing special: a window ``(128, 128, 1)``
 samples single slices, ``(128, 128, 8)`` slabs of 8 slices.
