@@ -19,7 +19,7 @@ from tfuq.data.augmentation import (
     polynomial_terms,
     rotation_matrix,
 )
-from tfuq.data.samplers import crop_padded
+from tfuq.data.windows import crop_padded
 
 COEF = np.array([1.0, 2.0, -0.5])
 

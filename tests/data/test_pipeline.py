@@ -13,8 +13,8 @@ import pytest
 
 from tfuq.config import ConfigError, load_config
 from tfuq.data import pipeline
-from tfuq.data.multires import multires_windows
 from tfuq.data.pipeline import make_training_dataset, make_validation_dataset
+from tfuq.data.windows import multires_windows
 from tfuq.errors import UserError
 
 tf = pytest.importorskip("tensorflow")

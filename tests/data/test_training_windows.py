@@ -10,8 +10,6 @@ import pytest
 
 from tfuq.config import ConfigError, load_config
 from tfuq.data.augmentation import AugmentationSettings
-from tfuq.data.multires import multires_windows
-from tfuq.data.samplers import crop_padded, sample_locations
 from tfuq.data.subjects import find_subjects
 from tfuq.data.training_windows import (
     SubjectArrays,
@@ -20,6 +18,7 @@ from tfuq.data.training_windows import (
     sample_windows,
     window_geometry,
 )
+from tfuq.data.windows import crop_padded, multires_windows, sample_locations
 from tfuq.errors import UserError
 
 SHAPE = (16, 14, 12)

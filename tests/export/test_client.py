@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from utils import predict_windows as sliding_window_predict
 
-from tfuq.data.multires import multires_windows
 from tfuq.data.normalisation import NormalisationParams
+from tfuq.data.windows import multires_windows, pad_volume, window_grid
 from tfuq.distributions import constrain
 from tfuq.errors import UserError
 from tfuq.export import export_saved_model
@@ -25,7 +25,6 @@ from tfuq.export.client import (
 )
 from tfuq.export.remote_inference import serve_volume
 from tfuq.inference import mc_predict_volume, to_target_units
-from tfuq.inference.windows import pad_volume, window_grid
 from tfuq.networks import UNet
 
 UNITS = NormalisationParams("window", -1024.0, 4095.0)
@@ -179,7 +178,7 @@ def test_multires_requests_carry_the_coarse_levels(tmp_path):
     client = ServingClient("http://h:1", "m", transport=recording)
     served = serve_volume(client, volume, WINDOW, factors=(1, 2), batch_size=8, blending="constant")
     grid = window_grid((12, 8, 8), WINDOW, 0.5)
-    padded = pad_volume(volume, grid)
+    padded = pad_volume(volume, grid.padding)
     origins = grid.origins
     assert len(requests) == 1 and len(requests[0]["windows_x2"]) == len(origins)
     # the coarse level is cut from the volume around each window, padded with its minimum (as infer does)

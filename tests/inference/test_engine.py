@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from utils import predict_windows as sliding_window_predict
 
+from tfuq.data.windows import BLENDING_MODES, blending_weights, window_grid
 from tfuq.inference.engine import blend_windows
-from tfuq.inference.windows import BLENDING_MODES, blending_weights, window_grid
 
 OVERLAPS = (0.0, 0.25, 0.5, 0.75)
 

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tfuq.data.windows import blending_weights, window_grid
 from tfuq.distributions import mean as family_mean
 from tfuq.distributions import variance as family_variance
 from tfuq.inference.decomposition import decompose
 from tfuq.inference.mc import mc_predict_volume, mc_window_moments, sample_plan, seeded_generators
-from tfuq.inference.windows import blending_weights, window_grid
 from tfuq.layers import DistributionHead, MCSpatialDropout2D, MCSpatialDropout3D, mc_sampling
 
 KEYS = ("mean", "epistemic_var", "aleatoric_var", "total_var")

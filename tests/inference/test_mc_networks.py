@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 from uq_job_setup import AnalyticHead
 
-from tfuq.data.multires import multires_windows
+from tfuq.data.windows import multires_windows, window_grid
 from tfuq.inference import mc_predict_volume
-from tfuq.inference.windows import window_grid
 from tfuq.layers import DistributionHead, MCSpatialDropout3D
 
 KEYS = ("mean", "epistemic_var", "aleatoric_var", "total_var")

@@ -18,7 +18,6 @@ from tfuq.data.augmentation import (
 )
 from tfuq.data.geometry import align_pair, resample_to_grid, resample_to_pixdim, same_grid
 from tfuq.data.loading import fit_section_normalisation, load_subject
-from tfuq.data.multires import MULTIRES_FACTORS, average_pool, check_multires, multires_windows
 from tfuq.data.nifti import NIFTI_SUFFIXES, Volume, load_volume, save_volume, volume_from_array
 from tfuq.data.normalisation import (
     NORMALISATION_METHODS,
@@ -30,15 +29,6 @@ from tfuq.data.normalisation import (
     normalise,
 )
 from tfuq.data.phantom import PhantomSpec, insert_zero_cube, make_subject, write_phantom
-from tfuq.data.samplers import (
-    SAMPLERS,
-    balanced_locations,
-    crop_padded,
-    grid_locations,
-    sample_locations,
-    uniform_locations,
-    weighted_locations,
-)
 from tfuq.data.sources import ensure_phantom, phantom_folder, resolve_sources, uses_phantom
 from tfuq.data.split import (
     INFERENCE,
@@ -59,14 +49,41 @@ from tfuq.data.training_windows import (
     sample_windows,
     window_geometry,
 )
+from tfuq.data.windows import (
+    BLENDING_MODES,
+    DEFAULT_SIGMA_SCALE,
+    DEFAULT_WEIGHT_FLOOR,
+    MULTIRES_FACTORS,
+    PADDING_MODES,
+    SAMPLERS,
+    WindowGrid,
+    average_pool,
+    balanced_locations,
+    blending_weights,
+    check_border,
+    check_multires,
+    check_window,
+    crop_padded,
+    grid_locations,
+    multires_windows,
+    pad_volume,
+    sample_locations,
+    uniform_locations,
+    weighted_locations,
+    window_grid,
+)
 
 _LAZY = {"make_training_dataset": "tfuq.data.pipeline", "make_validation_dataset": "tfuq.data.pipeline"}
 
 __all__ = [
+    "BLENDING_MODES",
+    "DEFAULT_SIGMA_SCALE",
+    "DEFAULT_WEIGHT_FLOOR",
     "INFERENCE",
     "MULTIRES_FACTORS",
     "NIFTI_SUFFIXES",
     "NORMALISATION_METHODS",
+    "PADDING_MODES",
     "PHASES",
     "SAMPLERS",
     "TRAINING",
@@ -80,13 +97,17 @@ __all__ = [
     "SubjectArrays",
     "Volume",
     "WindowGeometry",
+    "WindowGrid",
     "align_pair",
     "augment_crop",
     "augment_intensity",
     "average_pool",
     "balanced_locations",
     "bias_field",
+    "blending_weights",
+    "check_border",
     "check_multires",
+    "check_window",
     "crop_padded",
     "denormalise",
     "denormalise_std",
@@ -109,6 +130,7 @@ __all__ = [
     "make_validation_dataset",
     "multires_windows",
     "normalise",
+    "pad_volume",
     "phantom_folder",
     "read_split",
     "resample_to_grid",
@@ -124,6 +146,7 @@ __all__ = [
     "volume_from_array",
     "weighted_locations",
     "window_geometry",
+    "window_grid",
     "write_phantom",
     "write_split",
 ]

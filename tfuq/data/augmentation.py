@@ -44,7 +44,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy import ndimage
 
-from tfuq.data.samplers import as_window, crop_padded
+from tfuq.data.windows import as_window, crop_padded
 
 __all__ = [
     "Augmentation",
@@ -231,7 +231,7 @@ def augment_crop(
         size: Window size.
         augmentation: The draw (None or identity: a plain :func:`crop_padded`).
         order: Spline order 0-5 (0 for masks and labels).
-        mode: Volume padding mode (:data:`tfuq.data.samplers.PADDING_MODES`).
+        mode: Volume padding mode (:data:`tfuq.data.windows.PADDING_MODES`).
         cval: Fill value for ``"constant"``/``"minimum"`` (default 0 / the minimum per channel).
 
     Returns:

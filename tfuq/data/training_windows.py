@@ -8,9 +8,9 @@ either the same way or, as training does, with fixed parameters passed in
 (inference has no target to fit them on, and must undo them), so the
 network sees normalised inputs and target.
 :func:`sample_windows` then draws window locations with the configured
-sampler (:mod:`tfuq.data.samplers`), reads the same location in every
+sampler (:mod:`tfuq.data.windows.samplers`), reads the same location in every
 section (with an optional random augmentation, :mod:`tfuq.data.augmentation`,
-and MultiRes levels, :mod:`tfuq.data.multires`), and returns
+and MultiRes levels, :mod:`tfuq.data.windows.multires`), and returns
 ``(inputs, targets)`` pairs:
 
 - inputs: ``(*spatial, C_in)`` float32 (one channel per input section, in
@@ -37,10 +37,16 @@ import numpy as np
 from tfuq.config import Config, ConfigError, InputSource
 from tfuq.data.augmentation import AugmentationSettings, augment_crop, augment_intensity, draw_augmentation
 from tfuq.data.loading import fit_section_normalisation, load_subject
-from tfuq.data.multires import check_multires, multires_from_context
 from tfuq.data.normalisation import NormalisationParams, normalise
-from tfuq.data.samplers import PADDING_MODES, as_padding, as_window, sample_locations
 from tfuq.data.subjects import Subject
+from tfuq.data.windows import (
+    PADDING_MODES,
+    as_padding,
+    as_window,
+    check_multires,
+    multires_from_context,
+    sample_locations,
+)
 from tfuq.errors import UserError
 
 __all__ = ["SubjectArrays", "WindowGeometry", "load_training_subject", "sample_windows", "window_geometry"]
@@ -54,7 +60,7 @@ class WindowGeometry:
         window: Sampled window ``(X, Y, Z)`` (``Z = 1`` for 2D slices).
         squeeze: Drop the last axis (2D networks).
         padding: Volume padding per axis.
-        padding_mode: One of :data:`tfuq.data.samplers.PADDING_MODES`.
+        padding_mode: One of :data:`tfuq.data.windows.PADDING_MODES`.
         factors: MultiRes downsampling factors, ``()`` for one resolution.
         loss_border: Voxels at each window side where the mask is 0.
     """

@@ -9,7 +9,7 @@ all traced into its graph. Its signatures (all with method name
 ``serving_default``
     inputs ``windows`` ``(B, *window, C)`` float32 (plus ``windows_x2``,
     ``windows_x4``, ... for MultiRes: the co-centred coarser levels, see
-    :mod:`tfuq.data.multires`), already normalised as at training;
+    :mod:`tfuq.data.windows.multires`), already normalised as at training;
     outputs ``mean``, ``epistemic_std``, ``aleatoric_std``, ``total_std``
     ``(B, *window)`` from T passes (T fixed at export), recalibrated when a
     recalibration was given (then also ``lower95``, ``upper95``), plus

@@ -7,7 +7,7 @@ of windows to the server (:class:`~tfuq.export.client.ServingClient`),
 whose ``serving_default`` answers mean and std maps per window (MC inside the
 SavedModel), and the windows are blended into whole-volume maps; with
 ``[INFERENCE] border`` only each window's kept centre is blended
-(:meth:`tfuq.inference.windows.WindowGrid.kept`), as in local inference.
+(:meth:`tfuq.data.windows.WindowGrid.kept`), as in local inference.
 
 Mathematical details:
     Overlapping windows are blended as the mixture of their predictive
@@ -49,6 +49,7 @@ import numpy as np
 from tfuq.atomic import write_json
 from tfuq.config import Config, InputSource
 from tfuq.data.normalisation import NormalisationParams
+from tfuq.data.windows import check_window
 from tfuq.errors import UserError
 from tfuq.export.archive import SERVING_DEFAULT, input_names
 from tfuq.export.client import ServingClient
@@ -56,7 +57,6 @@ from tfuq.export.mc_graph import LOWER, UPPER
 from tfuq.inference.decomposition import ALEATORIC_VAR, EPISTEMIC_VAR, MEAN, TOTAL_VAR
 from tfuq.inference.engine import blend_windows, check_volume
 from tfuq.inference.outputs import ALEATORIC_STD, EPISTEMIC_STD, TOTAL_STD, write_outputs
-from tfuq.inference.windows import check_window
 
 __all__ = ["serve_subject", "serve_volume"]
 
@@ -125,12 +125,12 @@ def serve_volume(
         blending: ``"constant"``, ``"gaussian"`` or ``"hann"``.
         border: ``[INFERENCE] border``: voxels of each window's maps dropped
             on each side before blending, one int or one per axis (see
-            :func:`tfuq.inference.windows.window_grid`). Default 0.
+            :func:`tfuq.data.windows.window_grid`). Default 0.
         batch_size: Windows per request, ``>= 1``.
         spatial_rank: 2 for a 2D model (the size-1 window axis is dropped in
             requests), else 3.
         factors: MultiRes downsampling factors (inputs ``windows_x<f>`` are
-            built per window, see :func:`tfuq.data.multires.multires_windows`);
+            built per window, see :func:`tfuq.data.windows.multires_windows`);
             None for single-input models.
         signature: Signature to call. Default ``serving_default``.
         padding_mode: How inputs are padded outside the volume, as

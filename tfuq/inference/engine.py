@@ -6,9 +6,9 @@ ensembles (:func:`tfuq.inference.predict_subject.predict_subject`), served
 inference (:func:`tfuq.export.remote_inference.serve_volume`) and plain
 deterministic predictors. Only the *window predictor* differs: a callable
 taking the network inputs of a group of windows and returning per-window
-maps. The loop lays the windows out (:func:`tfuq.inference.windows.window_grid`),
+maps. The loop lays the windows out (:func:`tfuq.data.windows.window_grid`),
 pads the volume, cuts the windows -- and for MultiRes networks the coarser
-levels around each window (:func:`tfuq.data.multires.multires_windows`) --,
+levels around each window (:func:`tfuq.data.windows.multires_windows`) --,
 calls the predictor, and blends what it returns over the overlaps:
 
 - the three moment maps ``mean``, ``epistemic_var``, ``aleatoric_var``
@@ -57,17 +57,16 @@ from typing import Any
 
 import numpy as np
 
-from tfuq.data.multires import multires_windows
-from tfuq.inference.decomposition import ALEATORIC_VAR, EPISTEMIC_VAR, MEAN, TOTAL_VAR
-from tfuq.inference.streaming import MomentState
-from tfuq.inference.windows import (
+from tfuq.data.windows import (
     WindowGrid,
     blending_weights,
     check_window,
-    merge_window_moments,
+    multires_windows,
     pad_volume,
     window_grid,
 )
+from tfuq.inference.decomposition import ALEATORIC_VAR, EPISTEMIC_VAR, MEAN, TOTAL_VAR
+from tfuq.inference.streaming import MomentState, merge_states
 
 __all__ = [
     "MOMENT_KEYS",
@@ -76,6 +75,7 @@ __all__ = [
     "check_predictions",
     "check_volume",
     "count_windows",
+    "merge_window_moments",
     "moment_prefixes",
 ]
 
@@ -212,6 +212,47 @@ def _checked_maps(output: Mapping[str, Any], batch: int, window: tuple[int, ...]
     return maps
 
 
+def merge_window_moments(
+    acc: MomentState,
+    grid: WindowGrid,
+    origin: Sequence[int],
+    weights: np.ndarray,
+    mean: np.ndarray,
+    epistemic_var: np.ndarray,
+    aleatoric_var: np.ndarray,
+) -> tuple[tuple[slice, ...], tuple[slice, ...]]:
+    """Merge the kept part of one window's moments into a whole-volume state (in place).
+
+    The window's mixture enters with its blending weight as the sample count
+    (Chan et al.'s update, :func:`tfuq.inference.merge_states`), so after
+    every window the state holds the mixture moments of the covering windows
+    described in :mod:`tfuq.inference.mc`; only
+    :meth:`tfuq.data.windows.WindowGrid.kept` voxels are merged
+    (``[INFERENCE] border``).
+
+    Args:
+        acc: State of NumPy arrays ``(*grid.padded_shape)``; ``count`` holds
+            the weight sum per voxel. Updated in place.
+        grid: The window grid.
+        origin: The window's origin (padded coordinates).
+        weights: Blending weights of shape ``grid.window``.
+        mean: The window's mean map, shape ``grid.window``.
+        epistemic_var: The window's epistemic variance map, same shape.
+        aleatoric_var: The window's aleatoric variance map, same shape.
+
+    Returns:
+        ``(target, local)`` of :meth:`tfuq.data.windows.WindowGrid.kept`, to
+        blend other maps of the window the same way.
+    """
+    target, local = grid.kept(origin)
+    w = weights[local]
+    part = MomentState(*(field[target] for field in acc))
+    window_state = MomentState(w, mean[local], w * epistemic_var[local], aleatoric_var[local])
+    for field, value in zip(acc, merge_states(part, window_state)):
+        field[target] = np.asarray(value)
+    return target, local
+
+
 def blend_windows(
     volume: Any,
     predictor: WindowPredictor,
@@ -242,10 +283,10 @@ def blend_windows(
             gives 2D windows (the predictor still receives 5D batches).
         overlap: Fraction of a window shared with its neighbour, ``[0, 1)``.
         blending: ``"constant"``, ``"gaussian"`` or ``"hann"``
-            (:func:`tfuq.inference.windows.blending_weights`).
+            (:func:`tfuq.data.windows.blending_weights`).
         border: ``[INFERENCE] border``: voxels of each window's maps dropped
             on each side before blending, one int or one per axis
-            (:func:`tfuq.inference.windows.window_grid`).
+            (:func:`tfuq.data.windows.window_grid`).
         windows_per_call: Windows per predictor call, ``>= 1``.
         factors: MultiRes downsampling factors, finest first; ``()`` for one
             input. With factors, every call gets one array per level, cut
@@ -285,8 +326,8 @@ def blend_windows(
     factors = tuple(int(f) for f in factors)
     grid = window_grid(values.shape[:3], check_window(window), overlap, border)
     weights = blending_weights(grid.window, blending).astype(dtype)
-    constant = padding_mode in ("minimum", "constant")
-    padded = pad_volume(values, grid, pad_mode="constant" if constant else padding_mode, pad_value=pad_value)
+    constant = padding_mode in ("minimum", "constant")  # both fill pad_value, default the channel minima
+    padded = pad_volume(values, grid.padding, "minimum" if constant else padding_mode, pad_value=pad_value)
     minima = values.reshape(-1, values.shape[-1]).min(axis=0)
     weight_sum = np.zeros(grid.padded_shape, np.float64)
     acc: dict[str, MomentState] = {}

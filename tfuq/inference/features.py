@@ -36,8 +36,8 @@ from typing import Any
 import keras
 import numpy as np
 
+from tfuq.data.windows import pad_volume, window_grid
 from tfuq.errors import UserError
-from tfuq.inference.windows import pad_volume, window_grid
 from tfuq.typing import PathLike
 
 __all__ = [
@@ -124,7 +124,7 @@ def window_features(
         raise ValueError("Feature scores need a single-input network (not MultiRes).")
     values = np.asarray(volume, dtype=np.float32)
     grid = window_grid(values.shape[:3], tuple(window), overlap=0.0)
-    padded = pad_volume(values, grid, pad_mode="constant")
+    padded = pad_volume(values, grid.padding, "minimum")
     inside = np.ones(values.shape[:3], bool) if mask is None else np.asarray(mask).astype(bool)
     padded_mask = np.pad(inside, grid.padding)
     origins = grid.origins

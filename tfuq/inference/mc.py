@@ -46,12 +46,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfuq.data.windows import check_window
 from tfuq.distributions import check_family, constrain
 from tfuq.inference.decomposition import TOTAL_VAR, check_param_samples
 from tfuq.inference.derived import derived_quantity, derived_update
 from tfuq.inference.engine import MOMENT_KEYS, blend_windows, check_predictions, check_volume
 from tfuq.inference.streaming import MomentState, finalize, init_state, update_state
-from tfuq.inference.windows import check_window
 from tfuq.layers import iter_layers, mc_sampling, stochastic_layers
 from tfuq.networks.outputs import head_params
 
@@ -375,7 +375,7 @@ def mc_predict_volume(
         overlap: Fraction of a window shared with its neighbour, ``[0, 1)``.
         blending: ``"constant"``, ``"gaussian"`` or ``"hann"``.
         border: ``[INFERENCE] border`` (see
-            :func:`tfuq.inference.windows.window_grid`). Default 0.
+            :func:`tfuq.data.windows.window_grid`). Default 0.
         batch_size: Network inputs per forward call (windows x passes),
             ``>= 1``: the memory budget.
         seed: Reset the model's dropout streams from this seed for the run

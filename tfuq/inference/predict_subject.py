@@ -53,7 +53,7 @@ from tfuq.calibration.stored import CALIBRATION_DIR
 from tfuq.config import Config
 from tfuq.data.geometry import resample_to_grid, same_grid
 from tfuq.data.normalisation import NormalisationParams, denormalise, denormalise_std
-from tfuq.data.samplers import as_window
+from tfuq.data.windows import as_window, check_border
 from tfuq.errors import UserError
 from tfuq.inference.decomposition import ALEATORIC_VAR, EPISTEMIC_VAR, MEAN, TOTAL_VAR
 from tfuq.inference.engine import WindowPredictor, blend_windows, check_volume, count_windows
@@ -61,7 +61,6 @@ from tfuq.inference.mc import ALPHA, BETA, mc_window_predictor, sample_plan, see
 from tfuq.inference.outputs import OUTPUT_MAPS, output_paths, write_outputs
 from tfuq.inference.streaming import MomentState, merge_states
 from tfuq.inference.subject_inputs import SubjectInputs
-from tfuq.inference.windows import check_border
 from tfuq.layers import mc_sampling, stochastic_layers
 from tfuq.model_store.trained import TrainedModel
 
@@ -133,7 +132,7 @@ def prediction_settings(config: Config, *, mc_samples: int | None = None) -> Pre
     The window is ``[INFERENCE] spatial_window_size``, or the input section's
     training window; a 2D window ``H, W`` becomes ``H, W, 1``. One
     ``[INFERENCE] border`` value applies to every axis of the window larger
-    than 1 (see :func:`tfuq.inference.windows.check_border`).
+    than 1 (see :func:`tfuq.data.windows.check_border`).
 
     Args:
         config: The loaded configuration.

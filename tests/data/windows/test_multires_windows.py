@@ -7,8 +7,13 @@ import itertools
 import numpy as np
 import pytest
 
-from tfuq.data.multires import average_pool, check_multires, multires_from_context, multires_windows
-from tfuq.data.samplers import pad_volume
+from tfuq.data.windows import (
+    average_pool,
+    check_multires,
+    multires_from_context,
+    multires_windows,
+    pad_volume,
+)
 
 COEF = np.array([1.0, 100.0, 10000.0])  # ramp V(x) = 1 x + 100 y + 10000 z + 7: all coordinates recoverable
 

@@ -17,7 +17,7 @@ coordinates), and coarse voxel ``i`` of level ``f`` averages the fine voxels
 then each coarse voxel of level ``r*f`` covers exactly ``r^3`` voxels of level
 ``f``, which is what MultiRes's upsample-and-centre-crop cascade assumes.
 Where a level's field of view leaves the volume, it is padded (see
-:func:`tfuq.data.samplers.crop_padded`).
+:func:`tfuq.data.windows.padding.crop_padded`).
 
 The context (320 in the paper) is ``max(factors) * w`` by default; a larger
 context only changes the validity checks, since the central windows never
@@ -36,7 +36,7 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-from tfuq.data.samplers import as_window, crop_padded
+from tfuq.data.windows.padding import as_window, crop_padded
 
 __all__ = [
     "MULTIRES_FACTORS",
@@ -173,9 +173,9 @@ def multires_windows(
         factors: Downsampling factors, finest first. Default (1, 2, 4).
         context: Patch size (320 in the paper); default ``max(factors) * window``.
         mode: Padding mode where a field of view leaves the volume (see
-            :data:`tfuq.data.samplers.PADDING_MODES`).
+            :data:`tfuq.data.windows.padding.PADDING_MODES`).
         cval: Fill value for ``"constant"``/``"minimum"`` (see
-            :func:`~tfuq.data.samplers.crop_padded`).
+            :func:`~tfuq.data.windows.padding.crop_padded`).
 
     Returns:
         One ``(*window[, C])`` array per factor, finest first; the first is

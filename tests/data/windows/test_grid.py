@@ -1,4 +1,4 @@
-"""Window geometry and blending weights against hand-computed grids and closed forms."""
+"""Window grids against hand-computed grids: origins, coverage, padding to the grid, refusals."""
 
 from __future__ import annotations
 
@@ -9,14 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tfuq.inference.windows import (
-    BLENDING_MODES,
-    axis_starts,
-    blending_weights,
-    check_window,
-    pad_volume,
-    window_grid,
-)
+from tfuq.data.windows import axis_starts, check_window, pad_volume, window_grid
 
 OVERLAPS = (0.0, 0.25, 0.5, 0.75)
 
@@ -80,7 +73,7 @@ def test_pad_then_crop_round_trip_and_fill_values():
     rng = np.random.default_rng(0)
     vol = rng.normal(size=(3, 7, 2, 2)).astype(np.float32)
     grid = window_grid(vol.shape[:3], (6, 4, 5))
-    padded = pad_volume(vol, grid)
+    padded = pad_volume(vol, grid.padding)
     assert padded.shape == (6, 7, 5, 2)
     np.testing.assert_array_equal(grid.crop(padded), vol)
     outside = np.ones(grid.padded_shape, bool)
@@ -88,39 +81,11 @@ def test_pad_then_crop_round_trip_and_fill_values():
     np.testing.assert_array_equal(
         padded[outside], np.broadcast_to(vol.min(axis=(0, 1, 2)), (outside.sum(), 2))
     )
-    padded = pad_volume(vol, grid, pad_value=(5.0, -1.0))
+    padded = pad_volume(vol, grid.padding, "constant", pad_value=(5.0, -1.0))
     np.testing.assert_array_equal(padded[outside], np.broadcast_to([5.0, -1.0], (outside.sum(), 2)))
-    padded = pad_volume(vol, grid, pad_mode="edge")
+    padded = pad_volume(vol, grid.padding, "edge")
     np.testing.assert_array_equal(padded, np.pad(vol, (*grid.padding, (0, 0)), mode="edge"))
-    assert pad_volume(vol, window_grid(vol.shape[:3], 2), pad_value=3.0) is vol  # nothing to pad
-
-
-@pytest.mark.parametrize("mode", BLENDING_MODES)
-@pytest.mark.parametrize("window", [(1, 1, 1), (7, 8, 1), (5, 6, 9), (16, 16, 16)])
-def test_blending_weights_positive_symmetric_peak_one(mode, window):
-    w = blending_weights(window, mode)
-    assert w.shape == window
-    assert w.min() > 0 and w.max() == pytest.approx(1.0)
-    for axis in range(3):
-        np.testing.assert_allclose(w, np.flip(w, axis=axis), rtol=1e-12)
-
-
-def test_gaussian_weights_closed_form():
-    w = blending_weights((16, 8, 1), "gaussian", floor=1e-12)
-    i = np.arange(16) - 7.5
-    j = np.arange(8) - 3.5
-    expected = np.exp(-0.5 * (i[:, None] / 2.0) ** 2 - 0.5 * (j[None, :] / 1.0) ** 2)
-    np.testing.assert_allclose(w[..., 0], expected / expected.max(), rtol=1e-12)
-    floored = blending_weights((16, 8, 1), "gaussian")
-    np.testing.assert_allclose(floored[..., 0], np.maximum(expected / expected.max(), 1e-3), rtol=1e-12)
-    assert floored.min() == pytest.approx(1e-3)
-
-
-def test_hann_weights_closed_form_and_constant():
-    w = blending_weights((5, 1, 1), "hann", floor=1e-12)[:, 0, 0]
-    raw = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(1, 6) / 6)
-    np.testing.assert_allclose(w, raw / raw.max(), rtol=1e-12)
-    np.testing.assert_array_equal(blending_weights((3, 4, 5), "constant"), np.ones((3, 4, 5)))
+    assert pad_volume(vol, window_grid(vol.shape[:3], 2).padding, pad_value=3.0) is vol  # nothing to pad
 
 
 @pytest.mark.parametrize(
@@ -133,14 +98,8 @@ def test_hann_weights_closed_form_and_constant():
         (lambda: axis_starts(8, 4, 1.0), "overlap"),
         (lambda: axis_starts(8, 4, -0.1), "overlap"),
         (lambda: window_grid((0, 4, 4), 2), "shape"),
-        (lambda: blending_weights(4, "triangle"), "blending mode"),
-        (lambda: blending_weights(4, floor=0.0), "floor"),
-        (lambda: blending_weights(4, sigma_scale=0.0), "sigma_scale"),
-        (lambda: pad_volume(np.zeros((2, 2, 2, 1)), window_grid((2, 2, 2), 4), pad_mode="wrap"), "pad_mode"),
-        (
-            lambda: pad_volume(np.zeros((2, 2, 2, 2)), window_grid((2, 2, 2), 4), pad_value=(1, 2, 3)),
-            "pad_value",
-        ),
+        (lambda: pad_volume(np.zeros((2, 2, 2, 1)), window_grid((2, 2, 2), 4).padding, "wrap"), "mode"),
+        (lambda: pad_volume(np.zeros((2, 2, 2, 2)), 1, pad_value=(1, 2, 3)), "pad_value"),
     ],
 )
 def test_invalid_arguments(call, message):

@@ -1,4 +1,4 @@
-"""Window geometry for whole-volume inference: padding, window origins, blending weights.
+"""Window grids of whole-volume inference: window origins, padding widths, ``[INFERENCE] border``.
 
 A volume of any size is covered by windows of a fixed size. Along each axis
 the windows start every ``stride = max(1, floor(window * (1 - overlap)))``
@@ -6,8 +6,8 @@ voxels and the last window is moved back so that it ends flush with the
 volume, so every voxel is covered and no window reaches outside. An axis
 shorter than the window is padded (split evenly before and after) and the
 padding is cropped from the result. Overlapping predictions are blended
-with a weight map that is largest at the window centre, which hides the
-seams of predictions that are less accurate near window borders.
+with a weight map that is largest at the window centre
+(:mod:`tfuq.data.windows.blending`).
 
 ``[INFERENCE] border`` (NiftyNet's key) goes further: ``b`` voxels are
 dropped from each side of every window's output before blending, because a
@@ -22,11 +22,8 @@ The geometry is computed once, by :func:`window_grid`; the one window loop
 :class:`WindowGrid`, so the window layout is never restated.
 
 Reference:
-    Isensee et al., "nnU-Net: a self-configuring method for deep
-    learning-based biomedical image segmentation", Nature Methods 18, 2021,
-    doi:10.1038/s41592-020-01008-z (Gaussian importance weighting with
-    sigma = window / 8). The grid layout follows the spirit of TorchIO's
-    ``GridSampler`` / ``GridAggregator`` and MONAI's sliding-window inferer.
+    The grid layout follows the spirit of TorchIO's ``GridSampler`` /
+    ``GridAggregator`` and MONAI's sliding-window inferer.
 """
 
 from __future__ import annotations
@@ -37,34 +34,10 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
-import numpy.typing as npt
 
-from tfuq.data import padding
-from tfuq.data.samplers import axis_starts as axis_starts
-from tfuq.inference.streaming import MomentState, merge_states
+from tfuq.data.windows.samplers import axis_starts
 
-__all__ = [
-    "BLENDING_MODES",
-    "DEFAULT_SIGMA_SCALE",
-    "DEFAULT_WEIGHT_FLOOR",
-    "PAD_MODES",
-    "WindowGrid",
-    "blending_weights",
-    "check_border",
-    "check_window",
-    "merge_window_moments",
-    "pad_volume",
-    "window_grid",
-]
-
-#: Ways to weight a window's voxels when overlapping predictions are blended.
-BLENDING_MODES = ("constant", "gaussian", "hann")
-#: Gaussian sigma as a fraction of the window size per axis (nnU-Net, MONAI).
-DEFAULT_SIGMA_SCALE = 0.125
-#: Smallest blending weight, relative to the peak weight of 1.
-DEFAULT_WEIGHT_FLOOR = 1e-3
-#: ``numpy.pad`` modes accepted to pad a volume smaller than the window.
-PAD_MODES = ("constant", "edge", "reflect", "symmetric")
+__all__ = ["WindowGrid", "check_border", "check_window", "window_grid"]
 
 
 def check_window(window: int | Sequence[int], rank: int = 3) -> tuple[int, ...]:
@@ -147,7 +120,9 @@ class WindowGrid:
         window: Window size per axis.
         overlap: Fraction of a window shared with its neighbour.
         padding: ``((before, after),) * 3`` voxels added: the border on each
-            side, plus what an axis needs to reach the window size.
+            side, plus what an axis needs to reach the window size
+            (``pad_volume(volume, grid.padding, mode)``,
+            :func:`tfuq.data.windows.pad_volume`).
         starts: Window origins per axis, in padded coordinates.
         border: Voxels of each window's output dropped on each side (except
             at the padded volume's edge), per axis.
@@ -218,7 +193,7 @@ def window_grid(
 
     Every axis is padded by ``border`` on each side and, when still shorter
     than the window, up to the window size (split evenly); the stride is
-    capped at ``window - 2 * border`` (:func:`~tfuq.data.samplers.axis_starts`),
+    capped at ``window - 2 * border`` (:func:`~tfuq.data.windows.samplers.axis_starts`),
     so every voxel of the volume lies in the kept part of some window.
 
     Args:
@@ -253,150 +228,3 @@ def window_grid(
     padded = tuple(n + lo + hi for n, (lo, hi) in zip(dims, padding))
     starts = tuple(axis_starts(n, w, overlap, b) for n, w, b in zip(padded, sizes, borders))
     return WindowGrid(tuple(int(n) for n in dims), sizes, float(overlap), tuple(padding), starts, borders)
-
-
-def pad_volume(
-    volume: np.ndarray,
-    grid: WindowGrid,
-    *,
-    pad_mode: str = "constant",
-    pad_value: float | Sequence[float] | None = None,
-) -> np.ndarray:
-    """Pad a ``(*shape, C)`` volume to ``grid.padded_shape`` (no copy without padding).
-
-    The padding itself is :func:`tfuq.data.padding.pad_volume` with the
-    grid's widths.
-
-    Args:
-        volume: Array ``(X, Y, Z, C)`` with ``(X, Y, Z) == grid.shape``.
-        grid: The window grid.
-        pad_mode: One of :data:`PAD_MODES`. Default ``"constant"``.
-        pad_value: Fill value of ``"constant"`` padding: a number or one per
-            channel. Default None: each channel's minimum (the background of
-            MR and CT volumes).
-
-    Returns:
-        The padded array ``(*grid.padded_shape, C)``.
-
-    Raises:
-        ValueError: Shape mismatch, unknown mode or a wrong number of values.
-    """
-    if tuple(volume.shape[:-1]) != grid.shape:
-        raise ValueError(
-            f"Expected a volume of spatial shape {grid.shape} plus channels. Received: shape {volume.shape}"
-        )
-    if pad_mode not in PAD_MODES:
-        raise ValueError(f"Expected pad_mode to be one of {PAD_MODES}. Received: pad_mode={pad_mode!r}")
-    if all(lo == 0 and hi == 0 for lo, hi in grid.padding):
-        return volume
-    if pad_mode != "constant":
-        return padding.pad_volume(volume, grid.padding, pad_mode)
-    if pad_value is None:
-        return padding.pad_volume(volume, grid.padding, "minimum")
-    channels = volume.shape[-1]
-    if np.ndim(pad_value) > 1 or np.size(pad_value) not in (1, channels):
-        raise ValueError(
-            f"Expected pad_value as one number or {channels} (one per channel). "
-            f"Received: pad_value={pad_value!r}"
-        )
-    values = np.broadcast_to(np.asarray(pad_value, dtype=volume.dtype).ravel(), (channels,))
-    return padding.pad_volume(volume, grid.padding, "constant", cval=values)
-
-
-def _axis_profile(size: int, mode: str, sigma_scale: float) -> np.ndarray:
-    """1D weight profile of one window axis, peak 1 at the centre (float64)."""
-    if mode == "constant" or size == 1:
-        return np.ones(size)
-    if mode == "gaussian":
-        centre = (size - 1) / 2.0
-        sigma = size * sigma_scale
-        return np.exp(-0.5 * ((np.arange(size) - centre) / sigma) ** 2)
-    # Hann window of size + 2 without its zero end points: positive everywhere.
-    profile = 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(1, size + 1) / (size + 1))
-    return profile / profile.max()
-
-
-def blending_weights(
-    window: int | Sequence[int],
-    mode: str = "gaussian",
-    *,
-    sigma_scale: float = DEFAULT_SIGMA_SCALE,
-    floor: float = DEFAULT_WEIGHT_FLOOR,
-) -> npt.NDArray[np.float64]:
-    """Separable weight map of a window, peak 1, floored so it is positive everywhere.
-
-    Args:
-        window: Window size, one int or one per axis.
-        mode: ``"constant"`` (plain averaging), ``"gaussian"`` (sigma =
-            ``sigma_scale * window`` per axis, as nnU-Net and MONAI) or
-            ``"hann"`` (raised cosine). Default ``"gaussian"``.
-        sigma_scale: Gaussian sigma as a fraction of the window, ``> 0``.
-            Default 0.125.
-        floor: Smallest weight, in ``(0, 1]``. Default 1e-3: corners of a
-            Gaussian window (about ``exp(-8)`` per axis) would otherwise make
-            voxels covered only by window corners depend on tiny weights.
-
-    Returns:
-        float64 array of shape ``window`` with values in ``[floor, 1]``.
-
-    Raises:
-        ValueError: Unknown mode, bad window, sigma_scale or floor.
-
-    Example:
-        >>> w = blending_weights((8, 8, 1), "hann")
-        >>> w.shape, bool(w.min() > 0)
-        ((8, 8, 1), True)
-    """
-    sizes = check_window(window, len(window) if isinstance(window, Sequence) else 3)
-    if mode not in BLENDING_MODES:
-        raise ValueError(f"Expected blending mode in {BLENDING_MODES}. Received: mode={mode!r}")
-    if not (isinstance(sigma_scale, (int, float)) and sigma_scale > 0):
-        raise ValueError(f"Expected sigma_scale > 0. Received: sigma_scale={sigma_scale!r}")
-    if not (isinstance(floor, (int, float)) and 0 < floor <= 1):
-        raise ValueError(f"Expected 0 < floor <= 1. Received: floor={floor!r}")
-    weights = np.ones(sizes)
-    for axis, size in enumerate(sizes):
-        shape = [1] * len(sizes)
-        shape[axis] = size
-        weights = weights * _axis_profile(size, mode, float(sigma_scale)).reshape(shape)
-    return np.maximum(weights / weights.max(), float(floor))
-
-
-def merge_window_moments(
-    acc: MomentState,
-    grid: WindowGrid,
-    origin: Sequence[int],
-    weights: np.ndarray,
-    mean: np.ndarray,
-    epistemic_var: np.ndarray,
-    aleatoric_var: np.ndarray,
-) -> tuple[tuple[slice, ...], tuple[slice, ...]]:
-    """Merge the kept part of one window's moments into a whole-volume state (in place).
-
-    The window's mixture enters with its blending weight as the sample count
-    (Chan et al.'s update, :func:`tfuq.inference.merge_states`), so after
-    every window the state holds the mixture moments of the covering windows
-    described in :mod:`tfuq.inference.mc`; only :meth:`WindowGrid.kept`
-    voxels are merged (``[INFERENCE] border``).
-
-    Args:
-        acc: State of NumPy arrays ``(*grid.padded_shape)``; ``count`` holds
-            the weight sum per voxel. Updated in place.
-        grid: The window grid.
-        origin: The window's origin (padded coordinates).
-        weights: Blending weights of shape ``grid.window``.
-        mean: The window's mean map, shape ``grid.window``.
-        epistemic_var: The window's epistemic variance map, same shape.
-        aleatoric_var: The window's aleatoric variance map, same shape.
-
-    Returns:
-        ``(target, local)`` of :meth:`WindowGrid.kept`, to blend other maps
-        of the window the same way.
-    """
-    target, local = grid.kept(origin)
-    w = weights[local]
-    part = MomentState(*(field[target] for field in acc))
-    window_state = MomentState(w, mean[local], w * epistemic_var[local], aleatoric_var[local])
-    for field, value in zip(acc, merge_states(part, window_state)):
-        field[target] = np.asarray(value)
-    return target, local

@@ -7,9 +7,9 @@ array of starts, shape ``(n, 3)``, in the frame of the unpadded volume.
 
 Volume padding (``[NETWORK] volume_padding_size``) is never materialised:
 with padding ``p`` a start may be as low as ``-p`` and a window may end up to
-``p`` voxels past the volume; :func:`tfuq.data.padding.crop_padded` extracts
+``p`` voxels past the volume; :func:`tfuq.data.windows.padding.crop_padded` extracts
 such a window, filling the part outside the volume by
-``[NETWORK] volume_padding_mode`` (see :mod:`tfuq.data.padding`).
+``[NETWORK] volume_padding_mode`` (see :mod:`tfuq.data.windows.padding`).
 
 The samplers (NiftyNet semantics; the code is ours):
 
@@ -24,7 +24,7 @@ The samplers (NiftyNet semantics; the code is ours):
 - grid: every window of a regular grid covering the volume (for inference
   and validation), see :func:`grid_locations`; its per-axis rule,
   :func:`axis_starts`, also lays out whole-volume inference
-  (:func:`tfuq.inference.windows.window_grid`).
+  (:func:`tfuq.data.windows.grid.window_grid`).
 
 2D slices and 2.5D slabs need nothing special: a window ``(128, 128, 1)``
 samples single slices, ``(128, 128, 8)`` slabs of 8 slices.
@@ -43,12 +43,7 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-# The padding helpers live in tfuq.data.padding; re-imported here for existing callers.
-from tfuq.data.padding import PADDING_MODES as PADDING_MODES
-from tfuq.data.padding import as_padding as as_padding
-from tfuq.data.padding import as_window as as_window
-from tfuq.data.padding import crop_padded as crop_padded
-from tfuq.data.padding import pad_volume as pad_volume
+from tfuq.data.windows.padding import as_padding, as_window
 
 __all__ = [
     "SAMPLERS",

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from tfuq.data.samplers import (
+from tfuq.data.windows import (
     as_padding,
     as_window,
     balanced_locations,

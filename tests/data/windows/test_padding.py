@@ -1,13 +1,11 @@
-"""tfuq.data.padding: one padding rule for training windows and inference grids, against numpy.pad."""
+"""tfuq.data.windows.padding: one padding rule for training windows and inference grids, against numpy.pad."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from tfuq.data import samplers
-from tfuq.data.padding import PADDING_MODES, pad_volume, padding_widths
-from tfuq.inference import windows
+from tfuq.data.windows import PADDING_MODES, crop_padded, pad_volume, padding_widths, window_grid
 
 
 @pytest.mark.parametrize("mode", ["constant", "edge", "reflect", "symmetric"])
@@ -21,7 +19,7 @@ def test_asymmetric_widths_equal_numpy_pad(mode: str) -> None:
 def test_fill_values_per_channel_and_minimum() -> None:
     array = np.random.default_rng(1).normal(size=(3, 4, 2, 2)).astype(np.float32)
     widths = ((1, 2), (0, 0), (3, 0))
-    out = pad_volume(array, widths, "constant", cval=[5.0, -1.0])
+    out = pad_volume(array, widths, "constant", pad_value=[5.0, -1.0])
     for c, value in enumerate((5.0, -1.0)):
         expected = np.pad(array[..., c], widths, constant_values=value)
         np.testing.assert_array_equal(out[..., c], expected)
@@ -35,13 +33,26 @@ def test_fill_values_per_channel_and_minimum() -> None:
 @pytest.mark.parametrize("mode", PADDING_MODES)
 def test_training_and_inference_padding_are_the_same_rule(mode: str) -> None:
     array = np.random.default_rng(2).normal(size=(5, 2, 3, 1)).astype(np.float32)
-    grid = windows.window_grid(array.shape[:3], (8, 4, 3), border=1)
-    pad_mode, pad_value = ("constant", None) if mode == "minimum" else (mode, 0.0)
-    inference = windows.pad_volume(array, grid, pad_mode=pad_mode, pad_value=pad_value)
-    np.testing.assert_array_equal(inference, pad_volume(array, grid.padding, mode))
+    grid = window_grid(array.shape[:3], (8, 4, 3), border=1)
+    padded = pad_volume(array, grid.padding, mode)
+    assert padded.shape == (*grid.padded_shape, 1)
+    np.testing.assert_array_equal(grid.crop(padded), array)
+    start = [-lo for lo, _ in grid.padding]
+    np.testing.assert_array_equal(padded, crop_padded(array, start, grid.padded_shape, mode=mode))
     symmetric = ((2, 2),) * 3
-    np.testing.assert_array_equal(samplers.pad_volume(array, 2, mode), pad_volume(array, symmetric, mode))
-    assert samplers.pad_volume is pad_volume and samplers.crop_padded is not None
+    np.testing.assert_array_equal(pad_volume(array, 2, mode), pad_volume(array, symmetric, mode))
+
+
+def test_pad_value_per_channel_checked_and_no_copy_without_padding() -> None:
+    array = np.zeros((2, 2, 2, 2), np.float32)
+    for mode in ("constant", "minimum"):
+        with pytest.raises(ValueError, match="pad_value as one number or 2"):
+            pad_volume(array, 1, mode, pad_value=(1, 2, 3))
+        np.testing.assert_array_equal(pad_volume(array, 1, mode, pad_value=4.0)[0], 4.0)
+    pad_volume(array, 1, "edge", pad_value=(1, 2, 3))  # ignored by the other modes
+    assert pad_volume(array, 0, pad_value=(1, 2, 3)) is array
+    with pytest.raises(ValueError, match="Expected mode in"):
+        pad_volume(array, 0, "wrap")
 
 
 def test_padding_widths_forms_and_refusals() -> None:

@@ -3,12 +3,15 @@
 One rule pads every volume in tfuq, for training windows
 (``[NETWORK] volume_padding_size`` / ``volume_padding_mode``), MultiRes
 context and whole-volume inference alike: the part of a window outside the
-volume is filled by a padding mode, numpy.pad's ``"constant"`` (0 unless a
-fill value is given), ``"edge"``, ``"reflect"``, ``"symmetric"``, or
-``"minimum"``, which fills with the volume's minimum per channel (numpy's own
-``"minimum"`` would use each line's minimum). :func:`crop_padded` reads one
-such window without materialising the padding; :func:`pad_volume` is the
-window that spans the whole padded volume, so the two always agree.
+volume is filled by a padding mode (:data:`PADDING_MODES`), numpy.pad's
+``"constant"`` (0 unless a fill value is given), ``"edge"``, ``"reflect"``,
+``"symmetric"``, or ``"minimum"``, which fills with the volume's minimum per
+channel (numpy's own ``"minimum"`` would use each line's minimum; for MR and
+CT volumes the channel minimum is the background). :func:`crop_padded`
+reads one such window without materialising the padding; :func:`pad_volume`
+is the window that spans the whole padded volume, so the two always agree.
+An inference window grid pads with its own widths,
+``pad_volume(volume, grid.padding, mode)``.
 
 Example:
     >>> x = np.arange(4.0).reshape(4, 1, 1)
@@ -113,9 +116,7 @@ def crop_padded(
     Raises:
         ValueError: unknown mode or bad start/size.
     """
-    data = np.asarray(array)
-    if data.ndim not in (3, 4):
-        raise ValueError(f"Expected a (X, Y, Z[, C]) array. Received: array.shape={data.shape}")
+    data = _spatial_array(array)
     size = as_window(size, name="size")
     start = tuple(int(s) for s in start)
     if len(start) != 3:
@@ -148,28 +149,56 @@ def pad_volume(
     padding: int | Sequence[int] | Sequence[Sequence[int]],
     mode: str = "minimum",
     *,
-    cval: float | npt.ArrayLike | None = None,
+    pad_value: float | npt.ArrayLike | None = None,
 ) -> np.ndarray:
-    """Pad the spatial axes of ``array`` (see the module notes); always a new array.
+    """Pad the spatial axes of ``array`` (see the module notes).
 
     Args:
         array: ``(X, Y, Z)`` or ``(X, Y, Z, C)``.
         padding: Voxels added on each side: 1 or 3 widths, or 3
-            ``(before, after)`` pairs (see :func:`padding_widths`).
+            ``(before, after)`` pairs (see :func:`padding_widths`), e.g. a
+            window grid's ``grid.padding``.
         mode: One of :data:`PADDING_MODES`. Default ``"minimum"``.
-        cval: Fill value of ``"constant"`` / ``"minimum"`` (see :func:`crop_padded`).
+        pad_value: Fill value of ``"constant"`` (default 0) and
+            ``"minimum"`` (default each channel's minimum) padding: one
+            number or one per channel. Ignored by the other modes.
 
     Returns:
-        ``(X + before_x + after_x, ...[, C])`` array of ``array``'s dtype.
+        ``(X + before_x + after_x, ...[, C])`` array of ``array``'s dtype: a
+        new array, or ``array`` itself (no copy) when every width is 0.
 
     Raises:
-        ValueError: bad padding, mode or array rank.
+        ValueError: bad padding, mode or array rank, or a ``pad_value`` that
+            is neither one number nor one per channel.
+
+    Example:
+        >>> x = np.array([[[[1.0, 5.0]]]])  # (1, 1, 1, 2)
+        >>> pad_volume(x, ((1, 0), (0, 0), (0, 0)), pad_value=(-1.0, 0.0))[:, 0, 0].tolist()
+        [[-1.0, 0.0], [1.0, 5.0]]
     """
-    data = np.asarray(array)
+    data = _spatial_array(array)
     widths = padding_widths(padding)
+    if mode not in PADDING_MODES:
+        raise ValueError(f"Expected mode in {PADDING_MODES}. Received: mode={mode!r}")
+    if all(lo == 0 and hi == 0 for lo, hi in widths):
+        return data
+    if pad_value is not None and mode in ("constant", "minimum"):
+        channels = data.shape[3] if data.ndim == 4 else 1
+        if np.ndim(pad_value) > 1 or np.size(pad_value) not in (1, channels):
+            raise ValueError(
+                f"Expected pad_value as one number or {channels} (one per channel). "
+                f"Received: pad_value={pad_value!r}"
+            )
     start = [-lo for lo, _ in widths]
     size = [n + lo + hi for n, (lo, hi) in zip(data.shape, widths)]
-    return crop_padded(data, start, size, mode=mode, cval=cval)
+    return crop_padded(data, start, size, mode=mode, cval=pad_value)
+
+
+def _spatial_array(array: npt.ArrayLike) -> np.ndarray:
+    data = np.asarray(array)
+    if data.ndim not in (3, 4):
+        raise ValueError(f"Expected a (X, Y, Z[, C]) array. Received: array.shape={data.shape}")
+    return data
 
 
 def _axis_indices(start: int, size: int, length: int, mode: str) -> np.ndarray:
