@@ -14,7 +14,7 @@ import os
 import sys
 from typing import Any
 
-__version__ = "0.1.0.dev0"
+from tfuq.version import __version__
 
 _SUBPACKAGES = (
     "calibration",

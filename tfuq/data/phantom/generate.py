@@ -50,7 +50,6 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
-import tfuq
 from tfuq.atomic import atomic_path, write_json
 from tfuq.data.phantom.noise import JITTER_FRACTION, JITTER_OFFSETS, JITTER_PROBABILITIES
 from tfuq.data.phantom.spec import ANOMALIES, KINDS, MODALITIES, PhantomOptionError, PhantomSpec
@@ -67,6 +66,7 @@ from tfuq.data.phantom.tissues import LABELS, TISSUES, WHOLEBODY_MR_SIGMA, tissu
 from tfuq.data.phantom.wholebody import GAS_POSITION_PROBABILITIES
 from tfuq.errors import UserError
 from tfuq.typing import PathLike
+from tfuq.version import __version__
 
 __all__ = [
     "ANOMALIES",
@@ -168,7 +168,7 @@ def _description(spec: PhantomSpec, ids: list[str]) -> dict[str, Any]:
     return {
         "format": "tfuq-phantom",
         "version": PHANTOM_FORMAT_VERSION,
-        "tfuq_version": tfuq.__version__,
+        "tfuq_version": __version__,
         "spec": spec.to_json(),
         "seed": spec.seed,
         "subjects": {i: phantom_files(spec.kind, i, anomaly=anomaly) for i in ids},
