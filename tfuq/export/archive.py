@@ -47,6 +47,7 @@ import keras
 import tensorflow as tf
 
 from tfuq.calibration.moment_recalibration import MomentRecalibration
+from tfuq.checks import check_int
 from tfuq.distributions import check_family, params_size
 from tfuq.export.mc_graph import ALPHA, BETA, LOWER, UPPER, Units, mc_maps, param_maps
 from tfuq.inference.mc import seeded_generators
@@ -176,8 +177,7 @@ def export_saved_model(
         ...                    mc_samples=20, units=(-1024.0, 4095.0))  # doctest: +SKIP
     """
     family = check_family(family)
-    if isinstance(mc_samples, bool) or not isinstance(mc_samples, int) or mc_samples < 1:
-        raise ValueError(f"Expected mc_samples to be an int >= 1. Received: mc_samples={mc_samples!r}")
+    check_int(mc_samples, "mc_samples", minimum=1)
     out = Path(path)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ValueError(f"Expected an absent or empty folder to export into. Received: path={str(out)!r}")

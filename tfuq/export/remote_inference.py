@@ -47,6 +47,7 @@ from typing import Any
 import numpy as np
 
 from tfuq.atomic import write_json
+from tfuq.checks import check_int
 from tfuq.config import Config, InputSource
 from tfuq.data.normalisation import NormalisationParams
 from tfuq.data.windows import check_window
@@ -156,8 +157,7 @@ def serve_volume(
         squeeze = ones[0] + 1
     elif spatial_rank != 3:
         raise ValueError(f"Expected spatial_rank 2 or 3. Received: spatial_rank={spatial_rank!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"Expected batch_size to be an int >= 1. Received: batch_size={batch_size!r}")
+    check_int(batch_size, "batch_size", minimum=1)
     names = input_names(factors)
     interval: dict[str, float] = {}
 

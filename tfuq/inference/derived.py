@@ -61,6 +61,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import tensorflow as tf
 
+from tfuq.checks import check_int
 from tfuq.distributions import family as fam
 from tfuq.inference.decomposition import check_param_samples, decompose_moments
 from tfuq.inference.streaming import MomentState, merge_states
@@ -239,7 +240,7 @@ def derived_moments(
         TensorShape([3, 8, 8])
     """
     fn = _resolve_fn(fn)
-    draws = _check_draws(draws)
+    draws = check_int(draws, "draws", minimum=1)
     batch = check_param_samples(family, param_batch, name="param_batch")
     dtype = batch.dtype
     affine = _units(units, dtype)
@@ -422,12 +423,6 @@ def _resolve_fn(fn: Callable[[tf.Tensor], tf.Tensor] | str) -> Callable[[tf.Tens
             f"Expected fn to be a callable or one of {sorted(DERIVED_QUANTITIES)}. Received: fn={fn!r}"
         )
     return fn
-
-
-def _check_draws(draws: Any) -> int:
-    if isinstance(draws, bool) or not isinstance(draws, (int, np.integer)) or draws < 1:
-        raise ValueError(f"Expected draws to be an int >= 1. Received: draws={draws!r}")
-    return int(draws)
 
 
 def _check_seed(seed: Any) -> tf.Tensor:

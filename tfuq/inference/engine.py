@@ -57,6 +57,7 @@ from typing import Any
 
 import numpy as np
 
+from tfuq.checks import check_int
 from tfuq.data.windows import (
     WindowGrid,
     blending_weights,
@@ -319,10 +320,7 @@ def blend_windows(
         True
     """
     values = check_volume(volume)
-    if isinstance(windows_per_call, bool) or not isinstance(windows_per_call, (int, np.integer)):
-        raise ValueError(f"Expected windows_per_call to be an int >= 1. Received: {windows_per_call!r}")
-    if windows_per_call < 1:
-        raise ValueError(f"Expected windows_per_call to be an int >= 1. Received: {windows_per_call!r}")
+    windows_per_call = check_int(windows_per_call, "windows_per_call", minimum=1)
     factors = tuple(int(f) for f in factors)
     grid = window_grid(values.shape[:3], check_window(window), overlap, border)
     weights = blending_weights(grid.window, blending).astype(dtype)

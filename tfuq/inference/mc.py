@@ -46,6 +46,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfuq.checks import check_int
 from tfuq.data.windows import check_window
 from tfuq.distributions import check_family, constrain
 from tfuq.inference.decomposition import TOTAL_VAR, check_param_samples
@@ -76,12 +77,6 @@ _UPDATE = tf.function(update_state, reduce_retracing=True)
 ParamsHook = Callable[[np.ndarray], None]
 
 
-def _check_positive_int(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"Expected {name} to be an int >= 1. Received: {name}={value!r}")
-    return int(value)
-
-
 def sample_plan(mc_samples: int, batch_size: int) -> tuple[int, int]:
     """How many windows go into a group and how many passes run per forward call.
 
@@ -99,8 +94,8 @@ def sample_plan(mc_samples: int, batch_size: int) -> tuple[int, int]:
         >>> sample_plan(50, 4), sample_plan(2, 8), sample_plan(3, 8)
         ((1, 4), (4, 2), (2, 3))
     """
-    mc_samples = _check_positive_int(mc_samples, "mc_samples")
-    batch_size = _check_positive_int(batch_size, "batch_size")
+    mc_samples = check_int(mc_samples, "mc_samples", minimum=1)
+    batch_size = check_int(batch_size, "batch_size", minimum=1)
     windows = max(1, batch_size // mc_samples)
     return windows, max(1, min(mc_samples, batch_size // windows))
 
@@ -141,8 +136,8 @@ def mc_window_moments(
             non-finite values.
     """
     family = check_family(family)
-    mc_samples = _check_positive_int(mc_samples, "mc_samples")
-    samples_per_call = _check_positive_int(samples_per_call, "samples_per_call")
+    mc_samples = check_int(mc_samples, "mc_samples", minimum=1)
+    samples_per_call = check_int(samples_per_call, "samples_per_call", minimum=1)
     levels = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
     batch = len(levels[0])
     spatial = tuple(levels[0].shape[1:-1])

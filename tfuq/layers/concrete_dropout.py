@@ -39,6 +39,7 @@ from typing import Any
 import keras
 from keras import ops
 
+from tfuq.checks import check_seed
 from tfuq.layers.mc_sampling import dropout_active
 
 __all__ = [
@@ -139,8 +140,7 @@ class _ConcreteDropoutBase(keras.layers.Wrapper):
             raise ValueError(f"Expected a number temperature. Received: temperature={temperature!r}")
         if not temperature > 0:
             raise ValueError(f"Expected temperature > 0. Received: temperature={temperature!r}")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-            raise ValueError(f"Expected seed to be an int or None. Received: seed={seed!r}")
+        check_seed(seed)
         self.weight_regularizer = float(weight_regularizer)
         self.dropout_regularizer = float(dropout_regularizer)
         self.init_min = float(init_min)

@@ -21,6 +21,7 @@ from typing import Any
 import keras
 from keras import ops
 
+from tfuq.checks import check_seed
 from tfuq.layers.mc_sampling import dropout_active
 
 __all__ = ["MCDropout", "MCSpatialDropout2D", "MCSpatialDropout3D"]
@@ -37,8 +38,7 @@ class _MCDropoutBase(keras.layers.Layer):
             raise ValueError(
                 f"The dropout rate is a drop probability. Expected 0 <= rate < 1. Received: rate={rate!r}"
             )
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-            raise ValueError(f"Expected seed to be an int or None. Received: seed={seed!r}")
+        check_seed(seed)
         self.rate = float(rate)
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)

@@ -14,6 +14,7 @@ from typing import Any
 
 import keras
 
+from tfuq.checks import check_int
 from tfuq.distributions import FAMILIES, check_family
 from tfuq.layers import DistributionHead
 from tfuq.networks.dropout import DropoutPlan
@@ -230,8 +231,7 @@ class ChannelPad(keras.layers.Layer):
     def __init__(self, front: int, back: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         for key, value in (("front", front), ("back", back)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"Expected an int {key} >= 0. Received: {key}={value!r}")
+            check_int(value, key, minimum=0)
         self.front = front
         self.back = back
 

@@ -25,6 +25,7 @@ from typing import Any
 
 import keras
 
+from tfuq.checks import check_seed
 from tfuq.layers import (
     ConcreteSpatialDropout2D,
     ConcreteSpatialDropout3D,
@@ -84,8 +85,7 @@ class DropoutSpec:
                 f"Expected 0 < init_range[0] <= init_range[1] < 1. Received: init_range={self.init_range!r}"
             )
         object.__setattr__(self, "init_range", (low, high))
-        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
-            raise ValueError(f"Expected seed to be an int or None. Received: seed={self.seed!r}")
+        check_seed(self.seed)
 
     @classmethod
     def from_value(cls, value: DropoutSpec | Mapping[str, Any] | str | None) -> DropoutSpec:

@@ -22,6 +22,7 @@ from typing import Any
 
 import keras
 
+from tfuq.checks import check_int
 from tfuq.distributions import check_family
 from tfuq.layers import DistributionHead
 from tfuq.networks.blocks import (
@@ -119,8 +120,7 @@ class HighRes3DNet(keras.Model):
             ("base_filters", base_filters),
             ("blocks_per_stack", blocks_per_stack),
         ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"Expected an int {key} >= 1. Received: {key}={value!r}")
+            check_int(value, key, minimum=1)
         if normalization not in NORMALIZATIONS:
             raise ValueError(f"Expected normalization in {NORMALIZATIONS}. Received: {normalization!r}")
         if activation not in ACTIVATIONS:

@@ -30,6 +30,7 @@ from typing import Any
 
 import keras
 
+from tfuq.checks import check_int
 from tfuq.distributions import check_family
 from tfuq.layers import DistributionHead
 from tfuq.networks.blocks import (
@@ -43,12 +44,6 @@ from tfuq.networks.blocks import (
 from tfuq.networks.dropout import DropoutPlan, DropoutSpec
 
 __all__ = ["PatchDiscriminator", "Pix2PixGenerator", "patch_receptive_field"]
-
-
-def _int_at_least(key: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"Expected an int {key} >= {minimum}. Received: {key}={value!r}")
-    return value
 
 
 @keras.saving.register_keras_serializable(package="tfuq")
@@ -106,8 +101,8 @@ class Pix2PixGenerator(keras.Model):
         shape = check_image_shape(image_shape, (2, 3), "Pix2PixGenerator")
         rank = len(shape) - 1
         check_family(family)
-        _int_at_least("depth", depth, 2)
-        _int_at_least("base_filters", base_filters, 1)
+        check_int(depth, "depth", minimum=2)
+        check_int(base_filters, "base_filters", minimum=1)
         if normalization not in NORMALIZATIONS:
             raise ValueError(f"Expected normalization in {NORMALIZATIONS}. Received: {normalization!r}")
         dropout_after = tuple(int(k) for k in dropout_after)
@@ -248,9 +243,9 @@ class PatchDiscriminator(keras.Model):
     ) -> None:
         shape = check_image_shape(image_shape, (2, 3), "PatchDiscriminator")
         rank = len(shape) - 1
-        _int_at_least("condition_channels", condition_channels, 0)
-        _int_at_least("base_filters", base_filters, 1)
-        _int_at_least("n_layers", n_layers, 1)
+        check_int(condition_channels, "condition_channels", minimum=0)
+        check_int(base_filters, "base_filters", minimum=1)
+        check_int(n_layers, "n_layers", minimum=1)
         if normalization not in NORMALIZATIONS:
             raise ValueError(f"Expected normalization in {NORMALIZATIONS}. Received: {normalization!r}")
         multiple = 2**n_layers

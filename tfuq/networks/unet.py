@@ -36,6 +36,7 @@ from typing import Any
 
 import keras
 
+from tfuq.checks import check_int
 from tfuq.distributions import check_family
 from tfuq.networks.blocks import (
     ACTIVATIONS,
@@ -86,12 +87,6 @@ def unet_layer_plan(depth: int, base_filters: int, convs_per_level: int) -> list
         for i in range(convs_per_level):
             plan.append({"name": f"dec_{level}_{i}", "kind": "conv", "level": level, "filters": filters})
     return plan
-
-
-def _positive_int(key: str, value: Any, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"Expected an int {key} >= {minimum}. Received: {key}={value!r}")
-    return value
 
 
 @keras.saving.register_keras_serializable(package="tfuq")
@@ -169,11 +164,13 @@ class UNet(keras.Model):
                 f"UNet mode {mode!r} takes inputs with {rank} spatial axes. Received: image_shape={shape}"
             )
         check_family(family)
-        _positive_int("depth", depth)
-        _positive_int("base_filters", base_filters)
-        _positive_int("convs_per_level", convs_per_level)
-        _positive_int("up_kernel_size", up_kernel_size)
-        head_filters = base_filters if head_filters is None else _positive_int("head_filters", head_filters)
+        check_int(depth, "depth", minimum=1)
+        check_int(base_filters, "base_filters", minimum=1)
+        check_int(convs_per_level, "convs_per_level", minimum=1)
+        check_int(up_kernel_size, "up_kernel_size", minimum=1)
+        head_filters = (
+            base_filters if head_filters is None else check_int(head_filters, "head_filters", minimum=1)
+        )
         if normalization not in NORMALIZATIONS:
             raise ValueError(f"Expected normalization in {NORMALIZATIONS}. Received: {normalization!r}")
         if activation not in ACTIVATIONS:

@@ -25,6 +25,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from tfuq.checks import check_int
 from tfuq.distributions import FAMILIES, check_family, stddev
 from tfuq.networks.blocks import check_image_shape
 from tfuq.networks.dropout import DropoutSpec
@@ -169,8 +170,7 @@ class UPGAN(keras.Model):
                 f"UP-GAN guides each phase by the predicted scale. Expected a family with a scale "
                 f"(generalized_normal in the paper). Received: family={family!r}"
             )
-        if isinstance(num_phases, bool) or not isinstance(num_phases, int) or num_phases < 1:
-            raise ValueError(f"Expected an int num_phases >= 1. Received: num_phases={num_phases!r}")
+        check_int(num_phases, "num_phases", minimum=1)
         spec = DropoutSpec.from_value(dropout)
         unet_kwargs = {
             "family": family,
