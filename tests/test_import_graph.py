@@ -164,7 +164,14 @@ def test_readme_python_api_names_are_on_the_pipeline_path() -> None:
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     match = re.search(r"^## Python API\n(.*?)(?=^## )", text, flags=re.S | re.M)
     assert match, "README.md has no '## Python API' section"
-    names = set(re.findall(r"\btfuq\.([a-z_]+(?:\.[a-zA-Z_]+)*)", match.group(1)))
+    section = match.group(1)
+    names = set(re.findall(r"\btfuq\.([a-z_]+(?:\.[a-zA-Z_]+)*)", section))
+    for module, imported in re.findall(
+        r"^from tfuq\.([\w.]+) import \(?([^)]*?)\)?$", section, flags=re.M | re.S
+    ):
+        code = "\n".join(line.split("#")[0] for line in imported.splitlines())
+        for name in re.findall(r"^\s*(\w+)", code.replace(",", "\n"), flags=re.M):
+            names.add(f"{module}.{name}")
     assert names, "the Python API section names no tfuq.x"
     import importlib
 
