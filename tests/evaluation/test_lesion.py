@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 
-from tfuq.evaluation import evaluate_subject, write_report
+from tfuq.evaluation import MetricSettings, evaluate_subject, write_report
 from tfuq.evaluation.lesion import LESION_KEYS, lesion_metrics
 from tfuq.evaluation.report_html import render_report
 
@@ -104,7 +104,7 @@ def test_evaluate_subject_adds_the_keys_only_with_a_lesion() -> None:
     mask = np.ones(shape, bool)
     mask[0] = False
     args = (np.zeros(shape), target, epi, ale)
-    row = evaluate_subject(*args, mask=mask, lesion=lesion, whole_image=False)
+    row = evaluate_subject(*args, mask=mask, lesion=lesion, settings=MetricSettings(whole_image=False))
     expected = _lesion_oracle(target, epi, lesion != 0, mask)
     assert row["lesion_epistemic_auroc"] == 1.0
     assert row["lesion_epistemic_ratio"] == pytest.approx(expected["ratio"])

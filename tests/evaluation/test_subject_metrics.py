@@ -7,6 +7,7 @@ import pytest
 from scipy import stats
 
 from tfuq.calibration import SigmaScaling
+from tfuq.evaluation import MetricSettings
 from tfuq.evaluation import image_metrics as im
 from tfuq.evaluation import uq_metrics as uq
 from tfuq.evaluation.subject_metrics import STD_KINDS, SubjectCurves, evaluate_subject
@@ -75,9 +76,11 @@ def test_row_has_every_listed_metric_and_matches_the_functions(case):
 
 def test_total_std_default_and_no_mask(case):
     mean, target, epi, ale, total, _ = case
-    row = evaluate_subject(mean, target, epi, ale, total, whole_image=False)
+    row = evaluate_subject(mean, target, epi, ale, total, settings=MetricSettings(whole_image=False))
     assert "mae_image" not in row
-    assert row == pytest.approx(evaluate_subject(mean, target, epi, ale, whole_image=False), nan_ok=True)
+    assert row == pytest.approx(
+        evaluate_subject(mean, target, epi, ale, settings=MetricSettings(whole_image=False)), nan_ok=True
+    )
     both = evaluate_subject(mean, target, epi, ale, total)
     assert both["ause_image"] == both["ause"]
 
@@ -87,7 +90,14 @@ def test_recalibrator_and_curves(case):
     # Twice too confident; sigma scaling fitted on the same case doubles the spread back.
     scaling = SigmaScaling().fit_moments(mean, total / 2, target)
     row, curves = evaluate_subject(
-        mean, target, epi / 2, ale / 2, mask=mask, recalibrator=scaling, return_curves=True, sample_size=50
+        mean,
+        target,
+        epi / 2,
+        ale / 2,
+        mask=mask,
+        recalibrator=scaling,
+        return_curves=True,
+        settings=MetricSettings(sample_size=50),
     )
     assert row["coverage_90"] < 0.7
     assert row["coverage_90_recalibrated"] == pytest.approx(0.9, abs=0.03)
@@ -109,12 +119,18 @@ def test_given_params_and_errors(case):
     mean, target, epi, ale, total, mask = case
     params = fam.unconstrain("laplace", mean, total / math.sqrt(2.0)).numpy()
     row = evaluate_subject(
-        mean, target, epi, ale, mask=mask, family="laplace", params=params, whole_image=False
+        mean,
+        target,
+        epi,
+        ale,
+        mask=mask,
+        params=params,
+        settings=MetricSettings(family="laplace", whole_image=False),
     )
     laplace_nll = -np.mean(stats.laplace.logpdf(target, mean, total / math.sqrt(2.0))[mask])
     assert row["nll"] == pytest.approx(laplace_nll, rel=1e-5)
     with pytest.raises(ValueError, match="normal"):
-        evaluate_subject(mean, target, epi, ale, family="laplace")
+        evaluate_subject(mean, target, epi, ale, settings=MetricSettings(family="laplace"))
     with pytest.raises(ValueError, match=">= 0"):
         evaluate_subject(mean, target, -epi, ale)
     with pytest.raises(ValueError, match="one shape"):

@@ -32,7 +32,13 @@ from tfuq.evaluation.report import (
     write_subject_montage,
 )
 from tfuq.evaluation.selection import METRIC_GROUPS, metric_group, select_metrics
-from tfuq.evaluation.subject_metrics import STD_KINDS, WHOLE_IMAGE_SUFFIX, SubjectCurves, evaluate_subject
+from tfuq.evaluation.subject_metrics import (
+    STD_KINDS,
+    WHOLE_IMAGE_SUFFIX,
+    MetricSettings,
+    SubjectCurves,
+    evaluate_subject,
+)
 from tfuq.evaluation.uq_metrics import (
     DEFAULT_FRACTIONS,
     LEVELS,
@@ -66,6 +72,7 @@ __all__ = [
     "SUMMARY_KEYS",
     "VALIDATION_KEYS",
     "WHOLE_IMAGE_SUFFIX",
+    "MetricSettings",
     "SubjectCurves",
     "aleatoric_vs_noise",
     "anomaly_changes",

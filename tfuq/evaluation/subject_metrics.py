@@ -48,7 +48,13 @@ from tfuq.evaluation.checks import resolve_mask, same_shape_maps
 from tfuq.evaluation.lesion import lesion_metrics
 from tfuq.evaluation.predictive_metrics import gaussian_params, predictive_scores, select_params
 
-__all__ = ["STD_KINDS", "WHOLE_IMAGE_SUFFIX", "SubjectCurves", "evaluate_subject"]
+__all__ = [
+    "STD_KINDS",
+    "WHOLE_IMAGE_SUFFIX",
+    "MetricSettings",
+    "SubjectCurves",
+    "evaluate_subject",
+]
 
 #: Uncertainty maps compared with the error, in this order.
 STD_KINDS = ("epistemic", "aleatoric", "total")
@@ -150,6 +156,38 @@ def _full_intervals(
     return out
 
 
+@dataclasses.dataclass(frozen=True)
+class MetricSettings:
+    """How :func:`evaluate_subject` computes its metrics (what stays the same for a whole cohort).
+
+    Attributes:
+        family: Predictive family of the ``params`` given. Default ``"normal"``.
+        mixture: Axis 0 of ``params`` holds T MC samples.
+        data_range: R of PSNR and SSIM; default None: the target's range
+            inside each region (``max - min``).
+        coverages: Central-interval coverages. Default (0.5, 0.9, 0.95).
+        num_bins: Calibration-curve grid. Default 100.
+        slice_axis: Axis of the slices for the slice-level Spearman
+            correlation. Default -1 (axial for RAS/LPS volumes).
+        fractions: Retained fractions of the sparsification curves.
+        whole_image: Also compute every metric over the whole image (keys
+            suffixed ``_image``). Default True.
+        sample_size: Voxels kept (at random, seeded) in the curves' sample.
+        seed: Seed of that sample.
+    """
+
+    family: str = "normal"
+    mixture: bool = False
+    data_range: float | None = None
+    coverages: tuple[float, ...] = CENTRAL_COVERAGES
+    num_bins: int = 100
+    slice_axis: int = -1
+    fractions: tuple[float, ...] = tuple(float(f) for f in uq.DEFAULT_FRACTIONS)
+    whole_image: bool = True
+    sample_size: int = 100_000
+    seed: int = 0
+
+
 def evaluate_subject(
     mean: Any,
     target: Any,
@@ -160,20 +198,11 @@ def evaluate_subject(
     *,
     lesion: Any | None = None,
     subject: str = "",
-    family: str = "normal",
     params: Any | None = None,
-    mixture: bool = False,
     intervals: Mapping[float, tuple[Any, Any]] | None = None,
     recalibrator: IsotonicRecalibrator | SigmaScaling | None = None,
-    data_range: float | None = None,
-    coverages: tuple[float, ...] = CENTRAL_COVERAGES,
-    num_bins: int = 100,
-    slice_axis: int = -1,
-    fractions: Any = uq.DEFAULT_FRACTIONS,
-    whole_image: bool = True,
+    settings: MetricSettings = MetricSettings(),
     return_curves: bool = False,
-    sample_size: int = 100_000,
-    seed: int = 0,
 ) -> dict[str, Any] | tuple[dict[str, Any], SubjectCurves]:
     """All metrics of one subject (a row of ``metrics.csv``).
 
@@ -187,30 +216,18 @@ def evaluate_subject(
         lesion: Optional lesion label map of shape ``s`` (non-zero =
             lesion); adds the lesion keys (inside the mask only).
         subject: Subject id stored in the row as ``"subject"``.
-        family: Predictive family of ``params``. Default ``"normal"``.
         params: Head channels of the predictive distribution in target units,
-            ``(*s, P)`` or ``(T, *s, P)`` with ``mixture`` (e.g.
-            ``unconstrain("generalized_normal", mean, alpha, beta)``).
-            Default None: the moment-matched normal ``N(mean, total_std^2)``
-            (``family`` must then be ``"normal"``).
-        mixture: Axis 0 of ``params`` holds T MC samples.
+            ``(*s, P)`` or ``(T, *s, P)`` with ``settings.mixture`` (e.g.
+            ``unconstrain("generalized_normal", mean, alpha, beta)``), of
+            ``settings.family``. Default None: the moment-matched normal
+            ``N(mean, total_std^2)`` (the family must then be ``"normal"``).
         intervals: Optional ``coverage -> (lower, upper)`` maps of shape
             ``s`` (e.g. ``_lower95``/``_upper95``); their coverage replaces
             that of the predictive distribution.
         recalibrator: Fitted isotonic map or sigma scaling (adds the
             ``*_recalibrated`` metrics).
-        data_range: R of PSNR and SSIM; default the target's range inside
-            each region (``max - min``).
-        coverages: Central-interval coverages. Default (0.5, 0.9, 0.95).
-        num_bins: Calibration-curve grid. Default 100.
-        slice_axis: Axis of the slices for the slice-level Spearman
-            correlation. Default -1 (axial for RAS/LPS volumes).
-        fractions: Retained fractions of the sparsification curves.
-        whole_image: Also compute every metric over the whole image (keys
-            suffixed ``_image``). Default True.
+        settings: The :class:`MetricSettings`.
         return_curves: Also return a :class:`SubjectCurves`.
-        sample_size: Voxels kept (at random, seeded) in the curves' sample.
-        seed: Seed of that sample.
 
     Returns:
         dict with ``"subject"``, ``"num_voxels"`` (inside the mask) and the
@@ -235,26 +252,31 @@ def evaluate_subject(
     for kind in STD_KINDS:
         if maps[kind].min() < 0:
             raise ValueError(f"{kind}_std must be >= 0. Received: min={maps[kind].min()!r}")
+    family = settings.family
     if params is None:
         if family != "normal":
             raise ValueError(f"Without params the predictive family is 'normal'. Received: family={family!r}")
         params = gaussian_params(maps["mean"], maps["total"])
-    fraction_grid = np.asarray(fractions, dtype=np.float64)
+    fraction_grid = np.asarray(settings.fractions, dtype=np.float64)
     shape = maps["target"].shape
     selector = resolve_mask(mask, shape)
     predictive = {
         "family": family,
         "params": np.asarray(params),
-        "mixture": mixture,
+        "mixture": settings.mixture,
         "recalibrator": recalibrator,
-        "coverages": tuple(coverages),
-        "num_bins": num_bins,
+        "coverages": tuple(settings.coverages),
+        "num_bins": settings.num_bins,
         "intervals": _full_intervals(intervals, shape),
     }
-    options = {"data_range": data_range, "slice_axis": slice_axis, "fractions": fraction_grid}
+    options = {
+        "data_range": settings.data_range,
+        "slice_axis": settings.slice_axis,
+        "fractions": fraction_grid,
+    }
     inside, curves = _region_metrics(maps, selector, predictive, **options)
     row: dict[str, Any] = {"subject": subject, "num_voxels": int(selector.sum()), **inside}
-    if whole_image:
+    if settings.whole_image:
         if mask is None:
             image = dict(inside)
         else:
@@ -274,9 +296,9 @@ def evaluate_subject(
         )
     if not return_curves:
         return row
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(settings.seed)
     count = int(selector.sum())
-    chosen = np.sort(rng.choice(count, size=min(count, int(sample_size)), replace=False))
+    chosen = np.sort(rng.choice(count, size=min(count, int(settings.sample_size)), replace=False))
     sample = {"abs_error": np.abs(maps["target"] - maps["mean"])[selector][chosen]}
     sample.update({kind: maps[kind][selector][chosen] for kind in STD_KINDS})
     return row, SubjectCurves(subject, count, curves["calibration"], curves["sparsification"], sample)

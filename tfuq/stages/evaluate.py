@@ -56,7 +56,12 @@ from tfuq.evaluation.baselines import baseline_metrics, pearson
 from tfuq.evaluation.checks import resolve_mask
 from tfuq.evaluation.predictive_metrics import gaussian_params, predictive_scores
 from tfuq.evaluation.report import REPORT_FILES, write_report, write_subject_montage
-from tfuq.evaluation.subject_metrics import WHOLE_IMAGE_SUFFIX, SubjectCurves, evaluate_subject
+from tfuq.evaluation.subject_metrics import (
+    WHOLE_IMAGE_SUFFIX,
+    MetricSettings,
+    SubjectCurves,
+    evaluate_subject,
+)
 from tfuq.evaluation.units import NORMALISED, normalised_maps, normalised_target
 from tfuq.evaluation.validation import aleatoric_vs_noise
 from tfuq.evaluation.viewer import DEFAULT_MAX_VOXELS, viewer_budget, viewer_payload
@@ -246,9 +251,8 @@ def _evaluate_one(
         lesion=lesion,
         subject=subject,
         recalibrator=None if isinstance(recalibrator, SigmaScaling) else recalibrator,
-        num_bins=num_bins,
+        settings=MetricSettings(num_bins=num_bins, seed=config.system.seed),
         return_curves=True,
-        seed=config.system.seed,
     )
     if isinstance(recalibrator, SigmaScaling):
         regions = {"": mask if mask is not None else np.ones(ref.shape, bool), WHOLE_IMAGE_SUFFIX: None}
