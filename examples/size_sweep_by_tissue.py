@@ -30,7 +30,7 @@ from tfuq.config import load_config
 from tfuq.data.sources import resolve_sources
 from tfuq.experiments.validate_uq import held_out_subjects
 from tfuq.inference.decomposition import ALEATORIC_VAR, EPISTEMIC_VAR
-from tfuq.inference.predict_subject import predict_subject, prediction_settings
+from tfuq.inference.prediction import predict_subject, prediction_settings
 from tfuq.model_store.trained import load_trained_model
 
 

@@ -194,7 +194,7 @@ def test_size_sweep_keep_writes_the_scored_ensembles_and_their_records(
     from tfuq.errors import UserError
     from tfuq.experiments.validate_uq import held_out_subjects
     from tfuq.inference.decomposition import ALEATORIC_VAR, EPISTEMIC_VAR
-    from tfuq.inference.predict_subject import predict_subject, prediction_settings
+    from tfuq.inference.prediction import predict_subject, prediction_settings
     from tfuq.model_store.trained import load_trained_model
 
     save_analytic_model(job["tmp"] / "keep", base=0.02, slope=0.5)

@@ -23,7 +23,7 @@ from tfuq.data.normalisation import NormalisationParams
 from tfuq.data.windows import BLENDING_MODES, check_border, window_grid
 from tfuq.errors import UserError
 from tfuq.inference import count_windows, mc_predict_volume
-from tfuq.inference.predict_subject import PredictionSettings, predict_subject, prediction_settings
+from tfuq.inference.prediction import PredictionSettings, predict_subject, prediction_settings
 from tfuq.model_store.trained import TrainedModel
 
 WRONG = 100.0

@@ -15,7 +15,7 @@ import pytest
 from uq_job_setup import CT_PARAMS, tiny_config
 
 from tfuq.errors import UserError
-from tfuq.inference.predict_subject import check_windows, feature_window, prediction_settings
+from tfuq.inference.prediction import check_windows, feature_window, prediction_settings
 from tfuq.model_store.trained import TrainedModel
 from tfuq.networks.factory import build_model
 

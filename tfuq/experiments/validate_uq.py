@@ -80,7 +80,7 @@ from tfuq.evaluation.validation import (
 )
 from tfuq.experiments.validate_uq_report import VALIDATION_FILES, write_validation
 from tfuq.inference.decomposition import ALEATORIC_VAR, EPISTEMIC_VAR
-from tfuq.inference.predict_subject import (
+from tfuq.inference.prediction import (
     PredictionSettings,
     check_windows,
     predict_subject,

@@ -249,7 +249,7 @@ def serve_subject(
             server error, existing outputs.
     """
     from tfuq.data.geometry import resample_to_grid, same_grid
-    from tfuq.inference.predict_subject import output_stem, prediction_settings
+    from tfuq.inference.prediction import output_stem, prediction_settings
     from tfuq.inference.subject_inputs import load_inference_subject
     from tfuq.networks.factory import input_geometry
 

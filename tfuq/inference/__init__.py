@@ -1,9 +1,13 @@
-"""Inference: sliding-window MC prediction, uncertainty decompositions, outputs in target units.
+"""Inference: the window engine, MC prediction, derived quantities, outputs in target units.
 
-Every public name of the modules below is re-exported here, except the
-``tfuq infer`` stage itself (:mod:`tfuq.stages.infer`). Note that
-``tfuq.inference.predict_subject`` is the function; import the module's other
-names from the package or with ``from tfuq.inference.predict_subject import ...``.
+- :mod:`~tfuq.inference.engine`: the one whole-volume window loop;
+- :mod:`~tfuq.inference.mc`: the MC window predictor of a network;
+- :mod:`~tfuq.inference.derived`: uncertainty of a derived quantity (mu-map);
+- :mod:`~tfuq.inference.prediction`: a subject through the trained model(s)
+  and its written maps (the body of ``tfuq infer``, :mod:`tfuq.stages.infer`);
+- decompositions, streaming moments, outputs, subject inputs, features.
+
+Every public name of these modules is re-exported here.
 """
 
 from tfuq.inference.decomposition import (
@@ -70,7 +74,7 @@ from tfuq.inference.outputs import (
     to_target_units,
     write_outputs,
 )
-from tfuq.inference.predict_subject import (
+from tfuq.inference.prediction import (
     INTERVAL_MAPS,
     UNCALIBRATED_MAPS,
     UNCALIBRATED_SUFFIX,

@@ -2,7 +2,7 @@
 
 Every whole-volume prediction in tfuq goes through :func:`blend_windows`:
 local MC inference (:func:`tfuq.inference.mc.mc_predict_volume`), deep
-ensembles (:func:`tfuq.inference.predict_subject.predict_subject`), served
+ensembles (:func:`tfuq.inference.prediction.predict_subject`), served
 inference (:func:`tfuq.export.remote_inference.serve_volume`) and plain
 deterministic predictors. Only the *window predictor* differs: a callable
 taking the network inputs of a group of windows and returning per-window

@@ -8,7 +8,7 @@ The steps of :func:`run_calibration`:
    (Zhao et al. calibrated in-sample): a logged warning and ``"in_sample":
    true`` in the stored summary, which the report shows;
 2. for each, the prediction ``tfuq infer`` makes (same model(s), window, T,
-   seed; :func:`tfuq.inference.predict_subject.predict_subject`), kept in
+   seed; :func:`tfuq.inference.prediction.predict_subject`), kept in
    memory, and the truth, both in the model's normalised units (the
    subject's own target normalisation with ``target_normalisation =
    per_subject``);
@@ -341,7 +341,7 @@ def run_calibration(config: Config) -> dict[str, Any]:
     """
     import click
 
-    from tfuq.inference.predict_subject import (
+    from tfuq.inference.prediction import (
         check_windows,
         feature_window,
         predict_subject,

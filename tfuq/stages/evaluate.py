@@ -137,7 +137,7 @@ def _evaluation_subjects(config: Config, sources: Mapping[str, Any]) -> dict[str
 
 
 def _missing(config: Config, subjects: Mapping[str, Any]) -> list[str]:
-    from tfuq.inference.predict_subject import output_stem
+    from tfuq.inference.prediction import output_stem
 
     folder = config.inference.save_seg_dir
     return [
@@ -153,7 +153,7 @@ def _load_maps(config: Config, subject: str, axcodes: tuple[str, ...]) -> dict[s
     ``tfuq infer`` writes recalibrated std maps under the standard names and keeps the MC
     moments' own as ``<name>_uncalibrated`` when a calibration is stored; those are read.
     """
-    from tfuq.inference.predict_subject import UNCALIBRATED_SUFFIX, output_stem
+    from tfuq.inference.prediction import UNCALIBRATED_SUFFIX, output_stem
 
     raw = tuple(f"{name}{UNCALIBRATED_SUFFIX}" for name in OUTPUT_MAPS)
     paths = output_paths(config.inference.save_seg_dir, output_stem(config, subject), (*OUTPUT_MAPS, *raw))

@@ -14,7 +14,7 @@ The steps of :func:`run_inference`:
 5. per subject, with a progress bar over its windows: inputs read and
    normalised as at training (:mod:`tfuq.inference.subject_inputs`), T MC
    passes per window (:mod:`tfuq.inference.mc`, through :mod:`tfuq.inference.engine`), the ensemble merge
-   and the files (:mod:`tfuq.inference.predict_subject`):
+   and the files (:mod:`tfuq.inference.prediction`):
    ``<subject>_{mean,epistemic_std,aleatoric_std,total_std}.nii.gz`` in the
    target's units on the input's grid (+ ``_alpha``, ``_beta`` for the
    generalized normal), recalibrated when ``tfuq calibrate`` stored a
@@ -43,7 +43,7 @@ from tfuq.config.sections import INFERENCE
 from tfuq.data.sources import resolve_sources
 from tfuq.data.split import read_split
 from tfuq.errors import UserError
-from tfuq.inference.predict_subject import (
+from tfuq.inference.prediction import (
     check_windows,
     feature_scores,
     feature_window,
