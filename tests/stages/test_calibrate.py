@@ -156,7 +156,7 @@ def test_calibrate_needs_a_split_and_a_model(job: dict) -> None:
 
 def test_cross_validation_scores_each_subject_with_the_others_fit() -> None:
     """Oracle: the recalibrators fitted on one subject scored on the other, by hand."""
-    from tfuq.stages.calibrate import calibration_scores, cross_validated_errors, fit_recalibrators
+    from tfuq.calibration.fitting import calibration_scores, cross_validated_errors, fit_recalibrators
 
     rng = np.random.default_rng(0)
 

@@ -6,6 +6,13 @@ helpers of :mod:`tfuq.calibration.persistence`.
 """
 
 from tfuq.calibration.checks import as_finite_array, as_tensor, check_probability
+from tfuq.calibration.fitting import (
+    CALIBRATION_KEYS,
+    calibration_scores,
+    cross_validated_errors,
+    fit_recalibrators,
+    pool_calibration_set,
+)
 from tfuq.calibration.isotonic import ONE_SIGMA_COVERAGE, IsotonicRecalibrator
 from tfuq.calibration.metrics import (
     calibration_curve,
@@ -63,6 +70,7 @@ from tfuq.calibration.stored import (
 
 __all__ = [
     "CALIBRATION_FILES",
+    "CALIBRATION_KEYS",
     "CENTRAL_COVERAGES",
     "INTERVAL_COVERAGE",
     "OBJECTIVES",
@@ -80,18 +88,21 @@ __all__ = [
     "as_tensor",
     "calibration_curve",
     "calibration_path",
+    "calibration_scores",
     "central_interval",
     "central_intervals",
     "check_prediction",
     "check_probability",
     "chosen_method",
     "coverage",
+    "cross_validated_errors",
     "crps",
     "crps_laplace",
     "crps_normal",
     "crps_samples",
     "fit_moment_sigma_scaling",
     "fit_qc_reference",
+    "fit_recalibrators",
     "interval_score",
     "load_calibration",
     "load_qc_reference",
@@ -102,6 +113,7 @@ __all__ = [
     "moment_pit",
     "nll",
     "pit_values",
+    "pool_calibration_set",
     "predictive_cdf",
     "predictive_quantile",
     "qc_score",
