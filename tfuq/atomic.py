@@ -150,7 +150,7 @@ def atomic_path(path: PathLike, *, overwrite: bool = False) -> Iterator[Path]:
     final = Path(path)
     if final.exists() and not overwrite:
         raise UserError(f"{final}: already exists; refusing to overwrite it.")
-    _make_folder(final.parent, f"{final}: the folder")
+    _make_folder(final.parent, f"{final.name}: output folder")
     suffix = "".join(final.suffixes)
     try:
         fd, tmp_name = tempfile.mkstemp(
