@@ -149,8 +149,9 @@ def infer(
     from tfuq.export.client import ServingClient
     from tfuq.export.remote_inference import serve_subject
     from tfuq.model_store import read_target_normalisation
-    from tfuq.stages.infer import inference_subjects
+    from tfuq.stages.infer import inference_subjects, open_output_folder
 
+    open_output_folder(cfg)
     transport = (ctx.obj or {}).get("serving_transport")  # see main(serving_transport=...)
     client = ServingClient(serving_url, cfg.export.model_name, transport=transport)
     sources = resolve_sources(cfg)

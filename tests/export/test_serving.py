@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 
 from tfuq.errors import UserError
@@ -9,6 +13,7 @@ from tfuq.export.serving import (
     list_versions,
     models_config_text,
     next_version,
+    recover_versions,
     staged_version,
     write_models_config,
 )
@@ -92,3 +97,64 @@ def test_write_models_config_lists_models_with_a_complete_version(tmp_path):
     assert text.index('name: "a_model"') < text.index('name: "b_model"')
     assert "empty_model" not in text
     write_models_config(tmp_path)  # rewriting is allowed
+
+
+def _dead_pid() -> int:
+    out = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    return int(out.stdout)
+
+
+def _folder(path, marker):
+    path.mkdir(parents=True)
+    (path / "saved_model.pb").write_text(marker)
+
+
+def test_recovery_after_kills_at_every_point_of_an_export(tmp_path):
+    dead, alive = _dead_pid(), 1
+    base = tmp_path / "export" / "m"
+    _folder(base / "1", "v1")
+    _folder(base / f".staging-2-{dead}", "half")  # killed while writing version 2
+    _folder(base / f".ready-3-{dead}", "new3")  # killed between the renames of an overwrite of 3
+    _folder(base / f".replaced-3-{dead}", "old3")
+    _folder(base / "4", "old4")  # killed before the old 4 was moved aside: the complete new one wins
+    _folder(base / f".ready-4-{dead}", "new4")
+    _folder(base / f".replaced-5-{dead}", "old5")  # killed after the new 5 was in place
+    _folder(base / "5", "new5")
+    _folder(base / ".staging-6-ab_cd12x", "legacy")  # a staging folder of an earlier tfuq version
+    _folder(base / f".staging-7-{alive}", "running")  # another export, still running
+    handled = recover_versions(base)
+    expected = [f".ready-3-{dead}", f".ready-4-{dead}", f".replaced-5-{dead}", f".staging-2-{dead}"]
+    assert sorted(handled) == sorted([*expected, ".staging-6-ab_cd12x"])  # .replaced-3: with its .ready
+    assert sorted(p.name for p in base.iterdir()) == sorted(["1", "3", "4", "5", f".staging-7-{alive}"])
+    for version, marker in (("1", "v1"), ("3", "new3"), ("4", "new4"), ("5", "new5")):
+        assert (base / version / "saved_model.pb").read_text() == marker
+    assert recover_versions(base) == [] and recover_versions(tmp_path / "none") == []
+    # the next export cleans up first and writes the next free version
+    (base / f".staging-7-{alive}").rename(base / f".staging-7-{dead}")
+    assert _write_version(tmp_path / "export", "m") == base / "6"
+    assert sorted(p.name for p in base.iterdir()) == ["1", "3", "4", "5", "6"]
+
+
+def test_staging_names_carry_the_pid(tmp_path):
+    with staged_version(tmp_path, "m") as (staging, final):
+        assert staging.name == f".staging-1-{os.getpid()}" and final == tmp_path / "m" / "1"
+        (staging / "saved_model.pb").write_text("x")
+
+
+@pytest.mark.parametrize("occupied", ["export_dir", "model_folder", "parent"])
+def test_an_export_folder_that_is_a_file_is_one_line(tmp_path, occupied):
+    target = {
+        "export_dir": tmp_path / "export",
+        "model_folder": tmp_path / "export" / "m",
+        "parent": tmp_path / "p",
+    }
+    target[occupied].parent.mkdir(parents=True, exist_ok=True)
+    target[occupied].write_text("mine")
+    export_dir = tmp_path / "p" / "export" if occupied == "parent" else tmp_path / "export"
+    before = sorted(tmp_path.rglob("*"))
+    with pytest.raises(UserError, match=r"^\[EXPORT\] export_dir.*file") as info:
+        _write_version(export_dir, "m")
+    assert "\n" not in str(info.value)
+    assert sorted(tmp_path.rglob("*")) == before

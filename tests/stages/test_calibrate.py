@@ -211,3 +211,27 @@ def test_feature_reference_uses_every_held_out_subject(job: dict) -> None:
     held_out = sorted(i for i, p in split.items() if p in ("Calibration", "Validation"))
     assert sorted(summary["qc_reference_features"]["subjects"]) == held_out
     assert len(held_out) >= 2 and "leave one subject out" in summary["qc_reference_features"]["how"]
+
+
+@pytest.mark.parametrize(
+    ("override", "phrase"),
+    [
+        ("NETWORK.base_filters=8", "[NETWORK] base_filters = 8 (trained with 4)"),
+        ("UNCERTAINTY.family=laplace", "[UNCERTAINTY] family = laplace (trained with normal)"),
+        ("MR.spatial_window_size=8, 8, 8", "[MR] spatial_window_size = 8, 8, 8 (trained with 16, 16, 16)"),
+    ],
+)
+def test_a_config_contradicting_the_stored_model_is_one_line_and_writes_nothing(
+    job: dict, capsys: pytest.CaptureFixture[str], override: str, phrase: str
+) -> None:
+    from refusal_setup import cli_error, tree_state
+
+    config = _model(job, "contract")
+    (config.model_dir / "training_config.ini").write_text(config.to_ini(), encoding="utf-8")
+    before = tree_state(config.model_dir)
+    line = cli_error(
+        ["calibrate", str(config.path), "--set", f"SYSTEM.model_dir={config.model_dir}", "--set", override],
+        capsys,
+    )
+    assert line.startswith("tfuq: error: tfuq calibrate: ") and phrase in line
+    assert tree_state(config.model_dir) == before

@@ -182,3 +182,32 @@ def test_an_in_sample_calibration_is_a_warning_in_the_log_summary_and_report(
     assert summary["calibration"]["in_sample"] is True and summary["calibration"]["dataset"] == "Training"
     html = (Path(config.evaluation.save_csv_dir) / "report.html").read_text()
     assert "<b>Warning:</b> the recalibration was fitted on Training subjects" in html
+
+
+@pytest.mark.parametrize("where", ["a file", "under a file"])
+def test_an_evaluation_folder_that_is_a_file_is_one_line_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], where: str
+) -> None:
+    from export_setup import load, make_app, save_trained
+    from refusal_setup import cli_error, tree_state
+
+    ini = make_app(tmp_path)
+    save_trained(load(ini))  # no maps yet: evaluate would infer them first
+    occupied = tmp_path / "occupied"
+    occupied.write_text("a file, not a folder")
+    folder = occupied if where == "a file" else occupied / "evaluation"
+    before = tree_state(tmp_path)
+    line = cli_error(["evaluate", str(ini), "--set", f"EVALUATION.save_csv_dir={folder}"], capsys)
+    assert "[EVALUATION] save_csv_dir" in line and "file" in line
+    assert tree_state(tmp_path) == before  # no inference maps written either
+
+
+def test_an_evaluation_folder_outside_model_dir_is_logged(
+    job: dict, caplog: pytest.LogCaptureFixture
+) -> None:
+    outside = job["tmp"] / "evaluation_elsewhere"
+    config = _config(job, "outside", (f"EVALUATION.save_csv_dir={outside}",))
+    with caplog.at_level(logging.INFO, logger="tfuq"):
+        run_evaluation(config)
+    assert caplog.text.count(f"writing outside model_dir: {outside}") == 1
+    assert (outside / "summary.json").is_file()

@@ -142,3 +142,131 @@ def test_served_subject_equals_tfuq_infer(tmp_path, method):
     assert qc["served"] is True and qc["flagged"] == local.qc["s0"]["flagged"]
     with pytest.raises(UserError, match="already exists"):
         serve_subject(client, served_config, "s0", files, units=UNITS)
+
+
+# --- refusals that write nothing, export_dir outside model_dir, kills during an export ---
+
+
+@pytest.fixture
+def trained(app):
+    config = load(app)
+    save_trained(config)
+    (config.model_dir / "training_config.ini").write_text(config.to_ini(), encoding="utf-8")
+    return app
+
+
+def _file(path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("a file, not a folder")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("case", "setting", "phrase"),
+    [
+        (
+            "export_dir is a file",
+            lambda t: f"EXPORT.export_dir={_file(t / 'occupied')}",
+            "is a file, not a folder",
+        ),
+        ("under a file", lambda t: f"EXPORT.export_dir={_file(t / 'occupied') / 'x'}", "cannot be created"),
+        ("model folder is a file", lambda t: f"EXPORT.export_dir={_file(t / 'e' / 'app').parent}", "'app'"),
+        ("relative, leaving model_dir", lambda t: "EXPORT.export_dir=../../outside", "leads out of it"),
+        ("wider network", lambda t: "NETWORK.base_filters=8", "[NETWORK] base_filters = 8 (trained with 4)"),
+        ("other family", lambda t: "UNCERTAINTY.family=laplace", "[UNCERTAINTY] family = laplace"),
+        ("other window", lambda t: "MR.spatial_window_size=4, 4, 4", "[MR] spatial_window_size = 4, 4, 4"),
+    ],
+)
+def test_bad_export_inputs_are_one_line_and_write_nothing(trained, tmp_path, capsys, case, setting, phrase):
+    from refusal_setup import cli_error, tree_state
+
+    args = ["export", str(trained), "--set", setting(tmp_path)]
+    before = tree_state(tmp_path)
+    assert phrase in cli_error(args, capsys), case
+    assert tree_state(tmp_path) == before
+
+
+def test_an_absolute_export_dir_outside_model_dir_is_logged(trained, tmp_path, capsys):
+    outside = tmp_path / "served_models"
+    with pytest.raises(SystemExit) as stop:
+        main(["export", str(trained), "--set", f"EXPORT.export_dir={outside}"])
+    _, err = capsys.readouterr()
+    assert stop.value.code == 0 and err.count(f"writing outside model_dir: {outside}") == 1
+    assert (outside / "app" / "1" / "saved_model.pb").is_file()
+
+
+_KILL_SCRIPT = """
+import sys, time
+from pathlib import Path
+
+point, ready, *args = sys.argv[1:]
+
+
+def stop_here():
+    Path(ready).write_text("now")
+    time.sleep(600)
+
+
+if point == "write":  # the SavedModel written (inside seeded_generators), assets.extra not yet
+    import contextlib
+
+    import tfuq.export.archive as archive
+
+    original = archive.seeded_generators
+
+    @contextlib.contextmanager
+    def seeded_generators(*a, **k):
+        with original(*a, **k):
+            yield
+        stop_here()
+
+    archive.seeded_generators = seeded_generators
+else:  # "swap": an overwrite's old version moved aside, the new one not yet in its place
+    import pathlib
+
+    original = pathlib.Path.rename
+
+    def rename(self, target):
+        if self.name.startswith(".ready-") and Path(target).name.isdigit():
+            stop_here()
+        return original(self, target)
+
+    pathlib.Path.rename = rename
+from tfuq.cli import main
+
+main(args)
+"""
+
+
+@pytest.mark.parametrize("point", ["write", "swap"])
+def test_a_killed_export_leaves_no_half_version_and_the_next_export_cleans_up(trained, tmp_path, point):
+    from refusal_setup import kill_when
+
+    config = load(trained)
+    base = config.model_dir / "export" / "app"
+    args = ["export", str(trained)]
+    if point == "swap":
+        assert main_code(args) == 0 and (base / "1" / "saved_model.pb").is_file()
+        args += ["--version", "1", "--overwrite"]
+    ready = tmp_path / "ready"
+    killed = kill_when(_KILL_SCRIPT, [point, str(ready), *args], ready)
+    left = sorted(p.name for p in base.iterdir())
+    if point == "write":  # a half SavedModel in the hidden staging folder, no version folder
+        assert [name.split("-")[0] for name in left] == [".staging"], killed.stderr
+        assert (base / left[0] / "saved_model.pb").is_file()
+        assert not (base / left[0] / "assets.extra" / "tfuq_export.json").exists()
+    else:  # the old version aside, the complete new one beside it: neither is served
+        assert [name.split("-")[0] for name in left] == [".ready", ".replaced"], killed.stderr
+    assert main_code(["export", str(trained)]) == 0  # the next export recovers, then writes its version
+    expected = ["1"] if point == "write" else ["1", "2"]
+    assert sorted(p.name for p in base.iterdir()) == expected
+    for version in expected:
+        assert (base / version / "assets.extra" / "tfuq_export.json").is_file()
+    text = (config.model_dir / "export" / MODELS_CONFIG).read_text()
+    assert text.count("config {") == 1
+
+
+def main_code(args):
+    with pytest.raises(SystemExit) as stop:
+        main(args)
+    return stop.value.code

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import shutil
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from uq_job_setup import CT_PARAMS, normalised_mr, save_analytic_model, tiny_con
 from tfuq.calibration import IsotonicRecalibrator, SigmaScaling
 from tfuq.calibration.moment_recalibration import MomentRecalibration
 from tfuq.calibration.qc_reference import load_qc_reference, slice_statistics
+from tfuq.cli import main
 from tfuq.data import NormalisationParams, load_volume, read_split
 from tfuq.data.prepare import prepare_data
 from tfuq.errors import UserError
@@ -311,3 +313,236 @@ def test_derived_mu_map_matches_the_closed_form_of_the_bilinear_map(job: dict) -
     assert np.all(_read(out / f"{subject}_mu_map_511kev_epistemic_std.nii.gz") == 0.0)  # one pass
     np.testing.assert_allclose(_read(out / f"{subject}_mu_map_511kev_aleatoric_std.nii.gz"), std, rtol=1e-5)
     assert (mean[m < -1400] == 0).all() and mean.max() > 0.1  # air clipped at 0; bone above 0.1 cm^-1
+
+
+# --- refusals that write nothing, outputs outside model_dir, kills between and during the maps ---
+
+
+@pytest.fixture
+def trained_app(tmp_path: Path) -> Path:
+    """A tiny 2-subject NIfTI application with a "trained" U-Net and its stored training config."""
+    from export_setup import load, make_app, save_trained
+
+    ini = make_app(tmp_path, "[UNCERTAINTY]", "mc_samples = 2")
+    config = load(ini)
+    save_trained(config)
+    (config.model_dir / "training_config.ini").write_text(config.to_ini(), encoding="utf-8")
+    return ini
+
+
+def _occupy(tmp_path: Path) -> Path:
+    (tmp_path / "occupied").write_text("a file, not a folder")
+    return tmp_path / "occupied"
+
+
+@pytest.mark.parametrize(
+    ("case", "settings", "phrase"),
+    [
+        (
+            "output folder is a file",
+            lambda t: [f"INFERENCE.save_seg_dir={_occupy(t)}"],
+            "is a file, not a folder",
+        ),
+        (
+            "output folder under a file",
+            lambda t: [f"INFERENCE.save_seg_dir={_occupy(t) / 'maps'}"],
+            "cannot be created, ",
+        ),
+        (
+            "relative output leaving model_dir",
+            lambda t: ["INFERENCE.save_seg_dir=../../outside"],
+            "leads out of it",
+        ),
+        (
+            "wider network",
+            lambda t: ["NETWORK.base_filters=8"],
+            "[NETWORK] base_filters = 8 (trained with 4)",
+        ),
+        (
+            "other network",
+            lambda t: ["NETWORK.name=highres3dnet"],
+            "[NETWORK] name = highres3dnet (trained with",
+        ),
+        ("other family", lambda t: ["UNCERTAINTY.family=laplace"], "[UNCERTAINTY] family = laplace (trained"),
+        (
+            "other window",
+            lambda t: ["MR.spatial_window_size=4, 4, 4"],
+            "[MR] spatial_window_size = 4, 4, 4 (trained",
+        ),
+        (
+            "other normalisation",
+            lambda t: ["MR.intensity_normalisation=minmax"],
+            "[MR] intensity_normalisation",
+        ),
+        ("other grid", lambda t: ["MR.pixdim=3, 3, 3"], "[MR] pixdim = 3.0, 3.0, 3.0 (trained with (empty))"),
+    ],
+)
+def test_bad_infer_inputs_are_one_line_and_write_nothing(
+    trained_app: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], case: str, settings, phrase: str
+) -> None:
+    from refusal_setup import cli_error, tree_state
+
+    args = ["infer", str(trained_app)] + [x for s in settings(tmp_path) for x in ("--set", s)]
+    before = tree_state(tmp_path)
+    assert phrase in cli_error(args, capsys), case
+    assert tree_state(tmp_path) == before
+
+
+def test_an_output_dir_option_that_is_a_file_is_one_line(
+    trained_app: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from refusal_setup import cli_error, tree_state
+
+    model_dir, scan = tmp_path / "model", tmp_path / "data" / "s0_mr.nii.gz"
+    before = tree_state(tmp_path)
+    for output in (_occupy(tmp_path), _occupy(tmp_path) / "maps"):
+        before = tree_state(tmp_path)
+        line = cli_error(
+            ["infer", str(model_dir), "--image", f"MR={scan}", "--output-dir", str(output)], capsys
+        )
+        assert "file" in line
+        assert tree_state(tmp_path) == before
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_an_unwritable_output_folder_is_one_line(
+    trained_app: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from refusal_setup import cli_error, tree_state
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        before = tree_state(tmp_path)
+        args = ["infer", str(trained_app), "--set", f"INFERENCE.save_seg_dir={locked / 'maps'}"]
+        assert "not writable" in cli_error(args, capsys)
+        assert tree_state(tmp_path) == before
+    finally:
+        locked.chmod(0o755)
+
+
+@pytest.mark.skipif(not Path("/sys/kernel").is_dir(), reason="needs Linux sysfs")
+def test_an_output_folder_that_cannot_be_created_is_one_line(
+    trained_app: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from refusal_setup import cli_error, tree_state
+
+    before = tree_state(tmp_path)  # as root only the write itself fails: still one line, nothing written
+    args = ["infer", str(trained_app), "--set", "INFERENCE.save_seg_dir=/sys/kernel/tfuq-test-maps"]
+    line = cli_error(args, capsys)
+    assert "/sys/kernel/tfuq-test-maps" in line and ("not writable" in line or "cannot be created" in line)
+    assert tree_state(tmp_path) == before
+
+
+def test_outputs_outside_model_dir_need_an_absolute_path_and_are_logged(
+    trained_app: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    outside = tmp_path / "maps_elsewhere"
+    with pytest.raises(SystemExit) as stop:
+        main(["infer", str(trained_app), "--set", f"INFERENCE.save_seg_dir={outside}"])
+    _, err = capsys.readouterr()
+    assert stop.value.code == 0, err
+    assert err.count(f"writing outside model_dir: {outside}") == 1
+    names = ("mean", "epistemic_std", "aleatoric_std", "total_std")
+    expected = [f"s{k}_{name}.nii.gz" for k in range(2) for name in names] + ["s0_qc.json", "s1_qc.json"]
+    assert sorted(p.name for p in outside.iterdir()) == sorted(expected)
+    with pytest.raises(SystemExit) as stop:  # inside: not logged
+        main(["infer", str(trained_app)])
+    _, err = capsys.readouterr()
+    assert stop.value.code == 0 and "writing outside model_dir" not in err
+
+
+_KILL_SCRIPT = """
+import os, sys, time
+from pathlib import Path
+
+mode, ready, *args = sys.argv[1:]
+
+
+def stop_here():
+    Path(ready).write_text("now")
+    time.sleep(600)
+
+
+if mode in ("between", "during"):  # after two maps of s0 are in its staging folder
+    import tfuq.inference.outputs as outputs
+    from tfuq.atomic import atomic_path
+
+    original, written = outputs.save_volume, []
+
+    def save_volume(values, reference, path, **kwargs):
+        if len(written) == 2:
+            if mode == "during":  # half of the third file's bytes in its temp file
+                with atomic_path(path) as tmp:
+                    tmp.write_bytes(b"half a NIfTI")
+                    stop_here()
+            stop_here()
+        written.append(path)
+        return original(values, reference, path, **kwargs)
+
+    outputs.save_volume = save_volume
+else:  # "commit": two files of the complete set moved into place, the others not yet
+    original, moved = os.replace, []
+
+    def replace(src, dst, **kwargs):
+        if Path(src).parent.name.startswith(".commit-"):
+            if len(moved) == 2:
+                stop_here()
+            moved.append(src)
+        return original(src, dst, **kwargs)
+
+    os.replace = replace
+from tfuq.cli import main
+
+main(args)
+"""
+
+
+def _maps(folder: Path, subject: str) -> dict[str, np.ndarray]:
+    return {p.name: _read(p) for p in sorted(folder.glob(f"{subject}_*.nii.gz"))}
+
+
+@pytest.mark.parametrize("point", ["between", "during", "commit"])
+def test_a_killed_infer_leaves_a_whole_set_or_none_and_a_rerun_completes(
+    trained_app: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], point: str
+) -> None:
+    """SIGKILL between two maps, in the middle of a map's write, and between the moves into place."""
+    from export_setup import load
+    from refusal_setup import kill_when
+
+    config = load(trained_app)
+    out = Path(config.inference.save_seg_dir)
+    ready = tmp_path / "ready"
+    killed = kill_when(_KILL_SCRIPT, [point, str(ready), "infer", str(trained_app)], ready)
+    visible = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
+    hidden = [p.name for p in out.iterdir() if p.name.startswith(".")]
+    if point == "commit":  # the set was complete: two of its files in place, the rest in .commit-*
+        assert len(visible) == 2 and [h.split("-")[0] for h in hidden] == [".commit"], killed.stderr
+    else:
+        assert visible == [] and [h.split("-")[0] for h in hidden] == [".staging"], killed.stderr
+        staged = sorted(p.name for p in (out / hidden[0]).iterdir())
+        assert len([n for n in staged if n.startswith("s0_")]) == 2  # two maps written, then the kill
+        assert len([n for n in staged if ".tmp" in n]) == (point == "during")  # the half-written third
+    # the rerun cleans up first: the killed subject's set is whole (or absent, then written)
+    overwrite = ["--set", "INFERENCE.overwrite=true"] if point == "commit" else []
+    if point == "commit":  # a whole set counts as written: refused as any existing output, but completed
+        with pytest.raises(SystemExit) as stop:
+            main(["infer", str(trained_app)])
+        assert stop.value.code == 2 and "s0_" in capsys.readouterr()[1]
+        assert len(list(out.glob("s0_*"))) == 5 and not list(out.glob(".*"))
+    with pytest.raises(SystemExit) as stop:
+        main(["infer", str(trained_app), *overwrite])
+    _, err = capsys.readouterr()
+    assert stop.value.code == 0, err
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # no debris
+    reference = tmp_path / "uninterrupted"
+    with pytest.raises(SystemExit) as stop:
+        main(["infer", str(trained_app), "--set", f"INFERENCE.save_seg_dir={reference}"])
+    capsys.readouterr()
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in reference.iterdir())
+    for subject in ("s0", "s1"):
+        ours, theirs = _maps(out, subject), _maps(reference, subject)
+        assert list(ours) == list(theirs) and len(ours) == 4
+        for name in ours:
+            np.testing.assert_array_equal(ours[name], theirs[name], err_msg=name)

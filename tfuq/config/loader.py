@@ -19,6 +19,7 @@ from typing import Any
 from tfuq.config.errors import ConfigError
 from tfuq.config.fields import ConfigValueError, field_specs, format_value, parse_value
 from tfuq.config.niftynet import translate_niftynet
+from tfuq.config.paths import check_contained_outputs
 from tfuq.config.sections import (
     APPLICATIONS,
     NETWORKS,
@@ -231,7 +232,9 @@ def load_config(path: PathLike, overrides: Iterable[str] = ()) -> Config:
         outputs against ``model_dir``, as NiftyNet does).
 
     Raises:
-        ConfigError: on any invalid input, with a one-line message.
+        ConfigError: on any invalid input, with a one-line message; among
+            them a relative output folder leading out of ``model_dir``
+            (:mod:`tfuq.config.paths`).
 
     Example:
         >>> cfg = load_config("configs/demo_mr2ct.ini", ["TRAINING.max_iter=10"])
@@ -296,7 +299,9 @@ def load_config(path: PathLike, overrides: Iterable[str] = ()) -> Config:
         "CALIBRATION": CalibrationSection, "EXPORT": ExportSection, "PHANTOM": PhantomSection,
     }  # fmt: skip
     for name, cls in classes.items():
-        parsed[name.lower()] = _resolve_paths(_parse_section(path, parser, name, cls), bases)
+        section = _parse_section(path, parser, name, cls)
+        check_contained_outputs(path, name, section, model_dir)
+        parsed[name.lower()] = _resolve_paths(section, bases)
     parsed["network"] = _check_network(path, parsed["network"], ini_dir)
     if application == "GAN" and parsed["training"].loss_type != "nll":
         raise ConfigError(

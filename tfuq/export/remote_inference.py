@@ -39,14 +39,12 @@ Reference:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from tfuq.atomic import write_json
 from tfuq.checks import check_int
 from tfuq.config import Config, InputSource
 from tfuq.data.normalisation import NormalisationParams
@@ -296,8 +294,6 @@ def serve_subject(
         mask=mask if mask is not None and mask.any() else None,
         threshold=config.uncertainty.flag_threshold,
         overwrite=overwrite,
+        finish_qc=lambda qc: {**qc, "family": config.family, "served": True, "serving_url": client.url},
     )
-    qc = json.loads(paths["qc"].read_text(encoding="utf-8"))
-    qc.update({"family": config.family, "served": True, "serving_url": client.url})
-    write_json(paths["qc"], qc, overwrite=True)
     return paths

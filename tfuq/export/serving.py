@@ -9,10 +9,18 @@ sub-folder that holds a SavedModel::
             1/saved_model.pb ...   # version 1
             2/saved_model.pb ...   # version 2 (served by default)
 
-A new version is written into a hidden temporary folder beside the versions
-and renamed into place when complete, so a running server never loads a
-half-written SavedModel. Existing versions are refused unless ``overwrite``
-is asked for; the old folder is then replaced in one rename and deleted.
+A new version is written into a hidden folder ``.staging-<version>-<pid>``
+beside the versions and renamed into place when complete, so a running
+server never loads a half-written SavedModel. Existing versions are refused
+unless ``overwrite`` is asked for; the complete new version is then first
+renamed ``.ready-<version>-<pid>``, the old folder moved aside
+(``.replaced-<version>-<pid>``), the new one renamed into place and the old
+one deleted. :func:`recover_versions`, run before every export, cleans up
+after a killed one (only these names, only of processes that are gone): an
+unfinished ``.staging-*`` is removed, a ``.ready-*`` version is put in place
+(the kill came between the renames of an overwrite), a ``.replaced-*`` one
+is deleted. So a kill anywhere leaves either the old version or the new
+one, never a half one, and no debris after the next export.
 
 Reference:
     TF Serving configuration: the ``model_config_list`` text format,
@@ -22,13 +30,14 @@ Reference:
 from __future__ import annotations
 
 import contextlib
+import logging
+import os
 import re
 import shutil
-import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from tfuq.atomic import write_text
+from tfuq.atomic import check_output_folder, process_gone, recover_interrupted, write_text
 from tfuq.errors import UserError
 from tfuq.typing import PathLike
 
@@ -39,6 +48,7 @@ __all__ = [
     "list_versions",
     "models_config_text",
     "next_version",
+    "recover_versions",
     "staged_version",
     "write_models_config",
 ]
@@ -48,6 +58,11 @@ MODELS_CONFIG = "models.config"
 #: The file that makes a version folder a SavedModel.
 SAVED_MODEL_FILE = "saved_model.pb"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+#: What a version being written leaves beside the versions: ``.<kind>-<version>-<pid>``.
+_WORK = re.compile(r"^\.(?P<kind>staging|ready|replaced)-(?P<version>\d+)-(?P<pid>\d+)$")
+#: The staging folder of tfuq versions before the pid was in its name: ``.staging-<version>-<random8>``.
+_OLD_STAGING = re.compile(r"^\.staging-\d+-[a-z0-9_]{8}$")
+_LOG = logging.getLogger(__name__)
 
 
 def check_model_name(name: str) -> str:
@@ -96,6 +111,51 @@ def next_version(model_base: PathLike) -> int:
     return versions[-1] + 1 if versions else 1
 
 
+def _place(ready: Path, final: Path) -> None:
+    """Replace ``final`` (if any) by the complete version ``ready``: two renames, then the old one goes."""
+    trash = ready.with_name(ready.name.replace(".ready-", ".replaced-", 1))
+    if final.exists():
+        if trash.exists():
+            shutil.rmtree(trash)
+        final.rename(trash)
+    ready.rename(final)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def recover_versions(model_base: PathLike) -> list[str]:
+    """Clean up after exports killed while writing under ``model_base``; call it before an export.
+
+    Of processes that are gone (:func:`tfuq.atomic.process_gone`): a complete
+    version awaiting its place (``.ready-<v>-<pid>``) is put in place, an
+    unfinished one (``.staging-<v>-<pid>``, and the pid-less staging folders
+    of earlier tfuq versions) and a replaced old one (``.replaced-<v>-<pid>``)
+    are removed. Nothing else is touched.
+
+    Args:
+        model_base: ``<export_dir>/<model_name>``; nothing happens when it does not exist.
+
+    Returns:
+        The folder names handled.
+    """
+    base = Path(model_base)
+    if not base.is_dir():
+        return []
+    work = [(p, _WORK.match(p.name)) for p in sorted(base.iterdir()) if p.is_dir()]
+    gone = [(p, m) for p, m in work if m and process_gone(int(m["pid"]))]
+    handled = []
+    for path, match in gone:  # first the complete versions: their old folder may be in a .replaced-*
+        if match["kind"] == "ready":
+            _LOG.warning("%s: putting version %s of an interrupted export in place", base, match["version"])
+            _place(path, base / match["version"])
+            handled.append(path.name)
+    for path, match in [*gone, *((p, None) for p, _ in work if _OLD_STAGING.match(p.name))]:
+        if path.exists() and (match is None or match["kind"] != "ready"):
+            _LOG.info("%s: removing %s of an interrupted export", base, path.name)
+            shutil.rmtree(path, ignore_errors=True)
+            handled.append(path.name)
+    return handled
+
+
 @contextlib.contextmanager
 def staged_version(
     export_dir: PathLike,
@@ -117,28 +177,40 @@ def staged_version(
         (an empty folder beside the versions, hidden from TF Serving by its
         non-numeric name); on normal exit it is renamed to ``final_dir``
         (``<export_dir>/<model_name>/<version>``). On error it is removed and
-        nothing changes.
+        nothing changes. What a killed export left is cleaned up first
+        (:func:`recover_versions`).
 
     Raises:
-        UserError: the version exists and ``overwrite`` is False, a bad name or version.
+        UserError: the version exists and ``overwrite`` is False, a bad name
+            or version, or an export folder that is a file or not writable.
     """
-    base = Path(export_dir) / check_model_name(model_name)
-    number = next_version(base) if version is None else _check_version(version)
+    name = check_model_name(model_name)
+    number = None if version is None else _check_version(version)
+    check_output_folder(export_dir, "[EXPORT] export_dir")
+    base = check_output_folder(Path(export_dir) / name, f"[EXPORT] export_dir: model {name!r}:")
+    recover_interrupted(export_dir)  # e.g. a models.config temp file
+    recover_versions(base)
+    number = next_version(base) if number is None else number
     final = base / str(number)
     if final.exists() and not overwrite:
         raise UserError(
             f"{final}: version {number} of model {model_name!r} already exists; pass --overwrite "
             "to replace it, or omit --version to write the next free one."
         )
-    base.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".staging-{number}-", dir=base))
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"[EXPORT] export_dir {base}: cannot be created: {error.strerror or error}") from None
+    staging = base / f".staging-{number}-{os.getpid()}"
+    if staging.exists():  # left by a killed export that had this pid
+        shutil.rmtree(staging)
+    staging.mkdir()
     try:
         yield staging, final
         if final.exists():
-            trash = Path(tempfile.mkdtemp(prefix=f".replaced-{number}-", dir=base))
-            final.rename(trash / "old")
-            staging.rename(final)
-            shutil.rmtree(trash, ignore_errors=True)
+            ready = base / f".ready-{number}-{os.getpid()}"
+            staging.rename(ready)  # complete: from here a kill is rolled forward by recover_versions
+            _place(ready, final)
         else:
             staging.rename(final)
     finally:

@@ -14,21 +14,24 @@ Files written for a subject ``s`` in ``out_dir``::
     s_total_std.nii.gz  [s_<extra>.nii.gz ...]  s_qc.json
 
 each on the reference volume's grid, orientation and header
-(:func:`tfuq.data.save_volume`), written atomically (temp file + rename).
-Nothing is written if any of the files exists, unless ``overwrite=True``.
+(:func:`tfuq.data.save_volume`), written as one set
+(:func:`tfuq.atomic.atomic_files`: into ``out_dir/.staging-s-<pid>/``, moved
+into place when every file is written, the QC file last), so a killed run
+leaves all of them or none. Nothing is written if any of the files exists,
+unless ``overwrite=True``.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from tfuq.atomic import write_json
+from tfuq.atomic import atomic_files, write_json
 from tfuq.data.nifti import Volume, save_volume
 from tfuq.data.normalisation import NormalisationParams, denormalise, denormalise_std
 from tfuq.errors import UserError
@@ -220,8 +223,9 @@ def write_outputs(
     mask: npt.ArrayLike | None = None,
     threshold: float = 0.0,
     overwrite: bool = False,
+    finish_qc: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
 ) -> dict[str, Path]:
-    """Write a subject's maps in target units and its QC summary.
+    """Write a subject's maps in target units and its QC summary, as one set.
 
     Args:
         out_dir: Output folder (created if missing).
@@ -240,13 +244,17 @@ def write_outputs(
             target units; 0 (default) disables flagging.
         overwrite: Replace existing files. Default False: if any output file
             exists nothing is written.
+        finish_qc: Called with the QC summary before it is written; returns
+            the QC to write (e.g. with the reliability scores). Default None:
+            the summary as it is.
 
     Returns:
         dict map name (and ``"qc"``) -> path written.
 
     Raises:
         UserError: An output exists and ``overwrite`` is False, a bad subject
-            or map name, or an empty mask.
+            or map name, an empty mask, or an output folder that is a file or
+            not writable.
         ValueError: Missing maps, wrong shapes, non-finite values or a
             negative threshold.
 
@@ -277,7 +285,11 @@ def write_outputs(
                 f"{existing[0]}: already exists ({len(existing)} output file(s) of {subject!r}); "
                 "refusing to overwrite (pass overwrite=True)."
             )
-    for name, values in {**maps, **extras}.items():
-        save_volume(values, reference, paths[name], overwrite=overwrite)
-    write_json(paths[_QC], qc, overwrite=overwrite)
+    if finish_qc is not None:
+        qc = finish_qc(qc)
+    files = [path.name for path in paths.values()]  # the QC file last: it marks a complete set
+    with atomic_files(out_dir, files, label=subject, overwrite=overwrite) as staging:
+        for name, values in {**maps, **extras}.items():
+            save_volume(values, reference, staging / paths[name].name)
+        write_json(staging / paths[_QC].name, qc)
     return paths

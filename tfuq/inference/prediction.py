@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -38,7 +37,6 @@ from typing import Any
 
 import numpy as np
 
-from tfuq.atomic import write_json
 from tfuq.calibration.isotonic import IsotonicRecalibrator
 from tfuq.calibration.moment_recalibration import MomentRecalibration
 from tfuq.calibration.qc_reference import (
@@ -459,7 +457,11 @@ def write_subject(
     overwrite: bool = False,
     extra_scores: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Write a subject's maps (target units, reference grid) and ``<subject>_qc.json``.
+    """Write a subject's maps (target units, reference grid) and ``<subject>_qc.json``, as one set.
+
+    Every file goes through a staging folder and is moved into place when all
+    are written (:func:`tfuq.inference.write_outputs`), so a kill leaves the
+    subject's whole set or nothing of it.
 
     Args:
         config: The loaded configuration (output folder, postfix, flag threshold).
@@ -477,7 +479,8 @@ def write_subject(
         The QC summary written (``flagged``, std statistics, ``paths``).
 
     Raises:
-        UserError: an output exists and ``overwrite`` is False.
+        UserError: an output exists and ``overwrite`` is False, or the output
+            folder is a file or not writable.
     """
     order = config.inference.output_interp_order
     back = _to_reference(subject, maps, order)
@@ -507,6 +510,30 @@ def write_subject(
     extra.update(
         _derived_maps(config.inference.derived, back, decomposition, recalibrated=recalibrator is not None)
     )
+    scores = dict(extra_scores or {})
+    reference = load_qc_reference(Path(config.model_dir) / CALIBRATION_DIR / QC_REFERENCE_FILE)
+    if reference is not None:
+        # the statistic the reference was fitted on: recalibrated total std, normalised units
+        total = np.sqrt(np.maximum(decomposition[TOTAL_VAR], 0.0))
+        inside = mask if mask is not None and mask.any() else None
+        scores["total_std"] = qc_score(slice_statistics(total, inside), reference)
+    written: dict[str, Any] = {}
+
+    def finish(qc: dict[str, Any]) -> dict[str, Any]:
+        mode = config.uncertainty.reliability
+        if scores and mode != "off":
+            deciding = [name for name in scores if mode in ("either", name)]
+            if not deciding and mode == "feature_distance":
+                deciding = [name for name in scores if name == "total_std"]  # no feature reference
+            flagged = any(scores[name]["flagged"] for name in deciding)
+            qc["reliability"] = {"mode": mode, "deciding": deciding, "flagged": flagged, "scores": scores}
+            qc["flagged"] = bool(qc["flagged"] or flagged)
+        qc["family"] = config.family
+        qc["mc_samples"] = config.uncertainty.mc_samples
+        qc["recalibration"] = type(recalibrator).__name__ if recalibrator is not None else None
+        written.update(qc)
+        return qc
+
     paths = write_outputs(
         config.inference.save_seg_dir,
         output_stem(config, subject.id),
@@ -517,28 +544,9 @@ def write_subject(
         mask=mask if mask is not None and mask.any() else None,
         threshold=config.uncertainty.flag_threshold,
         overwrite=overwrite,
+        finish_qc=finish,
     )
-    qc = json.loads(paths["qc"].read_text(encoding="utf-8"))
-    scores = dict(extra_scores or {})
-    reference = load_qc_reference(Path(config.model_dir) / CALIBRATION_DIR / QC_REFERENCE_FILE)
-    if reference is not None:
-        # the statistic the reference was fitted on: recalibrated total std, normalised units
-        total = np.sqrt(np.maximum(decomposition[TOTAL_VAR], 0.0))
-        inside = mask if mask is not None and mask.any() else None
-        scores["total_std"] = qc_score(slice_statistics(total, inside), reference)
-    mode = config.uncertainty.reliability
-    if scores and mode != "off":
-        deciding = [name for name in scores if mode in ("either", name)]
-        if not deciding and mode == "feature_distance":
-            deciding = [name for name in scores if name == "total_std"]  # no feature reference
-        flagged = any(scores[name]["flagged"] for name in deciding)
-        qc["reliability"] = {"mode": mode, "deciding": deciding, "flagged": flagged, "scores": scores}
-        qc["flagged"] = bool(qc["flagged"] or flagged)
-    qc["family"] = config.family
-    qc["mc_samples"] = config.uncertainty.mc_samples
-    qc["recalibration"] = type(recalibrator).__name__ if recalibrator is not None else None
-    write_json(paths["qc"], qc, overwrite=True)
-    return {**qc, "paths": {name: str(path) for name, path in paths.items()}}
+    return {**written, "paths": {name: str(path) for name, path in paths.items()}}
 
 
 def feature_scores(config: Config, model: Any, window: Sequence[int], subject: SubjectInputs) -> dict:

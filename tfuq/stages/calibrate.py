@@ -2,6 +2,9 @@
 
 The steps of :func:`run_calibration`:
 
+0. a config that contradicts the stored model (network, head, input
+   geometry and normalisation of ``<model_dir>/training_config.ini``) is
+   refused in one line (:func:`tfuq.model_store.stored_config.check_matches_model`);
 1. the held-out subjects with a target: the split's Calibration subjects,
    else its Validation ones, or the phase ``[CALIBRATION] dataset`` names;
    none is a one-line error. Training subjects only when named there
@@ -228,7 +231,9 @@ def run_calibration(config: Config) -> dict[str, Any]:
         The summary written to ``<model_dir>/calibration/summary.json``.
 
     Raises:
-        UserError: no trained model, no split file, no subject with a target.
+        UserError: a config that contradicts the stored model
+            (:func:`tfuq.model_store.stored_config.check_matches_model`), no
+            trained model, no split file, no subject with a target.
     """
     import click
 
@@ -240,8 +245,10 @@ def run_calibration(config: Config) -> dict[str, Any]:
         windows_per_subject,
     )
     from tfuq.inference.subject_inputs import load_inference_subject
+    from tfuq.model_store.stored_config import check_matches_model
     from tfuq.model_store.trained import load_members
 
+    check_matches_model(config, "tfuq calibrate")
     members = load_members(config)
     params = members[0].target_normalisation
     settings = prediction_settings(config)

@@ -26,7 +26,8 @@ The steps of :func:`run_evaluation`:
    there); with a ``[REGRESSION] noise_std`` section (the phantom's true
    noise std) also ``aleatoric_vs_noise_spearman`` (and ``_ratio`` in the
    target's units), the model's aleatoric std against the truth;
-4. into ``[EVALUATION] save_csv_dir``: ``metrics.csv``, ``summary.json``,
+4. into ``[EVALUATION] save_csv_dir`` (refused before any work when it is a
+   file or not writable; logged when outside model_dir): ``metrics.csv``, ``summary.json``,
    the calibration, RMSE-versus-retained and error-histogram plots, one
    montage per subject and ``report.html`` (:func:`tfuq.evaluation.write_report`)
    with the slice viewer of every subject (:mod:`tfuq.evaluation.viewer`);
@@ -44,9 +45,11 @@ from typing import Any
 
 import numpy as np
 
+from tfuq.atomic import check_output_folder
 from tfuq.calibration.sigma_scaling import SigmaScaling
 from tfuq.calibration.stored import load_calibration
 from tfuq.config import Config
+from tfuq.config.paths import note_outside_model_dir
 from tfuq.data.geometry import resample_to_grid, same_grid
 from tfuq.data.nifti import Volume, load_volume
 from tfuq.data.normalisation import NormalisationParams
@@ -342,7 +345,8 @@ def run_evaluation(config: Config) -> dict[str, Any]:
         The summary (as in ``summary.json``) with ``"paths"`` of the files written.
 
     Raises:
-        UserError: no subject with a target, no trained model for missing
+        UserError: an output folder that is a file or not writable, no
+            subject with a target, no trained model for missing
             maps, existing outputs without ``[EVALUATION] overwrite``, or no
             ``normalisation.json`` in ``model_dir`` with ``target_units =
             normalised``.
@@ -351,9 +355,10 @@ def run_evaluation(config: Config) -> dict[str, Any]:
 
     from tfuq.stages.infer import run_inference
 
+    out_dir = check_output_folder(config.evaluation.save_csv_dir, "[EVALUATION] save_csv_dir")
+    note_outside_model_dir(out_dir, config.model_dir)
     sources = resolve_sources(config)
     chosen = _evaluation_subjects(config, sources)
-    out_dir = Path(config.evaluation.save_csv_dir)
     if not config.evaluation.overwrite:
         existing = [out_dir / name for name in REPORT_FILES.values() if (out_dir / name).exists()]
         if existing:

@@ -2,6 +2,11 @@
 
 The steps of :func:`export`:
 
+0. checks that write nothing: ``[EXPORT] export_dir`` (and its model
+   folder) can be written (not a file, not under a file, writable; a folder
+   outside model_dir, given as an absolute path, is logged), and the config
+   does not contradict the model
+   (:func:`tfuq.model_store.stored_config.check_matches_model`);
 1. the trained network ``<model_dir>/model.keras`` (loaded with safe_mode
    on, :func:`tfuq.export.load_model`; a one-line error when there is none:
    run tfuq train first), or the weights of checkpoint
@@ -18,7 +23,9 @@ The steps of :func:`export`:
 4. written as ``<[EXPORT] export_dir>/<[EXPORT] model_name>/<version>/``
    (the next free version unless one is given; an existing version is
    refused unless ``overwrite``) through a hidden staging folder, so a
-   running TF Serving never sees a partial model; then
+   running TF Serving never sees a partial model and a killed export leaves
+   no half version (its debris is cleaned up by the next export,
+   :func:`tfuq.export.serving.recover_versions`); then
    ``<export_dir>/models.config`` lists every model there.
 """
 
@@ -29,12 +36,15 @@ from pathlib import Path
 
 import keras
 
+from tfuq.atomic import check_output_folder
 from tfuq.calibration.moment_recalibration import MomentRecalibration
 from tfuq.config import Config
+from tfuq.config.paths import note_outside_model_dir
 from tfuq.errors import UserError
 from tfuq.export.archive import export_saved_model, input_names
-from tfuq.export.serving import staged_version, write_models_config
+from tfuq.export.serving import check_model_name, staged_version, write_models_config
 from tfuq.model_store import MODEL_FILE, load_model
+from tfuq.model_store.stored_config import check_matches_model
 
 __all__ = ["export"]
 
@@ -64,13 +74,19 @@ def export(config: Config, *, version: int | None = None, overwrite: bool = Fals
         Path: the version folder written, ``<export_dir>/<model_name>/<version>``.
 
     Raises:
-        UserError: no trained model, broken normalisation or calibration
-            files, an existing version without ``overwrite``, or a model that
-            does not fit the configuration's family.
+        UserError: an export folder that is a file or not writable, a config
+            that contradicts the stored model, no trained model, broken
+            normalisation or calibration files, an existing version without
+            ``overwrite``, or a model that does not fit the configuration's family.
     """
     from tfuq.calibration.stored import load_calibration
     from tfuq.model_store import NORMALISATION_FILE, read_target_normalisation
 
+    export_dir = Path(config.export.export_dir)
+    check_output_folder(export_dir, "[EXPORT] export_dir")
+    name = check_model_name(config.export.model_name)
+    check_output_folder(export_dir / name, f"[EXPORT] export_dir: model {name!r}:")
+    check_matches_model(config, "tfuq export")
     model = _load_network(config)
     units = read_target_normalisation(config.model_dir)
     recalibrator = load_calibration(config.model_dir, config.calibration.method)
@@ -82,7 +98,7 @@ def export(config: Config, *, version: int | None = None, overwrite: bool = Fals
         assets[NORMALISATION_FILE] = (config.model_dir / NORMALISATION_FILE).read_text(encoding="utf-8")
     if recalibrator is not None:
         assets["calibration.json"] = recalibrator.to_json()
-    export_dir = Path(config.export.export_dir)
+    note_outside_model_dir(export_dir, config.model_dir)
     with staged_version(export_dir, config.export.model_name, version, overwrite=overwrite) as (
         staging,
         final,

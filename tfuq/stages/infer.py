@@ -2,6 +2,12 @@
 
 The steps of :func:`run_inference`:
 
+0. checks that write nothing: the output folder ``[INFERENCE] save_seg_dir``
+   can be written (not a file, not under a file, writable; a folder outside
+   model_dir, given as an absolute path, is logged), and the config does not
+   contradict the model (:func:`tfuq.model_store.stored_config.check_matches_model`:
+   network, head, input geometry and normalisation as in
+   ``<model_dir>/training_config.ini``);
 1. the trained model of ``model_dir`` (a one-line error when there is none:
    run tfuq train first) and the members of ``[UNCERTAINTY] ensemble``
    (:mod:`tfuq.model_store.trained`);
@@ -9,7 +15,10 @@ The steps of :func:`run_inference`:
    calibrate`` stored it (:mod:`tfuq.calibration.stored`);
 3. the subjects of ``[INFERENCE] dataset_to_infer`` (default ``Inference``;
    every subject when there is no split file or with ``all``);
-4. outputs that already exist are refused before any work, unless
+4. what a killed run left in the output folder is cleaned up
+   (:func:`tfuq.atomic.recover_interrupted`: its unfinished sets and temp
+   files removed, a set it was moving into place completed); then outputs
+   that already exist are refused before any work, unless
    ``[INFERENCE] overwrite = true``;
 5. per subject, with a progress bar over its windows: inputs read and
    normalised as at training (:mod:`tfuq.inference.subject_inputs`), T MC
@@ -22,7 +31,9 @@ The steps of :func:`run_inference`:
    maps the exported SavedModel serves), the model's raw std maps as
    ``*_std_uncalibrated``, ``_lower95`` / ``_upper95``, and
    ``<subject>_qc.json`` with the reliability scores and the ``flagged``
-   decision.
+   decision. A subject's files are written as one set (a staging folder in
+   the output folder, moved into place when all are written), so a kill
+   leaves all of them or none.
 
 ``files`` replaces step 3's search with given files
 (``tfuq infer MODEL_DIR --image SECTION=FILE``, :mod:`tfuq.inference.scans`).
@@ -37,8 +48,10 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from tfuq.atomic import check_output_folder, recover_interrupted
 from tfuq.calibration.stored import load_calibration
 from tfuq.config import Config
+from tfuq.config.paths import note_outside_model_dir
 from tfuq.config.sections import INFERENCE
 from tfuq.data.sources import resolve_sources
 from tfuq.data.split import read_split
@@ -54,9 +67,10 @@ from tfuq.inference.prediction import (
     write_subject,
 )
 from tfuq.inference.subject_inputs import find_inference_subjects, load_inference_subject
+from tfuq.model_store.stored_config import check_matches_model
 from tfuq.model_store.trained import load_members
 
-__all__ = ["InferenceResult", "infer", "inference_subjects", "run_inference"]
+__all__ = ["InferenceResult", "infer", "inference_subjects", "open_output_folder", "run_inference"]
 
 _LOG = logging.getLogger(__name__)
 
@@ -108,6 +122,23 @@ def inference_subjects(
     return chosen
 
 
+def open_output_folder(config: Config) -> Path:
+    """``[INFERENCE] save_seg_dir``, checked before anything is written, with a killed run's debris gone.
+
+    Refuses a folder that is a file, lies under a file or is not writable;
+    logs a folder outside model_dir; removes the unfinished sets and temp
+    files an interrupted run left there and completes a set it was moving in
+    (:func:`tfuq.atomic.recover_interrupted`).
+
+    Raises:
+        UserError: the folder cannot be written.
+    """
+    out_dir = check_output_folder(config.inference.save_seg_dir, "[INFERENCE] save_seg_dir")
+    note_outside_model_dir(out_dir, config.model_dir)
+    recover_interrupted(out_dir)
+    return out_dir
+
+
 def _check_free(paths: Iterable[Path]) -> None:
     existing = [p for p in paths if p.exists()]
     if existing:
@@ -137,10 +168,14 @@ def run_inference(
         InferenceResult.
 
     Raises:
-        UserError: no trained model, no subject, existing outputs, bad data.
+        UserError: an output folder that cannot be written, a config that
+            contradicts the stored model, no trained model, no subject,
+            existing outputs, bad data.
     """
     import click
 
+    check_output_folder(config.inference.save_seg_dir, "[INFERENCE] save_seg_dir")
+    check_matches_model(config, "tfuq infer")
     members = load_members(config)
     recalibrator = load_calibration(config.model_dir, config.calibration.method)
     settings = prediction_settings(config)
@@ -155,13 +190,14 @@ def run_inference(
     if subjects is not None:
         wanted = set(subjects)
         chosen = {i: files for i, files in chosen.items() if i in wanted}
+    planned = [  # also checks that every id can be a file name, before anything is written
+        subject_output_paths(config, subject, family=config.family, calibrated=recalibrator is not None)
+        for subject in chosen
+    ]
+    out_dir = open_output_folder(config)
     if not overwrite:
-        for subject in chosen:
-            paths = subject_output_paths(
-                config, subject, family=config.family, calibrated=recalibrator is not None
-            )
+        for paths in planned:
             _check_free(paths.values())
-    out_dir = Path(config.inference.save_seg_dir)
     _LOG.info(
         "inferring %d subject(s) with T = %d, window %s, into %s%s",
         len(chosen),
