@@ -1,11 +1,11 @@
 from __future__ import annotations
 
-import logging
 from collections import Counter
 
 import pytest
 
 from tfuq.data.split import (
+    EXCLUDED,
     INFERENCE,
     PHASES,
     TRAINING,
@@ -98,17 +98,22 @@ def test_create_then_read_unchanged(tmp_path, caplog):
     # Different fractions and seed: the file wins.
     again = load_or_create_split(path, IDS, validation_fraction=0.5, inference_fraction=0.0, seed=99)
     assert again == first
-    # A new subject is left out with a warning; the others keep their phase.
-    with caplog.at_level(logging.WARNING, logger="tfuq.data.split"):
-        grown = load_or_create_split(
-            path, [*IDS, "sub999"], validation_fraction=0.2, inference_fraction=0.1, seed=1
-        )
-    assert grown == first
-    assert "sub999" in caplog.text
+    # A new subject, or a subject gone: refused in one line naming them, the file untouched.
+    with pytest.raises(
+        UserError, match=r"does not list 1 subject\(s\) found in the data \(sub999\);.*Excluded"
+    ):
+        load_or_create_split(path, [*IDS, "sub999"], validation_fraction=0.2, inference_fraction=0.1, seed=1)
+    with pytest.raises(
+        UserError, match=r"lists 35 subject\(s\) with no files in the input sections \(sub005, "
+    ):
+        load_or_create_split(path, IDS[:5], validation_fraction=0.2, inference_fraction=0.1, seed=1)
     assert path.read_text() == text
-    # Subjects that disappeared are simply not returned.
-    fewer = load_or_create_split(path, IDS[:5], validation_fraction=0.2, inference_fraction=0.1, seed=1)
-    assert fewer == {s: first[s] for s in IDS[:5]}
+    # Subjects listed as Excluded are left out on purpose.
+    path.write_text(text + "sub999,excluded\n")
+    grown = load_or_create_split(
+        path, [*IDS, "sub999"], validation_fraction=0.2, inference_fraction=0.1, seed=1
+    )
+    assert grown == first
 
 
 def test_read_niftynet_lowercase_and_blank_lines(tmp_path):
@@ -120,7 +125,10 @@ def test_read_niftynet_lowercase_and_blank_lines(tmp_path):
 @pytest.mark.parametrize(
     ("content", "match"),
     [
-        ("a,Training\nb,Testing\n", r"split\.csv:2: unknown phase 'Testing'; expected one of Training"),
+        (
+            "a,Training\nb,Testing\n",
+            r"split\.csv:2: unknown phase 'Testing'; expected one of Training, .*, Inference, Excluded\.",
+        ),
         ("a,Training\nb\n", r"split\.csv:2: expected 'subject_id,Phase'"),
         ("a,Training,x\n", r"split\.csv:1: expected"),
         ("a,Training\n\na,Inference\n", r"split\.csv:3: subject 'a' already listed on line 1"),
@@ -147,6 +155,8 @@ def test_write_split_checks(tmp_path):
         write_split(path, {"a": TRAINING})
     with pytest.raises(ValueError, match="Testing"):
         write_split(tmp_path / "t.csv", {"a": "Testing"})
+    write_split(tmp_path / "x.csv", {"a": TRAINING, "b": EXCLUDED})
+    assert read_split(tmp_path / "x.csv") == {"a": TRAINING, "b": EXCLUDED}
     with pytest.raises(ValueError, match="commas"):
         write_split(tmp_path / "t.csv", {"a,b": TRAINING})
 
@@ -157,3 +167,4 @@ def test_subjects_in_phase():
     assert subjects_in_phase(split, VALIDATION) == []
     with pytest.raises(ValueError, match="training"):
         subjects_in_phase(split, "training")
+
