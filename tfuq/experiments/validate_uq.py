@@ -67,7 +67,8 @@ import numpy as np
 from tfuq.config import Config, ConfigError
 from tfuq.config.sections import INFERENCE, TRAINING, VALIDATION
 from tfuq.data.sources import resolve_sources
-from tfuq.data.split import read_split, write_split
+from tfuq.data.dataset import all_subject_ids
+from tfuq.data.split import EXCLUDED, read_split, write_split
 from tfuq.errors import UserError
 from tfuq.evaluation.validation import (
     aleatoric_vs_noise,
@@ -392,7 +393,8 @@ def train_size_sweep_model(
         config: The full model's configuration.
         subset: The Training subjects of this model.
         held: The other subjects of its split and their phase (the held-out
-            subjects; the Validation subjects it stops on).
+            subjects; the Validation subjects it stops on); every other
+            subject is listed as Excluded.
         folder: An empty or new folder: the model's model_dir.
         seed: Its ``[SYSTEM] seed``.
         num_train: The number of Training subjects of the full model.
@@ -402,7 +404,8 @@ def train_size_sweep_model(
     """
     from tfuq.stages.train import run_training
 
-    write_split(folder / "dataset_split.csv", {**{i: TRAINING for i in subset}, **held})
+    everyone = dict.fromkeys(all_subject_ids(config, resolve_sources(config)), EXCLUDED)
+    write_split(folder / "dataset_split.csv", {**everyone, **held, **{i: TRAINING for i in subset}})
     _LOG.info(
         "size sweep: training on %d subject(s) for %d iterations",
         len(subset),
