@@ -220,8 +220,8 @@ def check_split(path: PathLike, split: Mapping[str, str], subject_ids: Iterable[
     if unlisted:
         raise UserError(
             f"{path}: does not list {len(unlisted)} subject(s) found in the data ({_preview(unlisted)}); "
-            f"give each a row 'subject_id,Phase' (Phase one of {', '.join(_ROW_PHASES)}, {EXCLUDED} to "
-            "leave it out), or delete the file to make a new split if no model has been trained with it"
+            f"give each a row 'subject_id,Phase' (Phase one of {', '.join(PHASES)}, or {EXCLUDED} to leave "
+            "it out), or delete the file to make a new split if no model has been trained with it"
         )
 
 
