@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+import math
 from collections import Counter
 
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from tfuq.data.split import (
     EXCLUDED,
@@ -168,3 +171,44 @@ def test_subjects_in_phase():
     with pytest.raises(ValueError, match="training"):
         subjects_in_phase(split, "training")
 
+
+_IDS = st.lists(st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,8}", fullmatch=True), max_size=40, unique=True)
+_FRACTIONS = st.tuples(st.floats(0.0, 0.95), st.floats(0.0, 0.95)).filter(lambda f: f[0] + f[1] < 1.0)
+
+
+@settings(max_examples=200, deadline=None)
+@given(ids=_IDS, fractions=_FRACTIONS, seed=st.integers(0, 2**31), data=st.data())
+def test_every_subject_once_fractions_respected_and_deterministic(ids, fractions, seed, data):
+    v, i = fractions
+    split = _split(ids, v=v, i=i, seed=seed)
+    assert sorted(split) == sorted(ids) and set(split.values()) <= {TRAINING, VALIDATION, INFERENCE}
+    counts = Counter(split.values())
+    n = len(ids)
+    if n:
+        assert counts[TRAINING] >= 1  # training keeps a subject
+    for fraction, phase in ((v, VALIDATION), (i, INFERENCE)):
+        if fraction == 0:
+            assert counts[phase] == 0
+        elif n >= 3:
+            assert counts[phase] >= 1  # a positive fraction gets a subject when there are enough
+        # the count is the rounded fraction, unless a phase had to give way or take the minimum of one
+        assert counts[phase] <= max(1, math.floor(fraction * n + 0.5))
+    if n and max(1, round(v * n)) + max(1, round(i * n)) <= n - 1 and min(v * n, i * n) >= 1:
+        assert abs(counts[VALIDATION] - v * n) <= 0.5 and abs(counts[INFERENCE] - i * n) <= 0.5
+    shuffled = data.draw(st.permutations(ids))
+    assert _split(shuffled, v=v, i=i, seed=seed) == split  # order does not matter
+
+
+@settings(max_examples=200, deadline=None)
+@given(ids=_IDS, fractions=_FRACTIONS, seed=st.integers(0, 2**31))
+def test_adding_a_subject_moves_few_others(ids, fractions, seed):
+    v, i = fractions
+    new = "zz-new"
+    assume(new not in ids)
+    before = _split(ids, v=v, i=i, seed=seed)
+    after = _split([*ids, new], v=v, i=i, seed=seed)
+    moved = [s for s in ids if before[s] != after[s]]
+    # the new subject shifts the ranks after it by one and each phase count changes by at most one, so
+    # only subjects next to the two phase boundaries change phase: at most three (three happens, e.g.
+    # ids 0, 1, 2, 4, 00 with fractions 0.25, 0.25 and seed 0 move three)
+    assert len(moved) <= 3, (moved, before, after)
