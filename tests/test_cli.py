@@ -129,7 +129,7 @@ def test_demo_runs_every_stage_on_a_tiny_phantom(tmp_path: Path, capsys: pytest.
     overrides = [
         f"SYSTEM.model_dir={tmp_path}",
         "PHANTOM.num_subjects=4",
-        "PHANTOM.shape=24, 16, 32",
+        "PHANTOM.shape=24, 24, 32",  # the demo's 24^3 training window fits
         "TRAINING.max_iter=4",
         "TRAINING.save_every_n=2",
         "UNCERTAINTY.mc_samples=2",
@@ -138,7 +138,7 @@ def test_demo_runs_every_stage_on_a_tiny_phantom(tmp_path: Path, capsys: pytest.
     code, out, err = run_main(args, capsys)
     assert code == 0, err[-2000:]
     assert list((tmp_path / "export").glob("*/1/saved_model.pb"))
-    assert "[CT] shape (24, 16, 32)" in out and "normalised by window (offset -1024, scale 4095)" in out
+    assert "[CT] shape (24, 24, 32)" in out and "normalised by window (offset -1024, scale 4095)" in out
     from tfuq.stages.demo import DEMO_STAGES
 
     for stage, _ in DEMO_STAGES:

@@ -2,8 +2,10 @@
 
 TensorFlow, Keras and the data stack are imported inside commands, so
 ``tfuq --help`` answers quickly. A user error (bad config, missing file, bad
-data) is one line on stderr and exit code 2; ``--debug`` shows the traceback.
-A command whose implementation has not landed yet exits 2 and says so.
+data, a bad option) is one line on stderr and exit code 2; ``--debug`` shows
+the traceback. The log file of a refused command is removed when the command
+wrote nothing else (:func:`tfuq.log.close_refused_log`). A command whose
+implementation has not landed yet exits 2 and says so.
 """
 
 from __future__ import annotations
@@ -282,6 +284,8 @@ def import_keras(
 
     if destination.suffix != ".keras":
         raise UserError(f"{destination}: expected a .keras destination file")
+    if destination.exists() and not overwrite:  # before the conversion, not after it
+        raise UserError(f"{destination}: already exists; refusing to overwrite it (pass --overwrite).")
     model = convert(source, head=head, dropout=dropout, rate=rate, seed=seed)
     with atomic_path(destination, overwrite=overwrite) as tmp:
         model.save(tmp)
@@ -362,8 +366,19 @@ def phantom(
         kwargs["anomaly_size"] = anomaly_size
     if contrast_variability:
         kwargs["contrast_variability"] = contrast_variability
-    with click.progressbar(length=num_subjects, label=f"{kind} phantom", file=sys.stderr) as bar:
-        paths = write_phantom(outdir, overwrite=overwrite, progress=bar.update, **kwargs)
+    bars: list[Any] = []  # shown once the first subject is written: a refused run prints only its error
+
+    def progress(done: int) -> None:
+        if not bars:
+            bars.append(click.progressbar(length=num_subjects, label=f"{kind} phantom", file=sys.stderr))
+            bars[0].__enter__()
+        bars[0].update(done)
+
+    try:
+        paths = write_phantom(outdir, overwrite=overwrite, progress=progress, **kwargs)
+    finally:
+        for bar in bars:
+            bar.__exit__(None, None, None)
     click.echo(f"wrote {len(paths)} files for {num_subjects} {kind} subjects to {outdir}")
 
 
@@ -410,16 +425,29 @@ def _main(args: list[str], debug: bool, serving_transport: Transport | None) -> 
     except click.Abort:
         click.echo("tfuq: aborted", err=True)
         sys.exit(130)
+    except click.UsageError as err:
+        where = err.ctx.command_path if err.ctx is not None else "tfuq"
+        click.echo(
+            f"tfuq: error: {_one_line(err.format_message()).rstrip('.')}; see '{where} --help'", err=True
+        )
+        sys.exit(2)
     except click.ClickException as err:
-        err.show()
+        click.echo(f"tfuq: error: {_one_line(err.format_message())}", err=True)
         sys.exit(2)
     except UserError as err:
+        from tfuq.log import close_refused_log
+
         if debug:
             traceback.print_exc()
-        message = " ".join(str(err).split("\n"))
+        message = _one_line(str(err))
+        close_refused_log(message)  # a refused command leaves no log behind when it wrote nothing else
         click.echo(f"tfuq: error: {message}", err=True)
         sys.exit(2)
     sys.exit(0)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split("\n")).strip()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
+import tempfile
 import textwrap
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, reject, settings
+from hypothesis import strategies as st
 
 from tfuq.config import Config, ConfigError, load_config, parse_overrides
+from tfuq.config.fields import FieldSpec, field_specs, format_value
+from tfuq.config.sections import SECTIONS
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -184,3 +189,63 @@ def test_config_is_frozen(tmp_path: Path) -> None:
     cfg = load_config(write(tmp_path, MINIMAL))
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.training.lr = 1.0  # type: ignore[misc]
+
+
+#: Sections whose keys the round-trip property draws (SYSTEM holds paths and the seed, drawn apart).
+_DRAWN = ("NETWORK", "TRAINING", "INFERENCE", "EVALUATION", "UNCERTAINTY", "CALIBRATION", "EXPORT", "PHANTOM")
+
+
+def _scalar(spec: FieldSpec) -> st.SearchStrategy:
+    if spec.choices is not None:
+        return st.sampled_from(spec.choices)
+    kind = spec.element_type
+    if kind is bool:
+        return st.booleans()
+    if kind is int:
+        low = -1000 if spec.min is None else int(spec.min) + int(spec.min_exclusive)
+        high = 1000 if spec.max is None else int(spec.max) - int(spec.max_exclusive)
+        return st.integers(low, max(low, high))
+    low = -1e6 if spec.min is None else spec.min
+    high = 1e6 if spec.max is None else spec.max
+    return st.floats(
+        low, high, exclude_min=spec.min_exclusive, exclude_max=spec.max_exclusive, allow_nan=False
+    )
+
+
+def _value(spec: FieldSpec) -> st.SearchStrategy:
+    if not spec.is_tuple:
+        return _scalar(spec)
+    lengths = spec.length or (1, 2, 3)
+    return st.sampled_from(lengths).flatmap(lambda n: st.tuples(*[_scalar(spec)] * n)) | st.just(())
+
+
+@st.composite
+def _settings(draw: st.DrawFn) -> dict[tuple[str, str], object]:
+    drawn: dict[tuple[str, str], object] = {("SYSTEM", "seed"): draw(st.integers(0, 2**31 - 1))}
+    for section in _DRAWN:
+        specs = [
+            spec
+            for spec in field_specs(SECTIONS[section]).values()
+            if spec.path is None and (spec.element_type is not str or spec.choices is not None)
+        ]
+        for spec in draw(st.lists(st.sampled_from(specs), max_size=4, unique_by=lambda s: s.name)):
+            drawn[(section, spec.name)] = draw(_value(spec))
+    return drawn
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.filter_too_much])
+@given(values=_settings())
+def test_any_valid_config_survives_to_ini_and_load(values: dict[tuple[str, str], object]) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        path = write(Path(folder), MINIMAL)
+        overrides = [f"{section}.{key}={format_value(value)}" for (section, key), value in values.items()]
+        try:
+            cfg = load_config(path, overrides)
+        except ConfigError:
+            reject()  # valid keys one by one, but not together (e.g. fractions summing to 1)
+        for (section, key), value in values.items():
+            assert getattr(getattr(cfg, section.lower()), key) == value, (section, key)
+        again = load_config(write(Path(folder), cfg.to_ini(), "again.ini"))
+        for field in dataclasses.fields(Config):
+            if field.name != "path":
+                assert getattr(again, field.name) == getattr(cfg, field.name), field.name

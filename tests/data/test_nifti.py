@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from tfuq.data.nifti import Volume, load_volume, save_volume, volume_from_array
+from tfuq.data.nifti import Volume, load_volume, read_geometry, save_volume, volume_from_array
 from tfuq.errors import UserError
 
 SHAPE = (5, 6, 7)
@@ -329,3 +329,57 @@ def test_tcga_loads_as_ras_with_world_coordinates(tcga_dir, tmp_path):
     fields_in, fields_out = _header_fields(image.header), _header_fields(nib.load(out32).header)
     for key, value in fields_in.items():
         np.testing.assert_array_equal(fields_out[key], value, err_msg=key)
+
+
+@pytest.mark.parametrize("name", list(AFFINES))
+@pytest.mark.parametrize("axcodes", [None, ("L", "P", "S")])
+def test_read_geometry_is_the_grid_load_volume_gives(tmp_path, name, axcodes):
+    for suffix in (".nii.gz", ".nii"):
+        path = tmp_path / f"{name}{suffix}"
+        _write(path, AFFINES[name])
+        grid, vol = read_geometry(path, axcodes=axcodes), load_volume(path, axcodes=axcodes)
+        assert grid.shape == vol.shape and grid.num_channels == 1 and grid.path == path
+        np.testing.assert_allclose(grid.affine, vol.affine, atol=1e-12)
+        assert grid.spacing == pytest.approx(vol.spacing)
+    multi = tmp_path / "multi.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((*SHAPE, 3), np.float32), AFFINES[name]), multi)
+    assert read_geometry(multi).num_channels == 3
+
+
+def _assert_header_error(path: Path, match: str) -> None:
+    with pytest.raises(UserError, match=match) as info:
+        read_geometry(path)
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
+    with pytest.raises(UserError, match=match):
+        load_volume(path)
+
+
+def test_read_geometry_refuses_what_the_header_shows(tmp_path):
+    empty = tmp_path / "empty.nii.gz"
+    empty.write_bytes(b"")
+    _assert_header_error(empty, r"empty file \(0 bytes\)")
+    _assert_header_error(tmp_path / "missing.nii", "file not found")
+    flat = tmp_path / "flat.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((5, 6), np.float32), np.eye(4)), flat)
+    _assert_header_error(flat, r"found shape \(5, 6\)")
+    hollow = tmp_path / "hollow.nii"
+    nib.save(nib.Nifti1Image(np.zeros((5, 0, 4), np.float32), np.eye(4)), hollow)
+    _assert_header_error(hollow, r"an image axis has no voxel; found shape \(5, 0, 4\)")
+    header = nib.Nifti1Header()
+    header.set_data_shape(SHAPE)
+    header.set_qform(None, code=0)
+    header.set_sform(np.diag([1.0, 0.0, 1.0, 1.0]), code=1)
+    flat_grid = tmp_path / "flat_grid.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros(SHAPE, np.float32), None, header=header), flat_grid)
+    _assert_header_error(flat_grid, "affine is not finite and invertible")
+    # An uncompressed file cut in its data block is found from its size; a cut .nii.gz only when read.
+    full = tmp_path / "full.nii"
+    _write(full, AFFINES["RAS"])
+    cut = tmp_path / "cut.nii"
+    cut.write_bytes(full.read_bytes()[:-10])
+    _assert_header_error(cut, r"truncated NIfTI file \(\d+ bytes; its header describes \d+\)")
+    cut_gz = tmp_path / "cut.nii.gz"
+    cut_gz.write_bytes(gzip.compress(full.read_bytes())[:-40])
+    assert read_geometry(cut_gz).shape == SHAPE
+    with pytest.raises(UserError, match="could not read the voxel data"):
+        load_volume(cut_gz)

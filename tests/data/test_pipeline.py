@@ -250,10 +250,15 @@ def test_errors_are_one_line(ini: Path) -> None:
         make_training_dataset(load_config(unmasked, ["NETWORK.window_sampling=weighted"]), IDS)
     y = batches(make_training_dataset(load_config(unmasked), IDS), 1)[0][1]
     np.testing.assert_array_equal(y[..., 1], 1.0)  # no mask section: every voxel of the volume counts
-    nib.save(nib.Nifti1Image(np.zeros(SHAPE, np.uint8), np.eye(4)), ini.parent / "d" / "s2_mask.nii.gz")
+    corner = np.zeros(SHAPE, np.uint8)
+    corner[0, 0, 0] = 1  # in the mask, but no 8^3 window is centred there
+    nib.save(nib.Nifti1Image(corner, np.eye(4)), ini.parent / "d" / "s2_mask.nii.gz")
     weighted = load_config(ini, ["NETWORK.window_sampling=weighted"])
     with pytest.raises(UserError, match="subject s2: cannot sample a window"):
         make_training_dataset(weighted, IDS)
+    nib.save(nib.Nifti1Image(np.zeros(SHAPE, np.uint8), np.eye(4)), ini.parent / "d" / "s2_mask.nii.gz")
+    with pytest.raises(UserError, match=r"s2_mask\.nii\.gz: \[BODY\] the mask is empty"):
+        make_training_dataset(load_config(ini), IDS)
 
 
 def test_tiny_phantom_with_the_demo_config(tmp_path: Path) -> None:

@@ -1,11 +1,14 @@
 from __future__ import annotations
 
-import logging
+import math
 from collections import Counter
 
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from tfuq.data.split import (
+    EXCLUDED,
     INFERENCE,
     PHASES,
     TRAINING,
@@ -98,17 +101,22 @@ def test_create_then_read_unchanged(tmp_path, caplog):
     # Different fractions and seed: the file wins.
     again = load_or_create_split(path, IDS, validation_fraction=0.5, inference_fraction=0.0, seed=99)
     assert again == first
-    # A new subject is left out with a warning; the others keep their phase.
-    with caplog.at_level(logging.WARNING, logger="tfuq.data.split"):
-        grown = load_or_create_split(
-            path, [*IDS, "sub999"], validation_fraction=0.2, inference_fraction=0.1, seed=1
-        )
-    assert grown == first
-    assert "sub999" in caplog.text
+    # A new subject, or a subject gone: refused in one line naming them, the file untouched.
+    with pytest.raises(
+        UserError, match=r"does not list 1 subject\(s\) found in the data \(sub999\);.*Excluded"
+    ):
+        load_or_create_split(path, [*IDS, "sub999"], validation_fraction=0.2, inference_fraction=0.1, seed=1)
+    with pytest.raises(
+        UserError, match=r"lists 35 subject\(s\) with no files in the input sections \(sub005, "
+    ):
+        load_or_create_split(path, IDS[:5], validation_fraction=0.2, inference_fraction=0.1, seed=1)
     assert path.read_text() == text
-    # Subjects that disappeared are simply not returned.
-    fewer = load_or_create_split(path, IDS[:5], validation_fraction=0.2, inference_fraction=0.1, seed=1)
-    assert fewer == {s: first[s] for s in IDS[:5]}
+    # Subjects listed as Excluded are left out on purpose.
+    path.write_text(text + "sub999,excluded\n")
+    grown = load_or_create_split(
+        path, [*IDS, "sub999"], validation_fraction=0.2, inference_fraction=0.1, seed=1
+    )
+    assert grown == first
 
 
 def test_read_niftynet_lowercase_and_blank_lines(tmp_path):
@@ -120,7 +128,10 @@ def test_read_niftynet_lowercase_and_blank_lines(tmp_path):
 @pytest.mark.parametrize(
     ("content", "match"),
     [
-        ("a,Training\nb,Testing\n", r"split\.csv:2: unknown phase 'Testing'; expected one of Training"),
+        (
+            "a,Training\nb,Testing\n",
+            r"split\.csv:2: unknown phase 'Testing'; expected one of Training, .*, Inference, Excluded\.",
+        ),
         ("a,Training\nb\n", r"split\.csv:2: expected 'subject_id,Phase'"),
         ("a,Training,x\n", r"split\.csv:1: expected"),
         ("a,Training\n\na,Inference\n", r"split\.csv:3: subject 'a' already listed on line 1"),
@@ -147,6 +158,8 @@ def test_write_split_checks(tmp_path):
         write_split(path, {"a": TRAINING})
     with pytest.raises(ValueError, match="Testing"):
         write_split(tmp_path / "t.csv", {"a": "Testing"})
+    write_split(tmp_path / "x.csv", {"a": TRAINING, "b": EXCLUDED})
+    assert read_split(tmp_path / "x.csv") == {"a": TRAINING, "b": EXCLUDED}
     with pytest.raises(ValueError, match="commas"):
         write_split(tmp_path / "t.csv", {"a,b": TRAINING})
 
@@ -157,3 +170,45 @@ def test_subjects_in_phase():
     assert subjects_in_phase(split, VALIDATION) == []
     with pytest.raises(ValueError, match="training"):
         subjects_in_phase(split, "training")
+
+
+_IDS = st.lists(st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,8}", fullmatch=True), max_size=40, unique=True)
+_FRACTIONS = st.tuples(st.floats(0.0, 0.95), st.floats(0.0, 0.95)).filter(lambda f: f[0] + f[1] < 1.0)
+
+
+@settings(max_examples=200, deadline=None)
+@given(ids=_IDS, fractions=_FRACTIONS, seed=st.integers(0, 2**31), data=st.data())
+def test_every_subject_once_fractions_respected_and_deterministic(ids, fractions, seed, data):
+    v, i = fractions
+    split = _split(ids, v=v, i=i, seed=seed)
+    assert sorted(split) == sorted(ids) and set(split.values()) <= {TRAINING, VALIDATION, INFERENCE}
+    counts = Counter(split.values())
+    n = len(ids)
+    if n:
+        assert counts[TRAINING] >= 1  # training keeps a subject
+    for fraction, phase in ((v, VALIDATION), (i, INFERENCE)):
+        if fraction == 0:
+            assert counts[phase] == 0
+        elif n >= 3:
+            assert counts[phase] >= 1  # a positive fraction gets a subject when there are enough
+        # the count is the rounded fraction, unless a phase had to give way or take the minimum of one
+        assert counts[phase] <= max(1, math.floor(fraction * n + 0.5))
+    if n and max(1, round(v * n)) + max(1, round(i * n)) <= n - 1 and min(v * n, i * n) >= 1:
+        assert abs(counts[VALIDATION] - v * n) <= 0.5 and abs(counts[INFERENCE] - i * n) <= 0.5
+    shuffled = data.draw(st.permutations(ids))
+    assert _split(shuffled, v=v, i=i, seed=seed) == split  # order does not matter
+
+
+@settings(max_examples=200, deadline=None)
+@given(ids=_IDS, fractions=_FRACTIONS, seed=st.integers(0, 2**31))
+def test_adding_a_subject_moves_few_others(ids, fractions, seed):
+    v, i = fractions
+    new = "zz-new"
+    assume(new not in ids)
+    before = _split(ids, v=v, i=i, seed=seed)
+    after = _split([*ids, new], v=v, i=i, seed=seed)
+    moved = [s for s in ids if before[s] != after[s]]
+    # the new subject shifts the ranks after it by one and each phase count changes by at most one, so
+    # only subjects next to the two phase boundaries change phase: at most three (three happens, e.g.
+    # ids 0, 1, 2, 4, 00 with fractions 0.25, 0.25 and seed 0 move three)
+    assert len(moved) <= 3, (moved, before, after)

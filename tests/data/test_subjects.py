@@ -1,12 +1,18 @@
 from __future__ import annotations
 
 import dataclasses
-import logging
 from pathlib import Path
 
 import pytest
 
-from tfuq.data.subjects import InputSourceLike, Subject, find_section_files, find_subjects
+from tfuq.data.subjects import (
+    InputSourceLike,
+    Subject,
+    check_subject_id,
+    find_section_files,
+    find_subjects,
+    match_subjects,
+)
 from tfuq.errors import UserError
 
 
@@ -63,7 +69,7 @@ def test_keywords_not_contains_and_ids(tree):
     assert sorted(find_section_files(t1c)) == ["sub01", "sub02"]
 
 
-def test_subjects_common_to_all_sections_with_warning(tree, caplog):
+def test_subjects_lacking_a_section_are_refused_naming_them(tree):
     sources = {
         "MR": Source(
             "MR",
@@ -73,19 +79,64 @@ def test_subjects_common_to_all_sections_with_warning(tree, caplog):
         ),
         "CT": Source("CT", path_to_search=(str(tree / "ct"),), filename_contains=("CT",)),
     }
-    with caplog.at_level(logging.WARNING, logger="tfuq.data.subjects"):
-        subjects = find_subjects(sources)
-    assert [s.id for s in subjects] == ["sub01", "sub02"]
+    with pytest.raises(UserError) as info:
+        find_subjects(sources)
+    message = str(info.value)
+    assert message.startswith("subject 'sub03' has [MR] but no [CT] file (and 1 other subject(s): sub04); ")
+    assert "'sub03,Excluded'" in message and "\n" not in message
+    match = match_subjects(sources)
+    assert [s.id for s in match.subjects] == ["sub01", "sub02"]
+    assert match.incomplete == {"sub03": ("CT",), "sub04": ("MR",)}
+    assert match.missing_message("sub04") == "subject 'sub04' has [CT] but no [MR] file"
+    subjects = match.subjects
     assert subjects[0] == Subject(
         "sub01", {"MR": tree / "mr" / "sub01_T1.nii.gz", "CT": tree / "ct" / "CT-sub01.nii.gz"}
     )
     assert list(subjects[0].files) == ["MR", "CT"]
-    messages = " ".join(r.getMessage() for r in caplog.records)
-    assert "'sub03'" in messages and "CT" in messages
-    assert "'sub04'" in messages
     with pytest.raises(TypeError):
         subjects[0].files["MR"] = Path("x")  # type: ignore[index]
     assert len({subjects[0], subjects[1], Subject("sub01", dict(subjects[0].files))}) == 2
+
+
+def test_optional_sections_may_be_missing_for_some_or_all_subjects(tree):
+    mr = Source(
+        "MR", path_to_search=(str(tree / "mr"),), filename_contains=("_T1",), filename_not_contains=("T1c",)
+    )
+    t1c = Source("T1c", path_to_search=(str(tree / "mr"),), filename_contains=("T1c",))
+    nothing = Source("LESION", path_to_search=(str(tree / "mr"),), filename_contains=("_lesion",))
+    subjects = find_subjects({"MR": mr, "T1c": t1c, "LESION": nothing}, optional=("T1c", "LESION"))
+    assert [(s.id, list(s.files)) for s in subjects] == [
+        ("sub01", ["MR", "T1c"]),
+        ("sub02", ["MR", "T1c"]),
+        ("sub03", ["MR"]),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("name", "bad"),
+    [
+        ("sub 01_T1.nii.gz", "sub 01"),
+        ("s\u00fcb01_T1.nii.gz", "s\u00fcb01"),
+        ("sub,01_T1.nii.gz", "sub,01"),
+        ("sub#01_T1.nii.gz", "sub#01"),
+    ],
+)
+def test_ids_that_cannot_name_files_are_refused_naming_the_file(tmp_path, name, bad):
+    _touch(tmp_path / "mr", "sub02_T1.nii.gz", name)
+    source = Source("MR", path_to_search=(str(tmp_path / "mr"),), filename_contains=("_T1",))
+    with pytest.raises(UserError, match=r"cannot name output files; expected ASCII letters") as info:
+        find_section_files(source)
+    assert name in str(info.value) or repr(bad) in str(info.value)
+
+
+@pytest.mark.parametrize("bad", ["../../evil", "a/b", "..", "sub 1", "caf\u00e9"])
+def test_csv_ids_that_cannot_name_files_are_refused(tmp_path, bad):
+    _touch(tmp_path, "x.nii.gz")
+    listing = tmp_path / "list.csv"
+    listing.write_text(f"{bad},x.nii.gz\n", encoding="utf-8")
+    with pytest.raises(UserError, match=r"list\.csv:1: subject id .* cannot name output files"):
+        find_section_files(Source("MR", csv_file=str(listing)))
+    assert check_subject_id("TCGA-DU-7294.v2_a", "x") == "TCGA-DU-7294.v2_a"
 
 
 def test_removefromid_regex_and_multiple_folders(tmp_path):

@@ -93,8 +93,11 @@ def test_different_grids_error_names_both_files_and_pixdim_resamples(tmp_path: P
     path = grid_config(tmp_path)
     write_nifti(tmp_path / "d" / "s1_a.nii.gz", (10, 12, 14))
     write_nifti(tmp_path / "d" / "s1_b.nii.gz", (20, 24, 28), spacing=0.5)
-    with pytest.raises(UserError, match=r"s1_a\.nii\.gz .*is not on the grid of B image .*s1_b\.nii\.gz"):
+    with pytest.raises(
+        UserError, match=r"s1_a\.nii\.gz \(shape .*is not on the grid of \[B\] .*s1_b\.nii\.gz"
+    ):
         prepare_data(load_config(path))
+    assert not (tmp_path / "dataset_split.csv").exists()  # refused: nothing written
     summary = prepare_data(load_config(path, ["B.pixdim=1, 1, 1", "SYSTEM.model_dir=m2"]))
     assert summary.shapes == {"A": (10, 12, 14), "B": (10, 12, 14)}
 

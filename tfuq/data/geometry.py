@@ -18,7 +18,7 @@ from scipy import ndimage
 from tfuq.data.nifti import Volume
 from tfuq.errors import UserError
 
-__all__ = ["align_pair", "resample_to_grid", "resample_to_pixdim", "same_grid"]
+__all__ = ["align_pair", "pixdim_shape", "resample_to_grid", "resample_to_pixdim", "same_grid"]
 
 _MAX_ORDER = 5
 
@@ -120,21 +120,40 @@ def resample_to_pixdim(volume: Volume, pixdim: float | Sequence[float], *, order
     Raises:
         ValueError: ``pixdim`` is not 1 or 3 positive numbers.
     """
-    sizes = np.atleast_1d(np.asarray(pixdim, dtype=np.float64))
-    if sizes.size == 1:
-        sizes = np.repeat(sizes, 3)
-    if sizes.shape != (3,) or not np.all(np.isfinite(sizes)) or np.any(sizes <= 0):
-        raise ValueError(f"Expected 1 or 3 positive voxel sizes. Received: pixdim={pixdim}")
+    sizes = _pixdim(pixdim)
     old_spacing = np.asarray(volume.spacing)
     if np.allclose(old_spacing, sizes, rtol=0.0, atol=1e-6):
         return volume
     old_shape = np.asarray(volume.shape, dtype=np.float64)
-    new_shape = np.maximum(1, np.floor(old_shape * old_spacing / sizes + 0.5)).astype(int)
+    new_shape = np.asarray(pixdim_shape(volume.shape, volume.spacing, sizes))
     new_affine = volume.affine.copy()
     new_affine[:3, :3] = volume.affine[:3, :3] / old_spacing * sizes
     centre = volume.affine @ np.append((old_shape - 1) / 2.0, 1.0)
     new_affine[:3, 3] = centre[:3] - new_affine[:3, :3] @ ((new_shape - 1) / 2.0)
     return resample_to_grid(volume, new_affine, tuple(new_shape), order=order)
+
+
+def pixdim_shape(
+    shape: Sequence[int], spacing: Sequence[float], pixdim: float | Sequence[float]
+) -> tuple[int, int, int]:
+    """The shape :func:`resample_to_pixdim` gives a grid of ``shape`` and ``spacing``.
+
+    ``max(1, round(n_k * spacing_k / pixdim_k))`` per axis (halves round up);
+    the shape itself when the spacing already is ``pixdim``.
+
+    Raises:
+        ValueError: ``pixdim`` is not 1 or 3 positive numbers.
+
+    Example:
+        >>> pixdim_shape((10, 10, 5), (1.0, 1.0, 2.0), 2.0)
+        (5, 5, 5)
+    """
+    sizes = _pixdim(pixdim)
+    old = np.asarray(spacing, dtype=np.float64)
+    if np.allclose(old, sizes, rtol=0.0, atol=1e-6):
+        return tuple(int(n) for n in shape)  # type: ignore[return-value]
+    new = np.maximum(1, np.floor(np.asarray(shape, dtype=np.float64) * old / sizes + 0.5)).astype(int)
+    return tuple(int(n) for n in new)  # type: ignore[return-value]
 
 
 def align_pair(
@@ -188,6 +207,15 @@ def align_pair(
                 f"spacing {_fmt(reference.spacing)}); set pixdim in the input sections to resample."
             )
     return aligned
+
+
+def _pixdim(pixdim: float | Sequence[float]) -> np.ndarray:
+    sizes = np.atleast_1d(np.asarray(pixdim, dtype=np.float64))
+    if sizes.size == 1:
+        sizes = np.repeat(sizes, 3)
+    if sizes.shape != (3,) or not np.all(np.isfinite(sizes)) or np.any(sizes <= 0):
+        raise ValueError(f"Expected 1 or 3 positive voxel sizes. Received: pixdim={pixdim}")
+    return sizes
 
 
 def _check_order(order: int) -> None:

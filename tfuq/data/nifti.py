@@ -29,7 +29,15 @@ from tfuq.atomic import atomic_path
 from tfuq.errors import UserError
 from tfuq.typing import Affine, PathLike
 
-__all__ = ["NIFTI_SUFFIXES", "Volume", "load_volume", "save_volume", "volume_from_array"]
+__all__ = [
+    "NIFTI_SUFFIXES",
+    "Volume",
+    "VolumeGeometry",
+    "load_volume",
+    "read_geometry",
+    "save_volume",
+    "volume_from_array",
+]
 
 #: File name endings read and written as NIfTI.
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -229,16 +237,11 @@ def load_volume(
     if not np.issubdtype(out_dtype, np.floating):
         raise ValueError(f"Expected a floating dtype. Received: dtype={out_dtype}")
     file = Path(path)
-    if not file.is_file():
-        raise UserError(f"{file}: file not found.")
-    try:
-        image = nib.load(file)
-    except _READ_ERRORS as error:
-        raise UserError(f"{file}: not a readable NIfTI file ({_reason(error)}).") from None
-    if not isinstance(image, nib.Nifti1Image | nib.Nifti2Image):
-        raise UserError(f"{file}: not a NIfTI file (nibabel read it as {type(image).__name__}).")
+    image = _open(file)
     stored_shape = tuple(int(n) for n in image.shape)
     spatial_shape = _spatial_layout(stored_shape, file)
+    original_affine = _file_affine(image, file)
+    _check_size(image, file, stored_shape)
     try:
         data = image.get_fdata(dtype=np.float64 if out_dtype.itemsize > 4 else np.float32)
     except _READ_ERRORS as error:
@@ -250,7 +253,6 @@ def load_volume(
     n_inf = int(np.count_nonzero(np.isinf(data)))
     if n_inf:
         raise UserError(f"{file}: contains {n_inf} infinite voxels; expected finite values.")
-    original_affine = np.asarray(image.affine, dtype=np.float64)
     file_ornt = orientations.io_orientation(original_affine)
     target_ornt = orientations.axcodes2ornt(target)
     to_target = orientations.ornt_transform(file_ornt, target_ornt)
@@ -264,6 +266,72 @@ def load_volume(
         original_affine=original_affine,
         original_shape=stored_shape,
         to_original=orientations.ornt_transform(target_ornt, file_ornt),
+    )
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class VolumeGeometry:
+    """The grid of a NIfTI file, read from its header only (no voxel is read).
+
+    Attributes:
+        path: The file.
+        shape: Spatial shape ``(X, Y, Z)`` in the orientation asked for (as
+            :func:`load_volume` would give it).
+        affine: ``(4, 4)`` voxel -> world map of that grid.
+        num_channels: Channels per voxel (1 for a 3D file).
+    """
+
+    path: Path
+    shape: tuple[int, int, int]
+    affine: Affine
+    num_channels: int
+
+    @property
+    def spacing(self) -> tuple[float, float, float]:
+        """Voxel sizes in mm along the three axes (norms of the affine columns)."""
+        sizes = np.sqrt(np.sum(self.affine[:3, :3] ** 2, axis=0))
+        return tuple(float(s) for s in sizes)  # type: ignore[return-value]
+
+
+def read_geometry(path: PathLike, *, axcodes: Sequence[str] | None = None) -> VolumeGeometry:
+    """Read a NIfTI file's grid from its header, as :func:`load_volume` would orient it.
+
+    The cheap check of a file before its voxels are read: it refuses what
+    :func:`load_volume` would refuse from the header alone (a missing,
+    empty, non-NIfTI or cut header; a 2D or 5D+ image; a zero-sized axis;
+    a singular or non-finite affine; an uncompressed ``.nii`` file shorter
+    than its header says). A ``.nii.gz`` file cut in its data block is only
+    found when its voxels are read.
+
+    Args:
+        path: A ``.nii`` or ``.nii.gz`` file.
+        axcodes: Axis codes to orient to (default RAS+), as for :func:`load_volume`.
+
+    Returns:
+        The file's :class:`VolumeGeometry`.
+
+    Raises:
+        UserError: any of the problems above; the message names the file.
+        ValueError: ``axcodes`` is invalid.
+    """
+    target = _check_axcodes(axcodes)
+    file = Path(path)
+    image = _open(file)
+    stored_shape = tuple(int(n) for n in image.shape)
+    spatial_shape = _spatial_layout(stored_shape, file)
+    affine = _file_affine(image, file)
+    _check_size(image, file, stored_shape)
+    to_target = orientations.ornt_transform(
+        orientations.io_orientation(affine), orientations.axcodes2ornt(target)
+    )
+    shape = [0, 0, 0]
+    for axis, (new_axis, _) in enumerate(to_target):
+        shape[int(new_axis)] = spatial_shape[axis]
+    return VolumeGeometry(
+        path=file,
+        shape=tuple(shape),  # type: ignore[arg-type]
+        affine=affine @ orientations.inv_ornt_aff(to_target, spatial_shape[:3]),
+        num_channels=1 if len(spatial_shape) == 3 else int(spatial_shape[3]),
     )
 
 
@@ -331,6 +399,46 @@ def save_volume(
     return out
 
 
+def _open(file: Path) -> nib.Nifti1Image | nib.Nifti2Image:
+    """The nibabel image of ``file`` (header read, voxels not); UserError when it cannot be."""
+    if not file.is_file():
+        raise UserError(f"{file}: file not found.")
+    if file.stat().st_size == 0:
+        raise UserError(f"{file}: empty file (0 bytes); expected a NIfTI image.")
+    try:
+        image = nib.load(file)
+    except _READ_ERRORS as error:
+        raise UserError(f"{file}: not a readable NIfTI file ({_reason(error)}).") from None
+    if not isinstance(image, nib.Nifti1Image | nib.Nifti2Image):
+        raise UserError(f"{file}: not a NIfTI file (nibabel read it as {type(image).__name__}).")
+    return image
+
+
+def _file_affine(image: nib.Nifti1Image | nib.Nifti2Image, file: Path) -> Affine:
+    """The image's voxel -> world affine; UserError when it is not finite and invertible."""
+    affine = np.asarray(image.affine, dtype=np.float64)
+    if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+        raise UserError(
+            f"{file}: its header's voxel-to-world affine is not finite and invertible; "
+            "fix the file's qform/sform."
+        )
+    return affine
+
+
+def _check_size(image: nib.Nifti1Image | nib.Nifti2Image, file: Path, stored_shape: tuple[int, ...]) -> None:
+    """UserError when an uncompressed file is shorter than its header says (a ``.gz`` is checked as read)."""
+    if str(file).lower().endswith(".gz"):
+        return
+    offset = int(getattr(image.dataobj, "offset", image.header["vox_offset"]))
+    expected = offset + int(np.prod(stored_shape)) * image.header.get_data_dtype().itemsize
+    size = file.stat().st_size
+    if size < expected:
+        raise UserError(
+            f"{file}: truncated NIfTI file ({size} bytes; its header describes {expected}); "
+            "copy it again from its source."
+        )
+
+
 def _check_axcodes(axcodes: Sequence[str] | None) -> tuple[str, str, str]:
     if axcodes is None or len(axcodes) == 0:
         return _RAS
@@ -363,6 +471,8 @@ def _check_grid_shape(values: np.ndarray, shape: tuple[int, ...], name: str) -> 
 
 def _spatial_layout(stored: tuple[int, ...], file: Path) -> tuple[int, ...]:
     """Shape of the in-memory array for an on-disk shape; UserError if not a volume."""
+    if 0 in stored:
+        raise UserError(f"{file}: an image axis has no voxel; found shape {stored}.")
     if len(stored) == 3:
         return stored
     if len(stored) == 4:

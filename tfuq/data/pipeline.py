@@ -55,8 +55,9 @@ import numpy as np
 
 from tfuq.config import Config, InputSource
 from tfuq.data.augmentation import AugmentationSettings
+from tfuq.data.dataset import config_subjects
 from tfuq.data.normalisation import NormalisationParams
-from tfuq.data.subjects import Subject, find_subjects
+from tfuq.data.subjects import Subject
 from tfuq.data.training_windows import SubjectArrays, load_training_subject, sample_windows, window_geometry
 from tfuq.errors import UserError
 
@@ -267,8 +268,8 @@ def _in_memory(source: _WindowSource, signature: Any) -> Any:
     return tf.data.Dataset.from_tensor_slices(stacked)
 
 
-def _select(sources: Mapping[str, InputSource], subject_ids: Sequence[str]) -> list[Subject]:
-    found = {s.id: s for s in find_subjects(sources)}
+def _select(config: Config, sources: Mapping[str, InputSource], subject_ids: Sequence[str]) -> list[Subject]:
+    found = {s.id: s for s in config_subjects(config, sources)}
     ids = list(subject_ids)
     missing = [i for i in ids if i not in found]
     if missing or not ids:
@@ -300,7 +301,7 @@ def _dataset(
     from tfuq.data.sources import resolve_sources
 
     sources = resolve_sources(config) if sources is None else sources
-    subjects = _select(sources, subject_ids)
+    subjects = _select(config, sources, subject_ids)
     if training and num_shards > 1 and len(subjects) >= num_shards:
         subjects = subjects[shard_index::num_shards]
     seed = config.system.seed if seed is None else int(seed)

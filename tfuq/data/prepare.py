@@ -29,48 +29,44 @@ class DataSummary:
 
 
 def prepare_data(config: Config, *, write_split: bool = True) -> DataSummary:
-    """Resolve sources (phantom on first use), match subjects, split, load one subject.
+    """Resolve sources (phantom on first use), match and check subjects, split, load one subject.
 
     Args:
         config: The loaded configuration.
-        write_split: Create ``[SYSTEM] dataset_split_file`` when absent
-            (otherwise the split is only computed).
+        write_split: Create ``[SYSTEM] dataset_split_file`` when absent, after
+            the checks (otherwise the split is only computed).
 
     Returns:
         DataSummary: subjects per phase and the first subject's geometry.
 
     Raises:
-        UserError: any data problem, in one line.
+        UserError: any data problem, in one line; nothing is written then.
     """
     from tfuq.config import PHASES
+    from tfuq.data.checks import check_image_values
+    from tfuq.data.dataset import plan_dataset
     from tfuq.data.loading import fit_section_normalisation, load_subject
     from tfuq.data.sources import resolve_sources
-    from tfuq.data.split import load_or_create_split, make_split
-    from tfuq.data.subjects import find_subjects
 
     sources = resolve_sources(config)
-    subjects = find_subjects(sources)
-    ids = [s.id for s in subjects]
-    fractions = {
-        "validation_fraction": config.training.exclude_fraction_for_validation,
-        "inference_fraction": config.training.exclude_fraction_for_inference,
-        "seed": config.system.seed,
-    }
-    split_file = Path(config.system.dataset_split_file)
-    if write_split or split_file.exists():
-        split = load_or_create_split(split_file, ids, **fractions)
-    else:
-        split = make_split(ids, **fractions)
-    phases = {phase: sorted(i for i, p in split.items() if p == phase) for phase in PHASES}
-    first = next(s for s in subjects if s.id in split)
+    plan = plan_dataset(config, sources)
+    phases = {phase: plan.ids(phase) for phase in PHASES}
+    first = plan.subjects[0]
     volumes = load_subject(config, first, sources)
+    for name in config.input_sections:
+        check_image_values(volumes[name], name, role="input")
     target = volumes[config.target_section]
     mask_name = getattr(config.app, "mask", "")
     mask = volumes[mask_name].array if mask_name in volumes else None
+    if mask is not None:
+        check_image_values(volumes[mask_name], mask_name, role="mask")
     norms = {
         name: fit_section_normalisation(sources[name], volumes[name], mask).to_dict()
         for name in (*config.input_sections, config.target_section)
     }
+    if write_split:
+        plan.write_split()
+    split_file = plan.split_file
     return DataSummary(
         split_file=split_file,
         phases=phases,

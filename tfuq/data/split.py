@@ -9,8 +9,16 @@ The split is a CSV file in NiftyNet's ``dataset_split_file`` format, one
 
 It is made once, from a seed, and then read unchanged, so a run can be
 repeated and a model is never evaluated on subjects it was trained on, even
-after subjects are added to the data folders (new subjects are left out
-until the file lists them).
+after subjects are added to the data folders.
+
+A split file must list exactly the subjects found in the data
+(:func:`check_split`): a row for a subject with no files, or a subject found
+but not listed, is an error naming them, never a subject silently trained on
+or left out. A subject is left out on purpose with the phase ``Excluded``
+(tfuq's; NiftyNet has no such phase), e.g. ``sub07,Excluded``. The training
+stage makes the file only once every subject's files have passed their checks
+(:mod:`tfuq.data.dataset`), so a run refused for bad data leaves no split
+behind to hold later runs to.
 
 Subjects are ranked by a SHA-256 hash of ``(seed, id)``: the split does not
 depend on the order in which ids are given, and adding a subject moves at
@@ -32,10 +40,12 @@ from tfuq.errors import UserError
 from tfuq.typing import PathLike
 
 __all__ = [
+    "EXCLUDED",
     "INFERENCE",
     "PHASES",
     "TRAINING",
     "VALIDATION",
+    "check_split",
     "load_or_create_split",
     "make_split",
     "read_split",
@@ -45,8 +55,12 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Phase names, as written in split files (NiftyNet's spelling).
-_BY_LOWER = {phase.lower(): phase for phase in PHASES}
+#: Split-file phase of a subject left out of every phase on purpose.
+EXCLUDED = "Excluded"
+#: Phases a split-file row may give, canonical spelling.
+_ROW_PHASES = (*PHASES, EXCLUDED)
+#: Phase names, as written in split files (NiftyNet's spelling), by their lower case.
+_BY_LOWER = {phase.lower(): phase for phase in _ROW_PHASES}
 
 
 def make_split(
@@ -115,34 +129,41 @@ def read_split(path: PathLike) -> dict[str, str]:
         path: The CSV file.
 
     Returns:
-        Subject id -> phase (canonical spelling), in file order.
+        Subject id -> phase (canonical spelling, including
+        :data:`EXCLUDED`), in file order.
 
     Raises:
-        UserError: Missing file, malformed row, unknown phase or duplicate
-            subject; the message gives file and line number.
+        UserError: Missing file (or a folder), a file that is not UTF-8 text,
+            a malformed row, an unknown phase or a duplicate subject; the
+            message gives file and line number.
     """
     file = Path(path)
+    if file.is_dir():
+        raise UserError(f"{file}: is a folder; [SYSTEM] dataset_split_file names a CSV file.")
     if not file.is_file():
         raise UserError(f"{file}: dataset split file not found.")
     split: dict[str, str] = {}
     lines: dict[str, int] = {}
-    with file.open(newline="", encoding="utf-8") as handle:
-        for line, row in enumerate(csv.reader(handle), start=1):
-            cells = [cell.strip() for cell in row]
-            if not any(cells) or cells[0].startswith("#"):
-                continue
-            if len(cells) != 2 or not cells[0]:
-                raise UserError(f"{file}:{line}: expected 'subject_id,Phase'; found {','.join(row)!r}.")
-            subject_id, phase = cells
-            if phase.lower() not in _BY_LOWER:
-                raise UserError(
-                    f"{file}:{line}: unknown phase {phase!r}; expected one of {', '.join(PHASES)}."
-                )
-            if subject_id in split:
-                raise UserError(
-                    f"{file}:{line}: subject {subject_id!r} already listed on line {lines[subject_id]}."
-                )
-            split[subject_id], lines[subject_id] = _BY_LOWER[phase.lower()], line
+    try:
+        text = file.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise UserError(f"{file}: not a UTF-8 text file; expected 'subject_id,Phase' rows.") from None
+    for line, row in enumerate(csv.reader(text.splitlines()), start=1):
+        cells = [cell.strip() for cell in row]
+        if not any(cells) or cells[0].startswith("#"):
+            continue
+        if len(cells) != 2 or not cells[0]:
+            raise UserError(f"{file}:{line}: expected 'subject_id,Phase'; found {','.join(row)!r}.")
+        subject_id, phase = cells
+        if phase.lower() not in _BY_LOWER:
+            raise UserError(
+                f"{file}:{line}: unknown phase {phase!r}; expected one of {', '.join(_ROW_PHASES)}."
+            )
+        if subject_id in split:
+            raise UserError(
+                f"{file}:{line}: subject {subject_id!r} already listed on line {lines[subject_id]}."
+            )
+        split[subject_id], lines[subject_id] = _BY_LOWER[phase.lower()], line
     return split
 
 
@@ -151,21 +172,21 @@ def write_split(path: PathLike, split: Mapping[str, str], *, overwrite: bool = F
 
     Args:
         path: Destination CSV file.
-        split: Subject id -> phase (one of :data:`PHASES`).
+        split: Subject id -> phase (one of :data:`PHASES` or :data:`EXCLUDED`).
         overwrite: Replace an existing file. Default False.
 
     Returns:
         The path written.
 
     Raises:
-        ValueError: A phase is not one of :data:`PHASES`, or an id holds a
-            comma or newline.
+        ValueError: A phase is not one of :data:`PHASES` or :data:`EXCLUDED`,
+            or an id holds a comma or newline.
         UserError: The file exists and ``overwrite`` is False.
     """
     rows = []
     for subject_id, phase in sorted(split.items()):
-        if phase not in PHASES:
-            raise ValueError(f"Expected phases in {PHASES}. Received: {subject_id!r} -> {phase!r}")
+        if phase not in _ROW_PHASES:
+            raise ValueError(f"Expected phases in {_ROW_PHASES}. Received: {subject_id!r} -> {phase!r}")
         if any(c in subject_id for c in ',\n\r"') or subject_id != subject_id.strip():
             raise ValueError(
                 "Expected subject ids without commas, quotes, newlines or edge spaces. "
@@ -173,6 +194,35 @@ def write_split(path: PathLike, split: Mapping[str, str], *, overwrite: bool = F
             )
         rows.append(f"{subject_id},{phase}\n")
     return write_text(path, "".join(rows), overwrite=overwrite)
+
+
+def check_split(path: PathLike, split: Mapping[str, str], subject_ids: Iterable[str]) -> None:
+    """Refuse a split that does not list exactly the subjects found in the data.
+
+    Args:
+        path: The split file (for messages).
+        split: Its rows, subject id -> phase (see :func:`read_split`).
+        subject_ids: Ids of every subject found in the data.
+
+    Raises:
+        UserError: the split lists subjects without files, or does not list
+            subjects that have files; the one-line message names them and
+            says what to do.
+    """
+    ids = set(subject_ids)
+    unknown = sorted(set(split) - ids)
+    if unknown:
+        raise UserError(
+            f"{path}: lists {len(unknown)} subject(s) with no files in the input sections "
+            f"({_preview(unknown)}); remove their rows, or restore their files"
+        )
+    unlisted = sorted(ids - set(split))
+    if unlisted:
+        raise UserError(
+            f"{path}: does not list {len(unlisted)} subject(s) found in the data ({_preview(unlisted)}); "
+            f"give each a row 'subject_id,Phase' (Phase one of {', '.join(PHASES)}, or {EXCLUDED} to leave "
+            "it out), or delete the file to make a new split if no model has been trained with it"
+        )
 
 
 def load_or_create_split(
@@ -186,8 +236,8 @@ def load_or_create_split(
     """Read the split file, or make and write it on first use.
 
     Once the file exists it is the truth: fractions and seed are then
-    ignored, subjects it does not list are left out (logged as a warning)
-    and rows for subjects that are not found are ignored (logged).
+    ignored, and it must list exactly ``subject_ids`` (:func:`check_split`);
+    subjects it lists as :data:`EXCLUDED` are left out.
 
     Args:
         path: Split CSV file.
@@ -197,11 +247,11 @@ def load_or_create_split(
         seed: See :func:`make_split` (used on creation).
 
     Returns:
-        Subject id -> phase for the given subjects listed in the file,
-        sorted by id.
+        Subject id -> phase of the subjects used, sorted by id.
 
     Raises:
-        UserError: The existing file is malformed (see :func:`read_split`).
+        UserError: The existing file is malformed (see :func:`read_split`)
+            or does not list exactly the subjects (see :func:`check_split`).
         ValueError: Invalid fractions or duplicate ids.
     """
     file = Path(path)
@@ -215,31 +265,26 @@ def load_or_create_split(
         logger.info("Wrote dataset split %s: %s.", file, counts)
         return split
     listed = read_split(file)
-    unlisted = [i for i in ids if i not in listed]
-    if unlisted:
-        logger.warning(
-            "%d subject(s) left out: not listed in dataset split file %s: %s.",
-            len(unlisted),
-            file,
-            ", ".join(unlisted),
-        )
-    absent = sorted(set(listed) - set(ids))
-    if absent:
-        logger.info("Dataset split file %s lists subjects not found: %s.", file, ", ".join(absent))
-    return {i: listed[i] for i in ids if i in listed}
+    check_split(file, listed, ids)
+    return {i: listed[i] for i in ids if listed[i] != EXCLUDED}
 
 
 def subjects_in_phase(split: Mapping[str, str], phase: str) -> list[str]:
     """Sorted ids of the subjects assigned to ``phase``.
 
     Raises:
-        ValueError: ``phase`` is not one of :data:`PHASES`.
+        ValueError: ``phase`` is not one of :data:`PHASES` or :data:`EXCLUDED`.
     """
-    if phase not in PHASES:
-        raise ValueError(f"Expected phase to be one of {PHASES}. Received: phase={phase!r}")
+    if phase not in _ROW_PHASES:
+        raise ValueError(f"Expected phase to be one of {_ROW_PHASES}. Received: phase={phase!r}")
     return sorted(i for i, p in split.items() if p == phase)
 
 
 def _count(fraction: float, n: int) -> int:
     count = math.floor(fraction * n + 0.5)
     return max(count, 1) if fraction > 0 and n > 0 else count
+
+
+def _preview(ids: list[str], limit: int = 5) -> str:
+    more = f", ... ({len(ids)} in all)" if len(ids) > limit else ""
+    return ", ".join(ids[:limit]) + more

@@ -36,6 +36,7 @@ import numpy as np
 
 from tfuq.config import Config, ConfigError, InputSource
 from tfuq.data.augmentation import AugmentationSettings, augment_crop, augment_intensity, draw_augmentation
+from tfuq.data.checks import check_image_values
 from tfuq.data.loading import fit_section_normalisation, load_subject
 from tfuq.data.normalisation import NormalisationParams, normalise
 from tfuq.data.subjects import Subject
@@ -210,8 +211,10 @@ def load_training_subject(
             them without the target); default: fitted on this subject.
 
     Raises:
-        UserError: unreadable files, grids that differ, a constant image, a
-            multi-channel input, or a sampling map without a valid centre.
+        UserError: unreadable files, NaN or infinite voxels, grids that
+            differ, an input that is zero everywhere or otherwise constant,
+            an empty mask, a multi-channel input, or a sampling map without a
+            valid centre.
     """
     sources = config.sources if sources is None else sources
     mask_name = getattr(config.app, "mask", "")
@@ -219,6 +222,10 @@ def load_training_subject(
     needed = dict.fromkeys([*config.input_sections, config.target_section, mask_name, map_name])
     files = {n: subject.files[n] for n in needed if n}
     volumes = load_subject(config, Subject(subject.id, files), sources)
+    for name in config.input_sections:
+        check_image_values(volumes[name], name, role="input")
+    if mask_name:
+        check_image_values(volumes[mask_name], mask_name, role="mask")
     mask = volumes[mask_name].array > 0 if mask_name else None
     norms, channels = {}, []
     for name in (*config.input_sections, config.target_section):

@@ -66,8 +66,9 @@ import numpy as np
 
 from tfuq.config import Config, ConfigError
 from tfuq.config.sections import INFERENCE, TRAINING, VALIDATION
+from tfuq.data.dataset import all_subject_ids
 from tfuq.data.sources import resolve_sources
-from tfuq.data.split import read_split, write_split
+from tfuq.data.split import EXCLUDED, read_split, write_split
 from tfuq.errors import UserError
 from tfuq.evaluation.validation import (
     aleatoric_vs_noise,
@@ -307,17 +308,21 @@ def size_sweep_intervals(
     return None, None
 
 
-def _size_sweep(
-    config: Config,
-    subjects: Sequence[SubjectInputs],
-    settings: PredictionSettings,
-    split: Mapping[str, str],
-    training_subject: Callable[[str], SubjectInputs],
-) -> _SizeSweep:
+def _size_sweep_subjects(
+    config: Config, subjects: Sequence[SubjectInputs], split: Mapping[str, str]
+) -> tuple[list[int], list[str], dict[str, str]]:
+    """The sweep's sizes, the Training subjects it draws from, and the held ones with their phase.
+
+    Checked before any experiment runs, so a bad size sweep is refused before validate-uq
+    spends minutes or writes anything.
+
+    Raises:
+        ConfigError: sizes that do not rise or exceed the Training subjects; stopping on the
+            validation loss without Validation subjects or validations.
+    """
     sizes = list(config.evaluation.size_sweep)
     if len(sizes) < 2:
-        _LOG.info("[EVALUATION] size_sweep has fewer than 2 sizes: no training-set size sweep")
-        return _SizeSweep([], [], None, None, [])
+        return sizes, [], {}
     train_ids = sorted(i for i, p in split.items() if p == TRAINING)
     if sizes[-1] > len(train_ids) or any(b <= a for a, b in itertools.pairwise(sizes)):
         raise ConfigError(
@@ -341,6 +346,20 @@ def _size_sweep(
                 f"{config.evaluation.size_sweep_min_iter}"
             )
         held = {**held, **{i: VALIDATION for i in valid_ids}}
+    return sizes, train_ids, held
+
+
+def _size_sweep(
+    config: Config,
+    subjects: Sequence[SubjectInputs],
+    settings: PredictionSettings,
+    plan: tuple[list[int], list[str], dict[str, str]],
+    training_subject: Callable[[str], SubjectInputs],
+) -> _SizeSweep:
+    sizes, train_ids, held = plan
+    if len(sizes) < 2:
+        _LOG.info("[EVALUATION] size_sweep has fewer than 2 sizes: no training-set size sweep")
+        return _SizeSweep([], [], None, None, [])
     repeats = config.evaluation.size_sweep_repeats
     values, training = np.zeros((repeats, len(sizes))), np.zeros((repeats, len(sizes)))
     records = []
@@ -392,7 +411,8 @@ def train_size_sweep_model(
         config: The full model's configuration.
         subset: The Training subjects of this model.
         held: The other subjects of its split and their phase (the held-out
-            subjects; the Validation subjects it stops on).
+            subjects; the Validation subjects it stops on); every other
+            subject is listed as Excluded.
         folder: An empty or new folder: the model's model_dir.
         seed: Its ``[SYSTEM] seed``.
         num_train: The number of Training subjects of the full model.
@@ -402,7 +422,8 @@ def train_size_sweep_model(
     """
     from tfuq.stages.train import run_training
 
-    write_split(folder / "dataset_split.csv", {**{i: TRAINING for i in subset}, **held})
+    everyone = dict.fromkeys(all_subject_ids(config, resolve_sources(config)), EXCLUDED)
+    write_split(folder / "dataset_split.csv", {**everyone, **held, **{i: TRAINING for i in subset}})
     _LOG.info(
         "size sweep: training on %d subject(s) for %d iterations",
         len(subset),
@@ -601,19 +622,14 @@ def run_validation(config: Config) -> dict[str, Any]:
     members = check_windows(members, settings)
     sources = resolve_sources(config)
     subjects = held_out_subjects(config, sources)
+    sweep_plan = _size_sweep_subjects(config, subjects, read_split(config.system.dataset_split_file))
     scale = members[0].target_normalisation.scale
     _LOG.info("validate-uq on %s with T = %d", ", ".join(s.id for s in subjects), settings.mc_samples)
     noise_inside, noise_image, clean = _noise_sweep(members, subjects, settings, config)
     if not clean:
         clean = {s.id: predict_subject(members, s.normalised(), settings) for s in subjects}
     trials = _anomalies(members, subjects, settings, config)
-    sweep = _size_sweep(
-        config,
-        subjects,
-        settings,
-        read_split(config.system.dataset_split_file),
-        _subject_loader(config, sources),
-    )
+    sweep = _size_sweep(config, subjects, settings, sweep_plan, _subject_loader(config, sources))
     noise_scores, sample = _noise_check(config, subjects, clean, scale)
     summary = validation_summary(
         noise_levels=ev.noise_levels,

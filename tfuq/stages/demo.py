@@ -76,7 +76,7 @@ def run_demo(config: Config, echo: Callable[[str], None] = print) -> dict[str, o
 
     config = demo_config(config)
     echo(f"== data: {config.path.name}")
-    for line in data_lines(prepare_data(config)):
+    for line in data_lines(prepare_data(config, write_split=False)):  # train writes it, once all data passed
         echo(line)
     summary: dict[str, object] = {}
     started = time.monotonic()

@@ -18,8 +18,17 @@ def _fail(config: Config, key: str, message: str) -> ConfigError:
 
 
 def check_training_config(config: Config) -> None:
-    """Refuse settings training cannot take, before any data is read (one-line ConfigError)."""
+    """Refuse settings training cannot take, before any data is read (one-line ConfigError).
+
+    A ``[NETWORK] name = keras:PATH`` user model is loaded and checked here
+    too (file, head, window), so that a bad one is refused before the run
+    writes its split or normalisation.
+    """
     net = config.network
+    if net.name.startswith("keras:"):
+        from tfuq.model_store import build_network
+
+        build_network(config)  # the same checks as the build; the model is loaded again under the strategy
     if config.application == "REGRESSION" and net.name == "upgan":
         raise _fail(config, "[NETWORK] name = upgan", "UP-GAN trains as a GAN: use a [GAN] section")
     if net.name == "multires" and net.deep_supervision:

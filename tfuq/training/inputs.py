@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import tensorflow as tf
@@ -30,7 +29,7 @@ from tfuq.model_store.normalisation import read_target_normalisation, write_norm
 from tfuq.training.normalisation import fit_target_normalisation
 from tfuq.training.strategy import distribute_dataset
 
-__all__ = ["TrainingInputs", "prepare_inputs", "training_split"]
+__all__ = ["TrainingInputs", "prepare_inputs"]
 
 logger = logging.getLogger(__name__)
 
@@ -63,51 +62,34 @@ class TrainingInputs:
         return self.valid_data is not None
 
 
-def training_split(config: Config, sources: Any, *, chief: bool = True) -> dict[str, str]:
-    """Subject -> phase: the split file, made on first use by the chief (others only read or compute it)."""
-    from tfuq.data.split import load_or_create_split, make_split, read_split
-    from tfuq.data.subjects import find_subjects
-
-    ids = [s.id for s in find_subjects(sources)]
-    fractions = {
-        "validation_fraction": config.training.exclude_fraction_for_validation,
-        "inference_fraction": config.training.exclude_fraction_for_inference,
-        "seed": config.system.seed,
-    }
-    path = Path(config.system.dataset_split_file)
-    if chief:
-        return load_or_create_split(path, ids, **fractions)
-    if path.exists():  # the split is a function of the ids and the seed
-        listed = read_split(path)
-        return {i: listed[i] for i in ids if i in listed}
-    return make_split(ids, **fractions)
-
-
 def prepare_inputs(
     config: Config, strategy: tf.distribute.Strategy, *, start: int = 0, chief: bool = True
 ) -> TrainingInputs:
     """Split, target normalisation and distributed datasets of a run resumed at ``start``.
 
+    Every input is checked before anything is written (see the module
+    notes); the chief then writes a new split and a newly fitted
+    ``normalisation.json``, other workers write nothing.
+
     Raises:
         UserError: no training subject, or data problems (one line).
+        ConfigError: a window or sampling setting the data cannot take.
     """
+    from tfuq.data.dataset import plan_dataset
     from tfuq.data.pipeline import make_training_dataset, make_validation_dataset
     from tfuq.data.sources import resolve_sources
-    from tfuq.data.split import TRAINING, VALIDATION, subjects_in_phase
+    from tfuq.data.split import TRAINING, VALIDATION
 
     t = config.training
     sources = resolve_sources(config)
-    split = training_split(config, sources, chief=chief)
-    train_ids, valid_ids = subjects_in_phase(split, TRAINING), subjects_in_phase(split, VALIDATION)
+    plan = plan_dataset(config, sources)
+    train_ids, valid_ids = plan.ids(TRAINING), plan.ids(VALIDATION)
     if not train_ids:
         raise UserError(
             f"{config.system.dataset_split_file}: no Training subject; check the split and the data"
         )
-    target = read_target_normalisation(config.model_dir) if start else None
-    if target is None:
-        target = fit_target_normalisation(config, train_ids, sources)
-        if chief:
-            write_normalisation(config.model_dir, config, target)
+    stored = read_target_normalisation(config.model_dir) if start else None
+    target = stored if stored is not None else fit_target_normalisation(config, train_ids, sources)
     # per-subject targets: the pipeline fits each subject's own target normalisation
     shared = {"sources": sources, "target_normalisation": None if config.per_subject_target else target}
 
@@ -151,4 +133,8 @@ def prepare_inputs(
         logger.warning(
             "validation_every_n = %d but no Validation subject: not validating", t.validation_every_n
         )
+    if chief:  # every subject the run reads is loaded (and checked) by now: the first writes
+        plan.write_split()
+        if stored is None:
+            write_normalisation(config.model_dir, config, target)
     return TrainingInputs(train_ids, valid_ids, target, train_data, valid_data, sample)

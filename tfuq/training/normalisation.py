@@ -158,12 +158,13 @@ def fit_target_normalisation(
         return fit_normalisation(np.zeros(1), "none")
     if method in ("none", "window"):
         return fit_normalisation(np.zeros(1), method, window=source.intensity_window)
+    from tfuq.data.dataset import config_subjects
     from tfuq.data.loading import load_subject
     from tfuq.data.sources import resolve_sources
-    from tfuq.data.subjects import Subject, find_subjects
+    from tfuq.data.subjects import Subject
 
     sources = resolve_sources(config) if sources is None else sources
-    found = {s.id: s for s in find_subjects(sources)}
+    found = {s.id: s for s in config_subjects(config, sources)}
     mask_name = getattr(config.app, "mask", "")
     targets, masks = [], []
     for subject_id in subject_ids:

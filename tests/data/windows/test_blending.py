@@ -1,11 +1,13 @@
-"""Blending weights against closed forms: Gaussian, Hann, constant; refusals."""
+"""Blending weights against closed forms (Gaussian, Hann, constant), as properties, and refusals."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from tfuq.data.windows import BLENDING_MODES, blending_weights
+from tfuq.data.windows import BLENDING_MODES, blending_weights, window_grid
 
 
 @pytest.mark.parametrize("mode", BLENDING_MODES)
@@ -48,3 +50,35 @@ def test_hann_weights_closed_form_and_constant():
 def test_invalid_arguments(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    window=st.tuples(st.integers(1, 12), st.integers(1, 12), st.integers(1, 6)),
+    mode=st.sampled_from(BLENDING_MODES),
+    sigma_scale=st.floats(0.01, 2.0),
+    floor=st.floats(1e-9, 1.0),
+)
+def test_weights_are_positive_at_most_one_symmetric_and_peak_one(window, mode, sigma_scale, floor):
+    w = blending_weights(window, mode, sigma_scale=sigma_scale, floor=floor)
+    assert w.shape == window and w.dtype == np.float64
+    assert np.all(np.isfinite(w)) and w.min() >= floor * (1 - 1e-12) and w.min() > 0
+    assert w.max() == pytest.approx(1.0)
+    for axis in range(3):
+        np.testing.assert_allclose(w, np.flip(w, axis=axis), rtol=1e-12)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    shape=st.tuples(st.integers(1, 14), st.integers(1, 14), st.integers(1, 7)),
+    window=st.tuples(st.integers(1, 8), st.integers(1, 8), st.integers(1, 4)),
+    overlap=st.sampled_from((0.0, 0.25, 0.5, 0.75)),
+    mode=st.sampled_from(BLENDING_MODES),
+)
+def test_blended_weight_is_positive_at_every_voxel_of_a_grid(shape, window, overlap, mode):
+    grid = window_grid(shape, window, overlap)
+    weights = blending_weights(grid.window, mode)
+    total = np.zeros(grid.padded_shape)
+    for origin in grid.origins:
+        total[grid.slices(origin)] += weights
+    assert total[grid.interior].min() > 0 and total.min() > 0

@@ -1,4 +1,4 @@
-"""Window samplers: exact frequencies (chi-square), bounds, grid coverage, padding vs numpy.pad."""
+"""Window samplers: exact frequencies (chi-square), bounds (also as properties), grid coverage, padding."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import itertools
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy import stats
 
 from tfuq.data.windows import (
@@ -216,3 +218,57 @@ def test_sample_locations_dispatch_and_errors() -> None:
         sample_locations("balanced", (6, 6, 6), 2, 1, np.random.default_rng(0), sampling_map=mask[:5])
     with pytest.raises(ValueError, match="Expected method"):
         sample_locations("grid", (6, 6, 6), 2, 1, np.random.default_rng(0))
+
+
+@st.composite
+def _sampling_case(draw):
+    """A volume, a window that fits it once padded, the padding, and a map with some positive voxels."""
+    shape = draw(st.tuples(st.integers(1, 9), st.integers(1, 9), st.integers(1, 6)))
+    padding = draw(st.tuples(st.integers(0, 3), st.integers(0, 3), st.integers(0, 3)))
+    window = tuple(draw(st.integers(1, n + 2 * p)) for n, p in zip(shape, padding))
+    seed = draw(st.integers(0, 2**16))
+    values = np.random.default_rng(seed).integers(0, 3, size=shape).astype(np.float64)
+    return shape, window, padding, values, seed
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    case=_sampling_case(), method=st.sampled_from(("uniform", "weighted", "balanced")), n=st.integers(0, 12)
+)
+def test_every_sampler_keeps_windows_inside_the_padded_volume(case, method, n) -> None:
+    shape, window, padding, values, seed = case
+    rng = np.random.default_rng(seed)
+    valid = valid_centre_mask(shape, window, padding)
+    try:
+        starts = sample_locations(method, shape, window, n, rng, sampling_map=values, padding=padding)
+    except ValueError as err:  # only when the map has no positive weight at a valid centre
+        assert method == "weighted" and not np.any(values[valid] > 0), err
+        return
+    assert starts.shape == (n, 3) and starts.dtype == np.int64
+    lo, hi = -np.asarray(padding), np.asarray(shape) + np.asarray(padding) - np.asarray(window)
+    assert np.all(starts >= lo) and np.all(starts <= hi)
+    if method == "uniform":  # any window of the padded volume, its centre possibly in the padding
+        return
+    centres = starts + np.asarray(window) // 2
+    assert all(valid[tuple(c)] for c in centres)  # a centre in the volume (padding has no map value)
+    if method == "weighted":
+        assert all(values[tuple(c)] > 0 for c in centres)
+    if method == "balanced" and n:
+        assert set(values[tuple(centres.T)]) <= set(values[valid])
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    shape=st.tuples(st.integers(1, 12), st.integers(1, 12), st.integers(1, 6)),
+    data=st.data(),
+    overlap=st.sampled_from((0.0, 0.25, 0.5, 0.75)),
+)
+def test_grid_locations_cover_every_voxel_inside_the_volume(shape, data, overlap) -> None:
+    window = tuple(data.draw(st.integers(1, n)) for n in shape)
+    starts = grid_locations(shape, window, overlap)
+    covered = np.zeros(shape, dtype=int)
+    for start in starts:
+        assert all(0 <= s <= n - w for s, n, w in zip(start, shape, window))
+        covered[tuple(slice(s, s + w) for s, w in zip(start, window))] += 1
+    assert covered.min() >= 1
+    assert len({tuple(s) for s in starts}) == len(starts)
