@@ -31,3 +31,26 @@ def test_failure_leaves_nothing_behind(tmp_path: Path) -> None:
         tmp.write_bytes(b"half")
         raise RuntimeError("interrupted")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_interrupted_writes_are_recognised_and_removed(tmp_path: Path) -> None:
+    from tfuq.atomic import is_interrupted_write, remove_interrupted_writes
+
+    for name in ("model.keras", "training.csv", "y.nii.gz", "checkpoint"):
+        with pytest.raises(RuntimeError), atomic_path(tmp_path / name) as tmp:
+            tmp.write_bytes(b"half")
+            kept = tmp.with_name(tmp.name + "-copy")
+            kept.write_bytes(b"half")  # the temp file as a killed process leaves it
+            raise RuntimeError("killed")
+        kept.rename(kept.with_name(kept.name[: -len("-copy")]))
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / ".model.keras.abcdefgh.tmp.keras").write_text("deeper: not searched")
+    others = [".model.keras.tmp", "model.keras", ".x.abcdefgh.tmp.nii", "notes.tmp", ".hidden", "a.tmp.keras"]
+    for name in others:
+        (tmp_path / name).write_text("a user's file")
+    temps = sorted(p.name for p in tmp_path.iterdir() if is_interrupted_write(p))
+    assert len(temps) == 4 and temps[0].startswith(".checkpoint.") and temps[-1].endswith(".tmp.nii.gz")
+    removed = remove_interrupted_writes(tmp_path)
+    assert sorted(p.name for p in removed) == temps
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*others, "sub"])
+    assert remove_interrupted_writes(tmp_path / "missing") == []
