@@ -140,6 +140,7 @@ class ModelDirLock:
         self.command = command if command is not None else _default_command()
         self._fd: int | None = None
         self._key = ""
+        self._pid = 0  # the process that took it (a forked child must not release it)
 
     @property
     def held(self) -> bool:
@@ -167,7 +168,7 @@ class ModelDirLock:
                 owner, depth = _HELD[self._key]
                 _HELD[self._key] = (owner, depth + 1)
                 return self
-            self._fd = self._lock_file()
+            self._fd, self._pid = self._lock_file(), os.getpid()
             _HELD[self._key] = (self, 1)
         return self
 
@@ -268,7 +269,7 @@ class ModelDirLock:
         if fd is None:
             return
         try:  # remove the file while still holding it, then unlock (close)
-            if os.path.samestat(os.fstat(fd), os.stat(self.path)):
+            if self._pid == os.getpid() and os.path.samestat(os.fstat(fd), os.stat(self.path)):
                 self.path.unlink()
         except OSError:
             pass

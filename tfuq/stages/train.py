@@ -236,12 +236,12 @@ def _prepare_model_dir(config: Config, *, chief: bool, overwrite: bool) -> int:
         folder = set_aside_damaged(ckpt_dir, sorted(damaged))
         newest = max(damaged)
         logger.warning(
-            "%s: checkpoint %d is damaged (%s); resuming from the previous intact checkpoint (%s); the "
-            "damaged files are in %s",
+            "%s: checkpoint %d is damaged (%s); resuming from the previous intact checkpoint (step %d); "
+            "the damaged files are in %s",
             ckpt_dir,
             newest,
             damaged[newest],
-            f"step {start}" if start else "none: from scratch",
+            start,
             folder,
         )
     return start
