@@ -72,6 +72,9 @@ def test_a_file_without_a_header_is_kept_aside_and_the_log_starts_again(tmp_path
     (aside,) = tmp_path.iterdir()
     assert aside.name.startswith("validation.csv.damaged-") and aside.read_bytes().startswith(b"\x00\x00")
     assert repair_log(path, upto=10).rows == []  # absent: nothing to do
+    path.write_text("\n")  # created by a run killed before its first row
+    assert repair_log(path, upto=10).columns == [] and not path.exists()
+    assert len(list(tmp_path.iterdir())) == 1
 
 
 def test_render_round_trips() -> None:

@@ -121,7 +121,7 @@ def repair_log(path: PathLike, upto: int) -> CSVLogFile:
 
     Damaged lines and duplicated steps are dropped with a warning; a file
     with no readable header is renamed to ``<name>.damaged-<timestamp>`` (kept,
-    not deleted) and the log starts again. The file is rewritten only when
+    not deleted) and the log starts again, as it does after an empty file. The file is rewritten only when
     something changes.
 
     Args:
@@ -134,6 +134,9 @@ def repair_log(path: PathLike, upto: int) -> CSVLogFile:
     file = Path(path)
     found = read_log(file)
     if not file.is_file():
+        return found
+    if not found.columns and not file.read_bytes().strip():
+        file.unlink()  # created, nothing written yet: the log starts again
         return found
     if not found.columns:
         aside = file.with_name(f"{file.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
