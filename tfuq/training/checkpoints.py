@@ -35,7 +35,6 @@ others write to a temporary folder that is deleted on :meth:`close`.
 
 from __future__ import annotations
 
-import logging
 import re
 import shutil
 import tempfile
@@ -62,8 +61,6 @@ __all__ = [
     "trainer_rng_states",
     "verify_checkpoint",
 ]
-
-logger = logging.getLogger(__name__)
 
 _PREFIX = "ckpt"
 _STEP = re.compile(rf"^{_PREFIX}-(\d+)$")
@@ -223,11 +220,11 @@ def set_aside_damaged(directory: PathLike, steps: list[int]) -> Path | None:
     folder_path = Path(directory)
     if not steps:
         return None
-    target = folder_path / f"damaged-{time.strftime('%Y%m%d-%H%M%S')}"
-    n = 1
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    target, n = folder_path / f"damaged-{stamp}", 1
     while target.exists():
         n += 1
-        target = folder_path / f"damaged-{time.strftime('%Y%m%d-%H%M%S')}-{n}"
+        target = folder_path / f"damaged-{stamp}-{n}"
     target.mkdir(parents=True)
     for path in sorted(folder_path.iterdir()):
         match = _FILE.match(path.name)
