@@ -14,6 +14,7 @@ from tfuq.atomic import (
     atomic_files,
     atomic_path,
     check_output_folder,
+    is_interrupted_write,
     recover_interrupted,
     write_json,
     write_text,
@@ -158,3 +159,13 @@ def test_own_pid_counts_as_gone_at_a_runs_start(tmp_path: Path) -> None:
     leftover = tmp_path / f".staging-s-{os.getpid()}"
     leftover.mkdir()
     assert recover_interrupted(tmp_path) == [leftover.name] and not leftover.exists()
+
+
+def test_interrupted_write_names_are_recognised() -> None:
+    """A killed atomic_path / atomic_files leaves these names; a user's files are not taken for them."""
+    pid = os.getpid()
+    left = (f".model.keras.{pid}-k3j_9xqa.tmp.keras", ".y.nii.gz.abcdefgh.tmp.nii.gz", f".staging-s1-{pid}")
+    for name in (*left, f".commit-s1-{pid}"):
+        assert is_interrupted_write(Path(name)), name
+    for name in ("model.keras", ".model.keras.tmp", "notes.tmp", ".hidden", "a.tmp.keras", ".staging-s1"):
+        assert not is_interrupted_write(Path(name)), name

@@ -41,6 +41,7 @@ __all__ = [
     "atomic_files",
     "atomic_path",
     "check_output_folder",
+    "is_interrupted_write",
     "process_gone",
     "recover_interrupted",
     "write_json",
@@ -293,6 +294,17 @@ def recover_interrupted(folder: PathLike) -> list[str]:
             continue
         handled.append(name)
     return handled
+
+
+def is_interrupted_write(path: PathLike) -> bool:
+    """Whether ``path`` is named like what an interrupted write leaves (temp file, staging or commit folder).
+
+    Example:
+        >>> is_interrupted_write(".model.keras.123-k3j_9xqa.tmp.keras"), is_interrupted_write("model.keras")
+        (True, False)
+    """
+    name = Path(path).name
+    return any(pattern.match(name) for pattern in (_TEMP, _OLD_TEMP, _STAGING, _COMMIT))
 
 
 def write_text(path: PathLike, text: str, *, overwrite: bool = False) -> Path:

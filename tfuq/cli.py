@@ -71,11 +71,23 @@ def cli(debug: bool, verbose: bool) -> None:
 @cli.command()
 @_CONFIG
 @_SET
-def train(config: Path, overrides: tuple[str, ...]) -> None:
-    """Train the model described by CONFIG (resumes from the last checkpoint)."""
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Start afresh: move the model already in model_dir into model_dir/replaced-<timestamp>/ "
+    "(nothing is deleted) instead of continuing it.",
+)
+def train(config: Path, overrides: tuple[str, ...], overwrite: bool) -> None:
+    """Train the model described by CONFIG (resumes from the last checkpoint).
+
+    A model_dir holding a trained model keeps the configuration it was trained
+    with: a run that changes the model or its data is refused (use --overwrite
+    or another model_dir); longer training, other checkpoint, log and
+    validation periods are fine. One train at a time writes to a model_dir.
+    """
     from tfuq.stages.train import train as run
 
-    run(_load(config, overrides))
+    run(_load(config, overrides), overwrite=overwrite)
 
 
 @cli.command()

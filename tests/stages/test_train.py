@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
+import logging
 from pathlib import Path
 
 import nibabel as nib
@@ -167,6 +169,9 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny_config) -
     assert not (config.model_dir / "model.keras").exists()
     logged = rows(config.model_dir / "logs" / "training.csv")
     assert int(logged[-1]["step"]) == bad and not np.isfinite(float(logged[-1]["loss"]))
+    stored = load_config(config.model_dir / "training_config.ini")  # written when the run started
+    assert stored.to_ini() == config.to_ini()
+    assert not (config.model_dir / ".tfuq.lock").exists()  # released on the error
 
 
 @pytest.mark.parametrize(
@@ -230,3 +235,134 @@ def test_loss_choice_follows_loss_type_and_nll_beta(tiny_config) -> None:
     plain = make_loss(tiny_config())
     assert isinstance(plain, NLLLoss) and plain.beta == 0.0
     assert make_loss(tiny_config("TRAINING.nll_beta=0.5")).beta == 0.5
+
+
+def listing(folder: Path) -> dict[str, str]:
+    """Relative path -> content hash of every file under ``folder``."""
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+#: What a kill during writes leaves (tfuq's temporary names), and a user's look-alikes that stay.
+TEMPS = [
+    ".model.keras.k3j9xqa_.tmp.keras",
+    "logs/.training.csv.ab12cd34.tmp.csv",
+    "checkpoints/ckpt-9_temp/part-00000-of-00001.index",
+    "checkpoints/checkpoint.tmp0123456789abcdef0123456789abcdef",
+    "checkpoints/best/.best.json.zz99yy88.tmp.json",
+]
+LOOKALIKES = ["notes.tmp", ".model.keras.tmp", "logs/ckpt-9_temp.txt", "checkpoints/readme.txt"]
+
+
+def test_a_trained_model_dir_is_a_contract(tiny_config, caplog: pytest.LogCaptureFixture) -> None:
+    config = tiny_config("TRAINING.max_iter=2", "TRAINING.save_every_n=1")
+    run_training(config)
+    model_dir = config.model_dir
+    before = listing(model_dir)
+
+    with pytest.raises(UserError) as info:  # another architecture: refused, nothing written
+        run_training(
+            tiny_config("TRAINING.max_iter=3", "NETWORK.base_filters=8", "UNCERTAINTY.family=laplace")
+        )
+    message = str(info.value)
+    assert "\n" not in message and message.startswith(f"{model_dir}: holds a model trained with another")
+    assert "([NETWORK] base_filters 4 -> 8, [UNCERTAINTY] family normal -> laplace);" in message
+    assert "tfuq train --overwrite" in message
+    assert listing(model_dir) == before
+
+    # continuing (longer, other periods) is allowed and logged; a kill's temporary files go, the
+    # look-alikes stay; a CSV damaged by two runs at once is repaired, not a crash
+    for name in TEMPS + LOOKALIKES:
+        (model_dir / name).parent.mkdir(parents=True, exist_ok=True)
+        (model_dir / name).write_text("left")
+    with (model_dir / "logs" / "training.csv").open("a") as handle:
+        handle.write("step,loss,nll,lr\n1,9,9,0.001\n3,0.5")
+    more = tiny_config("TRAINING.max_iter=3", "TRAINING.save_every_n=2", "TRAINING.log_every_n=1")
+    with caplog.at_level(logging.INFO):
+        result = run_training(more)
+    assert (result.start_step, result.final_step) == (2, 3)
+    assert "with a changed setting: [TRAINING] max_iter 2 -> 3" in caplog.text
+    assert "with a changed setting: [TRAINING] save_every_n 1 -> 2" in caplog.text
+    assert "removed what writes interrupted by a kill left in" in caplog.text
+    assert [r["step"] for r in rows(model_dir / "logs" / "training.csv")] == ["1", "2", "3"]
+    assert rows(model_dir / "logs" / "training.csv")[0]["loss"] != "9"  # the damaged run's row went
+    assert not any((model_dir / name).exists() for name in TEMPS)
+    assert not (model_dir / "checkpoints" / "ckpt-9_temp").exists()
+    assert all((model_dir / name).read_text() == "left" for name in LOOKALIKES)
+    assert load_config(model_dir / "training_config.ini").training.max_iter == 3
+
+
+def test_overwrite_starts_afresh_and_moves_the_model_aside(tiny_config) -> None:
+    run_training(tiny_config("TRAINING.max_iter=3", "TRAINING.save_every_n=2"))
+    model_dir = tiny_config().model_dir
+    (model_dir / "notes.txt").write_text("a user's file")
+    old = listing(model_dir)
+    result = run_training(tiny_config("TRAINING.max_iter=1", "NETWORK.base_filters=8"), overwrite=True)
+    assert (result.start_step, result.final_step) == (0, 1)
+    (replaced,) = model_dir.glob("replaced-*")
+    kept, now = listing(replaced), listing(model_dir)
+    for name, digest in old.items():  # moved aside, or still in place (the split, a user's files)
+        assert kept.get(name) == digest or now.get(name) == digest, name
+    moved = {"model.keras", "training_config.ini", "checkpoints/ckpt-3.index", "logs/training.csv"}
+    assert moved <= set(kept) and "notes.txt" in now
+    assert load_config(model_dir / "training_config.ini").network.base_filters == 8
+    assert [r["step"] for r in rows(model_dir / "logs" / "training.csv")] == ["1"]
+    with pytest.raises(
+        UserError, match=r"--overwrite starts afresh; it cannot resume from .*starting_iter = 1"
+    ):
+        run_training(tiny_config("TRAINING.starting_iter=1"), overwrite=True)
+
+
+def test_a_damaged_latest_checkpoint_falls_back_to_the_previous_one(
+    tiny_config, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = tiny_config("TRAINING.max_iter=4", "TRAINING.save_every_n=2")
+    run_training(config)
+    ckpt = config.model_dir / "checkpoints"
+    first = rows(config.model_dir / "logs" / "training.csv")
+    data = ckpt / "ckpt-4.data-00000-of-00001"
+    data.write_bytes(data.read_bytes()[:100])  # truncated, e.g. a disk full or a bad copy
+    with caplog.at_level(logging.WARNING):
+        result = run_training(config)
+    assert (result.start_step, result.final_step) == (2, 4)
+    assert (
+        "checkpoint 4 is damaged" in caplog.text
+        and "resuming from the previous intact checkpoint (step 2)" in caplog.text
+    )
+    (damaged,) = ckpt.glob("damaged-*")
+    assert sorted(p.name for p in damaged.iterdir()) == ["ckpt-4.data-00000-of-00001", "ckpt-4.index"]
+    again = rows(config.model_dir / "logs" / "training.csv")
+    assert [r["step"] for r in again] == ["1", "2", "3", "4"]
+    for a, b in zip(first, again):
+        assert float(a["loss"]) == pytest.approx(float(b["loss"]), rel=1e-6, abs=1e-7)
+
+
+def test_a_second_train_on_a_locked_model_dir_exits_2_in_one_line(
+    tiny_ini: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from lock_setup import start_holder
+
+    from tfuq.cli import main
+
+    holder = start_holder(tmp_path / "run")
+    try:
+        with pytest.raises(SystemExit) as stop:
+            main(["train", str(tiny_ini)])
+        errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("tfuq: error:")]
+        assert stop.value.code == 2 and len(errors) == 1
+        assert f"another tfuq run is writing to this model_dir (pid {holder.pid} on " in errors[0]
+        assert "'tfuq train holder.ini'" in errors[0]
+        assert not (tmp_path / "run" / "training_config.ini").exists()
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+    with pytest.raises(SystemExit) as stop:
+        main(["train", str(tiny_ini), "--overwrite", "--set", "TRAINING.starting_iter=2"])
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("tfuq: error:")]
+    assert stop.value.code == 2 and errors == [
+        "tfuq: error: --overwrite starts afresh; it cannot resume from [TRAINING] starting_iter = 2: "
+        "drop one of the two"
+    ]

@@ -15,6 +15,7 @@ tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
 from tfuq.training import callbacks as cb  # noqa: E402
+from tfuq.training.csv_logs import read_rows  # noqa: E402
 from tfuq.training.summaries import TensorBoardLog, mid_slice, to_image  # noqa: E402
 
 
@@ -39,17 +40,21 @@ def model() -> keras.Model:
 def drive(
     callbacks: list[keras.callbacks.Callback], losses: list[float], start: int = 0, **extra: float
 ) -> None:
-    """Call the hooks as fit does: train begin, one batch per loss, stop when asked."""
+    """Call the hooks as fit does: train begin, one batch per loss, stop when asked, train end."""
     net = model()
     for callback in callbacks:
         callback.set_model(net)
         callback.on_train_begin()
     for batch, loss in enumerate(losses):
+        for callback in callbacks:
+            callback.on_train_batch_begin(batch)
         logs = {"nll": tf.constant(loss), "dropout_kl": 0.0, "loss": np.float32(loss), **extra}
         for callback in callbacks:
             callback.on_train_batch_end(batch, logs)
         if net.stop_training:
             break
+    for callback in callbacks:
+        callback.on_train_end()
 
 
 def test_relative_change_and_clock() -> None:
@@ -91,7 +96,8 @@ def test_csv_rows_columns_validation_and_resume(tmp_path: Path) -> None:
     drive([resumed_clock, resumed], [9.0, 8.0])
     with (tmp_path / "training.csv").open() as handle:
         rows = list(csv.DictReader(handle))
-    assert [(r["step"], float(r["loss"])) for r in rows] == [("1", 5.0), ("2", 4.0), ("3", 9.0), ("4", 8.0)]
+    # the rows of an uninterrupted run: step 1, then every second step (not step 3, the first resumed)
+    assert [(r["step"], float(r["loss"])) for r in rows] == [("1", 5.0), ("2", 4.0), ("4", 8.0)]
     assert (tmp_path / "validation.csv").read_text().splitlines() == ["step,val_loss,val_nll"]
 
 
@@ -218,3 +224,136 @@ def test_mid_slices_images_and_tensorboard_events(tmp_path: Path) -> None:
     assert (int(width), int(height)) == (3, 3)
     np.testing.assert_array_equal(tf.io.decode_png(png).numpy()[..., 0], np.eye(3, dtype=np.uint8) * 255)
     assert ("mid_slice/mean", 4) in found  # and at the end
+
+
+def test_a_checkpoint_is_saved_after_everything_its_step_writes(tmp_path: Path) -> None:
+    """The commit point of a step: after its CSV row, its validation row and its best checkpoint."""
+    events: list[str] = []
+
+    class Recording(FakeCheckpoints):
+        def __init__(self, directory: Path, kind: str) -> None:
+            super().__init__(directory)
+            self.kind = kind
+
+        def save(self, step: int) -> str:
+            rows = [r["step"] for r in read_rows(tmp_path / "training.csv")]
+            valid = [r["step"] for r in read_rows(tmp_path / "validation.csv")]
+            events.append(f"{self.kind} {step} after rows {rows[-1]} / {valid[-1] if valid else '-'}")
+            return super().save(step)
+
+    clock = cb.StepClock(0, 5)
+    guard = cb.NaNGuard(clock)
+    regular, best = Recording(tmp_path / "ckpt", "ckpt"), Recording(tmp_path / "best", "best")
+    callbacks = [
+        clock,
+        guard,
+        cb.CSVLog(clock, tmp_path),
+        cb.BestCheckpoint(clock, best),
+        cb.CheckpointSaver(clock, regular, 1, guard),
+    ]
+    net = model()
+    for callback in callbacks:
+        callback.set_model(net)
+        callback.on_train_begin()
+    losses = iter([3.0, 2.0, 1.0, 0.5, 0.25])
+    for epoch in range(3):  # fit with 2 steps per epoch and a validation at each epoch end
+        for batch in range(2):
+            for callback in callbacks:
+                callback.on_train_batch_begin(batch)
+            logs = {"loss": next(losses)}
+            for callback in callbacks:
+                callback.on_train_batch_end(batch, logs)
+            if net.stop_training:
+                break
+        for callback in callbacks:
+            callback.on_epoch_end(epoch, {"loss": 1.0, "val_loss": 1.0 / (epoch + 1)})
+    for callback in callbacks:
+        callback.on_train_end()
+    assert events == [
+        "ckpt 1 after rows 1 / -",  # mid-epoch: when the next step begins
+        "best 2 after rows 2 / 2",
+        "ckpt 2 after rows 2 / 2",  # an epoch end: after the validation and the best checkpoint
+        "ckpt 3 after rows 3 / 2",
+        "best 4 after rows 4 / 4",
+        "ckpt 4 after rows 4 / 4",
+        "best 5 after rows 5 / 5",
+        "ckpt 5 after rows 5 / 5",  # stopped at max_iter mid-epoch: at the epoch's end
+    ]
+
+
+def write_index(folder: Path, steps: list[int]) -> None:
+    """A checkpoint folder listing ``steps`` (empty files stand for the checkpoints)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = [f'model_checkpoint_path: "ckpt-{steps[-1]}"'] + [
+        f'all_model_checkpoint_paths: "ckpt-{s}"' for s in steps
+    ]
+    (folder / "checkpoint").write_text("\n".join(lines) + "\n")
+    for step in steps:
+        (folder / f"ckpt-{step}.index").write_bytes(b"")
+
+
+def test_best_checkpoint_resumes_from_the_validation_rows(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    history = tmp_path / "validation.csv"
+    history.write_text("step,val_loss\n10,0.8\n20,0.5\n30,0.6\n40,0.3\n")  # 40: after the resumed step
+    best_dir = tmp_path / "best"
+    write_index(best_dir, [10, 20])  # killed after saving best ckpt-20, before writing best.json
+    (best_dir / "best.json").write_text(json.dumps({"step": 10, "val_loss": 0.8, "checkpoint": "ckpt-10"}))
+    clock = cb.StepClock(30, 100)
+    best = cb.BestCheckpoint(clock, FakeCheckpoints(best_dir), history=history)
+    assert best.best == 0.8  # before training begins: the record
+    best.set_model(model())
+    with caplog.at_level(logging.INFO, logger="tfuq.training.callbacks"):
+        best.on_train_begin()
+    assert best.best == 0.5
+    record = json.loads((best_dir / "best.json").read_text())
+    assert record == {"step": 20, "val_loss": 0.5, "checkpoint": str(best_dir / "ckpt-20")}
+    assert "repaired after an interrupted run: the best validation is step 20" in caplog.text
+
+    # a record of a step after the resumed one (the killed run's) goes back to the best up to the
+    # resumed step while that checkpoint is kept, else it stays until that validation runs again
+    (best_dir / "best.json").write_text(json.dumps({"step": 40, "val_loss": 0.3, "checkpoint": "ckpt-40"}))
+    write_index(best_dir, [20, 40])
+    best = cb.BestCheckpoint(clock, FakeCheckpoints(best_dir), history=history)
+    best.on_train_begin()
+    assert best.best == 0.5 and json.loads((best_dir / "best.json").read_text())["step"] == 20
+    (best_dir / "best.json").write_text(json.dumps({"step": 40, "val_loss": 0.3, "checkpoint": "ckpt-40"}))
+    write_index(best_dir, [40])
+    best = cb.BestCheckpoint(clock, FakeCheckpoints(best_dir), history=history)
+    best.set_model(model())
+    best.on_train_begin()
+    assert best.best == 0.5 and json.loads((best_dir / "best.json").read_text())["step"] == 40
+    clock.step = 40
+    best.on_epoch_end(3, {"val_loss": 0.3})
+    assert (
+        best.checkpoints.saved == [40] and json.loads((best_dir / "best.json").read_text())["val_loss"] == 0.3
+    )
+
+    history.unlink()  # no rows: the record counts when it is not after the resumed step
+    best = cb.BestCheckpoint(cb.StepClock(40, 100), FakeCheckpoints(best_dir), history=history)
+    best.on_train_begin()
+    assert best.best == 0.3
+    best = cb.BestCheckpoint(cb.StepClock(30, 100), FakeCheckpoints(best_dir), history=history)
+    best.on_train_begin()
+    assert best.best == math.inf
+
+
+def test_early_stopping_resumes_from_the_validation_rows(tmp_path: Path) -> None:
+    history = tmp_path / "validation.csv"
+    history.write_text("step,val_loss\n10,1.0\n20,0.9\n30,0.95\n40,0.2\n")
+    clock = cb.StepClock(30, 100)
+    early = cb.ValidationEarlyStopping(2, clock, history=history)
+    early.set_model(model())
+    early.on_train_begin()
+    assert (early.best, early.waited) == (0.9, 1)  # as an uninterrupted run had it at step 30
+    clock.step = 40
+    early.on_epoch_end(3, {"val_loss": 0.96})
+    assert early.stopped  # the second validation without a lower loss
+
+    history.write_text("step,val_loss\n10,1.0\n20,1.1\n30,1.2\n")  # it had stopped at step 30
+    again = cb.ValidationEarlyStopping(2, clock, history=history)
+    again.on_train_begin()
+    assert (again.best, again.waited) == (1.0, 0)  # a new run gets its patience again
+    with pytest.raises(ValueError, match="history needs the step clock"):
+        cb.ValidationEarlyStopping(2, history=history)

@@ -124,3 +124,88 @@ def test_save_network_is_atomic_and_replaces(tmp_path: Path) -> None:
     loaded = keras.saving.load_model(path)
     x = np.ones((2, 4), "float32")
     np.testing.assert_allclose(np.asarray(loaded(x)), np.asarray(model(x)), rtol=1e-6)
+
+
+def damage(prefix: Path, how: str) -> None:
+    data = next(prefix.parent.glob(prefix.name + ".data-*"))
+    content = data.read_bytes()
+    if how == "truncate":
+        data.write_bytes(content[: len(content) // 2])
+    else:  # flip the bytes of the second half: TensorFlow's checksum catches it
+        data.write_bytes(content[: len(content) // 2] + bytes(b ^ 0xFF for b in content[len(content) // 2 :]))
+
+
+@pytest.mark.parametrize("how", ["truncate", "garble"])
+def test_a_damaged_latest_checkpoint_falls_back_to_the_previous_intact_one(how: str, tmp_path: Path) -> None:
+    from tfuq.training.checkpoints import choose_start, set_aside_damaged, verify_checkpoint
+
+    model = make_model()
+    ckpts = TrainingCheckpoints(model, tmp_path / "ckpt", max_to_keep=5)
+    for step in (2, 4, 6):
+        train_steps(model, 2)
+        ckpts.save(step)
+    assert verify_checkpoint(tmp_path / "ckpt" / "ckpt-6") is None
+    damage(tmp_path / "ckpt" / "ckpt-6", how)
+    problem = verify_checkpoint(tmp_path / "ckpt" / "ckpt-6")
+    assert problem and ("Checksum does not match" in problem if how == "garble" else True)
+    assert choose_start(-1, tmp_path / "ckpt") == (4, {6: problem})
+    with pytest.raises(
+        UserError, match=r"ckpt-6: this checkpoint is damaged \(.*\); set \[TRAINING\] starting_iter"
+    ):
+        choose_start(6, tmp_path / "ckpt")
+    assert choose_start(2, tmp_path / "ckpt") == (2, {})
+
+    folder = set_aside_damaged(tmp_path / "ckpt", [6])
+    assert folder is not None and folder.parent == tmp_path / "ckpt" and folder.name.startswith("damaged-")
+    assert sorted(p.name for p in folder.iterdir()) == ["ckpt-6.data-00000-of-00001", "ckpt-6.index"]
+    assert checkpoint_steps(tmp_path / "ckpt") == [2, 4]
+    again = TrainingCheckpoints(make_model(seed=1), tmp_path / "ckpt", max_to_keep=5)
+    assert again.restore(4) == 4 and again.manager.latest_checkpoint.endswith("ckpt-4")
+    again.save(6)  # the resumed run writes step 6 again
+    assert checkpoint_steps(tmp_path / "ckpt") == [2, 4, 6]
+
+    for step in (2, 4, 6):
+        damage(tmp_path / "ckpt" / f"ckpt-{step}", how)
+    with pytest.raises(UserError, match=r"every checkpoint is damaged \(ckpt-6: .*\); restore them"):
+        choose_start(-1, tmp_path / "ckpt")
+    assert choose_start(-1, tmp_path / "none") == (0, {})
+
+
+def test_what_an_interrupted_save_leaves_is_removed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tensorflow.python.ops import gen_io_ops
+
+    from tfuq.training.checkpoints import remove_interrupted_saves
+
+    model = make_model()
+    folder = tmp_path / "ckpt"
+    ckpts = TrainingCheckpoints(model, folder, max_to_keep=5)
+    ckpts.save(1)
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # stands for SIGKILL after the shards, before their merge
+
+    monkeypatch.setattr(gen_io_ops, "merge_v2_checkpoints", killed)
+    with pytest.raises(KeyboardInterrupt):
+        ckpts.save(2)
+    monkeypatch.undo()
+    assert (folder / "ckpt-2_temp").is_dir() and checkpoint_steps(folder) == [1]
+    (folder / "checkpoint.tmp0123456789abcdef0123456789abcdef").write_text("half an index")
+    (folder / "ckpt-3.index").write_bytes(b"merged, never listed")
+    (folder / "ckpt-3.data-00000-of-00001").write_bytes(b"merged, never listed")
+    (folder / "best").mkdir()
+    (folder / "notes.txt").write_text("a user's file")
+    removed = remove_interrupted_saves(folder)
+    assert sorted(p.name for p in removed) == [
+        "checkpoint.tmp0123456789abcdef0123456789abcdef",
+        "ckpt-2_temp",
+        "ckpt-3.data-00000-of-00001",
+        "ckpt-3.index",
+    ]
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "best",
+        "checkpoint",
+        "ckpt-1.data-00000-of-00001",
+        "ckpt-1.index",
+        "notes.txt",
+    ]
+    assert remove_interrupted_saves(tmp_path / "missing") == []

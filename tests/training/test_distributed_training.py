@@ -196,3 +196,5 @@ def test_multi_worker_two_local_processes_end_with_identical_weights(
     run = tmp_path / "run"
     assert (run / "model.keras").is_file() and (run / "checkpoints" / "ckpt-3.index").is_file()
     assert len((run / "logs" / "training.csv").read_text().splitlines()) == 4
+    # only the chief wrote (and locked) the model_dir: no worker waited for another's lock
+    assert (run / "training_config.ini").is_file() and not (run / ".tfuq.lock").exists()

@@ -2,8 +2,10 @@
 
 ``tfuq train`` writes the network (``model.keras``), the configuration it was
 trained with (``training_config.ini``), the target normalisation
-(``normalisation.json``) and ``checkpoints/``; ``tfuq calibrate`` adds
-``calibration/`` (the recalibration, the QC references). Every module that
+(``normalisation.json``), ``checkpoints/`` and ``logs/``; ``tfuq calibrate`` adds
+``calibration/`` (the recalibration, the QC references). A writer holds
+``.tfuq.lock`` (:mod:`tfuq.model_store.lock`); ``tfuq train --overwrite``
+moves an earlier model into ``replaced-<timestamp>/``. Every module that
 reads or writes a model_dir takes the names from here.
 """
 
@@ -17,8 +19,11 @@ __all__ = [
     "CALIBRATION_DIR",
     "CHECKPOINT_DIR",
     "CONFIG_FILE",
+    "LOCK_FILE",
+    "LOG_DIR",
     "MODEL_FILE",
     "NORMALISATION_FILE",
+    "REPLACED_PREFIX",
     "model_file",
 ]
 
@@ -32,6 +37,12 @@ CONFIG_FILE = "training_config.ini"
 NORMALISATION_FILE = "normalisation.json"
 #: What ``tfuq calibrate`` stores (:mod:`tfuq.calibration.stored`).
 CALIBRATION_DIR = "calibration"
+#: Log files and the training CSVs (``training.csv``, ``validation.csv``, ``tensorboard/``).
+LOG_DIR = "logs"
+#: The writer lock (:mod:`tfuq.model_store.lock`).
+LOCK_FILE = ".tfuq.lock"
+#: ``replaced-<timestamp>/``: an earlier model moved aside by ``tfuq train --overwrite``.
+REPLACED_PREFIX = "replaced-"
 
 
 def model_file(model_dir: PathLike) -> Path:

@@ -4,7 +4,7 @@ The steps of :func:`run_calibration`:
 
 0. a config that contradicts the stored model (network, head, input
    geometry and normalisation of ``<model_dir>/training_config.ini``) is
-   refused in one line (:func:`tfuq.model_store.stored_config.check_matches_model`);
+   refused in one line (:func:`tfuq.model_store.contract.check_matches_model`);
 1. the held-out subjects with a target: the split's Calibration subjects,
    else its Validation ones, or the phase ``[CALIBRATION] dataset`` names;
    none is a one-line error. Training subjects only when named there
@@ -232,7 +232,7 @@ def run_calibration(config: Config) -> dict[str, Any]:
 
     Raises:
         UserError: a config that contradicts the stored model
-            (:func:`tfuq.model_store.stored_config.check_matches_model`), no
+            (:func:`tfuq.model_store.contract.check_matches_model`), no
             trained model, no split file, no subject with a target.
     """
     import click
@@ -245,7 +245,7 @@ def run_calibration(config: Config) -> dict[str, Any]:
         windows_per_subject,
     )
     from tfuq.inference.subject_inputs import load_inference_subject
-    from tfuq.model_store.stored_config import check_matches_model
+    from tfuq.model_store.contract import check_matches_model
     from tfuq.model_store.trained import load_members
 
     check_matches_model(config, "tfuq calibrate")

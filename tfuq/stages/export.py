@@ -6,7 +6,7 @@ The steps of :func:`export`:
    folder) can be written (not a file, not under a file, writable; a folder
    outside model_dir, given as an absolute path, is logged), and the config
    does not contradict the model
-   (:func:`tfuq.model_store.stored_config.check_matches_model`);
+   (:func:`tfuq.model_store.contract.check_matches_model`);
 1. the trained network ``<model_dir>/model.keras`` (loaded with safe_mode
    on, :func:`tfuq.export.load_model`; a one-line error when there is none:
    run tfuq train first), or the weights of checkpoint
@@ -44,7 +44,7 @@ from tfuq.errors import UserError
 from tfuq.export.archive import export_saved_model, input_names
 from tfuq.export.serving import check_model_name, staged_version, write_models_config
 from tfuq.model_store import MODEL_FILE, load_model
-from tfuq.model_store.stored_config import check_matches_model
+from tfuq.model_store.contract import check_matches_model
 
 __all__ = ["export"]
 

@@ -5,7 +5,7 @@ The steps of :func:`run_inference`:
 0. checks that write nothing: the output folder ``[INFERENCE] save_seg_dir``
    can be written (not a file, not under a file, writable; a folder outside
    model_dir, given as an absolute path, is logged), and the config does not
-   contradict the model (:func:`tfuq.model_store.stored_config.check_matches_model`:
+   contradict the model (:func:`tfuq.model_store.contract.check_matches_model`:
    network, head, input geometry and normalisation as in
    ``<model_dir>/training_config.ini``);
 1. the trained model of ``model_dir`` (a one-line error when there is none:
@@ -67,7 +67,7 @@ from tfuq.inference.prediction import (
     write_subject,
 )
 from tfuq.inference.subject_inputs import find_inference_subjects, load_inference_subject
-from tfuq.model_store.stored_config import check_matches_model
+from tfuq.model_store.contract import check_matches_model
 from tfuq.model_store.trained import load_members
 
 __all__ = ["InferenceResult", "infer", "inference_subjects", "open_output_folder", "run_inference"]

@@ -9,7 +9,18 @@ so that a non-finite step is never saved.
 
 Files (chief only): ``<model_dir>/logs/training.csv`` with one row per
 logged step (``step``, ``loss``, each term, ``lr``) and
-``<model_dir>/logs/validation.csv`` with one row per validation.
+``<model_dir>/logs/validation.csv`` with one row per validation
+(:mod:`tfuq.training.csv_logs`).
+
+Kill safety: everything a step writes is written before the checkpoint of
+that step, which is the commit point of a resumed run. :class:`CheckpointSaver`
+saves after the step's CSV row and, when the step ends an epoch, after its
+validation and the best-checkpoint bookkeeping (so it must come after
+:class:`CSVLog` and :class:`BestCheckpoint` in the list). A run killed at any
+point resumes from its last checkpoint; :class:`CSVLog` then drops the rows
+after that step (and repairs a damaged file), :class:`BestCheckpoint` and
+:class:`ValidationEarlyStopping` take their state from the validation rows up
+to that step, and the steps after it are trained, logged and validated again.
 """
 
 from __future__ import annotations
@@ -27,8 +38,9 @@ from typing import Any
 import keras
 import numpy as np
 
-from tfuq.atomic import write_json, write_text
-from tfuq.training.checkpoints import TrainingCheckpoints
+from tfuq.atomic import write_json
+from tfuq.training.checkpoints import TrainingCheckpoints, checkpoint_steps
+from tfuq.training.csv_logs import read_rows, repair_log
 
 __all__ = [
     "BestCheckpoint",
@@ -40,7 +52,6 @@ __all__ = [
     "StepClock",
     "ValidationEarlyStopping",
     "current_lr",
-    "read_rows",
     "relative_change",
     "scalar_logs",
 ]
@@ -124,23 +135,52 @@ class NaNGuard(keras.callbacks.Callback):
 
 
 class CheckpointSaver(keras.callbacks.Callback):
-    """Save every ``every_n`` steps (0 = never here; the job saves at the end) while finite."""
+    """Save every ``every_n`` steps (0 = never here; the job saves at the end) while finite.
+
+    The checkpoint of a step is its commit point, so it is written after
+    everything else the step writes: a step that ends an epoch is saved at
+    the epoch's end (after its validation row and best checkpoint), any other
+    when the next step begins (the state is still that of the step), and a
+    step left pending when training ends at its end.
+    """
 
     def __init__(self, clock: StepClock, checkpoints: TrainingCheckpoints, every_n: int, guard: NaNGuard):
         super().__init__()
         self.clock, self.checkpoints, self.every_n, self.guard = clock, checkpoints, int(every_n), guard
+        self.pending: int | None = None
+
+    def _flush(self) -> None:
+        if self.pending is not None and self.guard.ok:
+            self.checkpoints.save(self.pending)
+        self.pending = None
+
+    def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        """Called by Keras before each training step."""
+        self._flush()
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         """Called by Keras after each training step."""
-        if self.every_n and self.clock.step % self.every_n == 0 and self.guard.ok:
-            self.checkpoints.save(self.clock.step)
+        if self.every_n and self.clock.step % self.every_n == 0:
+            self.pending = self.clock.step
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        """Called by Keras after each epoch (and its validation)."""
+        self._flush()
+
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        """Called by Keras when ``fit`` ends."""
+        self._flush()
 
 
 class CSVLog(keras.callbacks.Callback):
     """``training.csv`` (one row per ``every_n`` steps) and ``validation.csv`` (one per validation).
 
-    On resume the rows after the restored step (from the interrupted run) are
-    dropped, so the file describes the run that the checkpoints continue.
+    Rows are a function of the step alone (step 1 and every ``every_n``-th),
+    so a resumed run writes the rows an uninterrupted one would. On resume
+    the rows after the restored step (from the interrupted run) are dropped
+    and a damaged file is rewritten from its good rows
+    (:func:`~tfuq.training.csv_logs.repair_log`), so the file describes the
+    run that the checkpoints continue, each logged step once.
 
     Args:
         clock: The shared step clock.
@@ -160,12 +200,9 @@ class CSVLog(keras.callbacks.Callback):
         if not self.enabled:
             return
         for path in (self.train_path, self.valid_path):
-            rows = read_rows(path)
-            if not rows:
-                continue
-            kept = [r for r in rows if int(float(r["step"])) <= self.clock.start]
-            self._columns[path] = list(rows[0])
-            write_text(path, _render(self._columns[path], kept), overwrite=True)
+            kept = repair_log(path, self.clock.start)
+            if kept.columns:
+                self._columns[path] = kept.columns
 
     def _rank(self, key: str) -> tuple[int, int, str]:
         """Column order: the trainer's ``term_names`` (loss first) when it has them, then by name."""
@@ -189,7 +226,7 @@ class CSVLog(keras.callbacks.Callback):
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         """Called by Keras after each training step."""
         step = self.clock.step
-        if self.enabled and (step % self.every_n == 0 or step == self.clock.start + 1):
+        if self.enabled and (step % self.every_n == 0 or step == 1):
             values = scalar_logs(logs)
             lr = current_lr(self.model)
             if lr is not None:
@@ -203,17 +240,16 @@ class CSVLog(keras.callbacks.Callback):
             self._append(self.valid_path, values)
 
 
-def read_rows(path: Path) -> list[dict[str, str]]:
-    """Rows of a CSV log written by :class:`CSVLog` ([] when absent)."""
-    if not Path(path).is_file():
+def _validation_history(path: Path | None, upto: int, since: int) -> list[tuple[int, float]]:
+    """``(step, val_loss)`` of the validation rows of steps ``since <= step <= upto``, by step."""
+    if path is None:
         return []
-    with Path(path).open(newline="", encoding="utf-8") as handle:
-        return list(csv.DictReader(handle))
-
-
-def _render(columns: list[str], rows: list[dict[str, str]]) -> str:
-    lines = [",".join(columns)] + [",".join(r.get(c, "") for c in columns) for r in rows]
-    return "\n".join(lines) + "\n"
+    out = []
+    for row in read_rows(path):
+        step, text = int(float(row["step"])), row.get("val_loss", "")
+        if since <= step <= upto and text:
+            out.append((step, float(text)))
+    return out
 
 
 class BestCheckpoint(keras.callbacks.Callback):
@@ -222,17 +258,95 @@ class BestCheckpoint(keras.callbacks.Callback):
     Validations at steps below ``start`` are logged but never kept as the
     best, so with :class:`ValidationEarlyStopping`'s ``start`` the weights
     scored are those of a model trained at least that long.
+
+    Kill safety: ``checkpoints`` should keep two checkpoints, so the one
+    ``best.json`` names still exists while the next best is being saved. A
+    resumed run takes the best value from the validation rows up to its step
+    (``history``, ``validation.csv``), as an uninterrupted run had it there,
+    and points ``best.json`` at that validation's checkpoint when a kill left
+    it naming another one. Only when that checkpoint is gone (two better
+    validations after the resumed step) does a record of the interrupted
+    run's stay, until the validations after the resumed step run again.
+
+    Args:
+        clock: The run's step clock.
+        checkpoints: The ``best`` checkpoints.
+        enabled: False on non-chief workers (they save, but write no record).
+        start: First step that counts.
+        history: ``validation.csv``, read when training begins.
     """
 
     def __init__(
-        self, clock: StepClock, checkpoints: TrainingCheckpoints, *, enabled: bool = True, start: int = 0
+        self,
+        clock: StepClock,
+        checkpoints: TrainingCheckpoints,
+        *,
+        enabled: bool = True,
+        start: int = 0,
+        history: Path | None = None,
     ) -> None:
         super().__init__()
         self.clock, self.checkpoints, self.enabled, self.start = clock, checkpoints, enabled, int(start)
         self.record = Path(checkpoints.directory) / "best.json"
+        self.history = history
         self.best = math.inf
-        if self.record.is_file():
-            self.best = float(json.loads(self.record.read_text(encoding="utf-8"))["val_loss"])
+        record = self._read_record()
+        if record is not None:
+            self.best = float(record["val_loss"])
+
+    def _read_record(self) -> dict[str, Any] | None:
+        try:
+            record = json.loads(self.record.read_text(encoding="utf-8"))
+            float(record["val_loss"]), int(record["step"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return record
+
+    def _write_record(self, step: int, value: float, path: str) -> None:
+        if self.enabled:
+            write_json(self.record, {"step": step, "val_loss": value, "checkpoint": path}, overwrite=True)
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        """Called by Keras when ``fit`` starts: the best as of the resumed step."""
+        resumed = self.clock.start
+        history = [
+            (s, v) for s, v in _validation_history(self.history, resumed, self.start) if math.isfinite(v)
+        ]
+        record = self._read_record()
+        saved = checkpoint_steps(self.checkpoints.directory)
+        if not history:
+            self.best = math.inf
+            if record is not None and int(record["step"]) <= resumed and int(record["step"]) in saved:
+                self.best = float(record["val_loss"])
+            return
+        step, value = min(history, key=lambda item: item[1])  # the first of equal values, as fit keeps it
+        self.best = value
+        if record is not None and int(record["step"]) == step and step in saved:
+            return
+        if step in saved:
+            if self.enabled:
+                logger.warning(
+                    "%s: repaired after an interrupted run: the best validation is step %d (val_loss %.5g)",
+                    self.record,
+                    step,
+                    value,
+                )
+            self._write_record(step, value, str(Path(self.checkpoints.directory) / f"ckpt-{step}"))
+        elif record is not None and int(record["step"]) > resumed:
+            logger.info(
+                "%s names step %d of the interrupted run; the validations after step %d run again",
+                self.record,
+                int(record["step"]),
+                resumed,
+            )
+        elif self.enabled:
+            logger.warning(
+                "%s: the best validation up to step %d is step %d, whose checkpoint is gone; the record is "
+                "kept until a lower val_loss",
+                self.record,
+                resumed,
+                step,
+            )
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         """Called by Keras after each epoch (and its validation)."""
@@ -251,42 +365,66 @@ class BestCheckpoint(keras.callbacks.Callback):
             return
         self.best = value
         path = self.checkpoints.save(self.clock.step)
-        if self.enabled:
-            write_json(
-                self.record, {"step": self.clock.step, "val_loss": value, "checkpoint": path}, overwrite=True
-            )
+        self._write_record(self.clock.step, value, path)
 
 
 class ValidationEarlyStopping(keras.callbacks.Callback):
     """Stop after ``patience`` validations without a lower ``val_loss``.
 
+    A resumed run replays the validation rows up to its step (``history``),
+    so it stops where an uninterrupted run would; a run resumed after it
+    already stopped early gets its patience again.
+
     Args:
         patience: Validations without a lower loss before stopping.
-        clock: The run's step clock; needed with ``start``.
+        clock: The run's step clock; needed with ``start`` or ``history``.
         start: Validations at steps below it are ignored (neither a best
             value nor a wait), as Keras' ``EarlyStopping(start_from_epoch)``:
             the loss of a heteroscedastic model often pauses early, while its
             variance head settles, and would stop it there.
+        history: ``validation.csv``, read when training begins.
     """
 
-    def __init__(self, patience: int, clock: StepClock | None = None, *, start: int = 0) -> None:
+    def __init__(
+        self,
+        patience: int,
+        clock: StepClock | None = None,
+        *,
+        start: int = 0,
+        history: Path | None = None,
+    ) -> None:
         super().__init__()
         if start and clock is None:
             raise ValueError(f"A start step needs the step clock. Received: start={start!r}, clock=None")
+        if history is not None and clock is None:
+            raise ValueError(f"A history needs the step clock. Received: history={history!r}, clock=None")
         self.patience, self.best, self.waited = int(patience), math.inf, 0
-        self.clock, self.start = clock, int(start)
+        self.clock, self.start, self.history = clock, int(start), history
         self.stopped = False
+
+    def _count(self, value: float) -> bool:
+        """Count one validation; True when patience ran out."""
+        if value < self.best:
+            self.best, self.waited = value, 0
+            return False
+        self.waited += 1
+        return self.waited >= self.patience
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        """Called by Keras when ``fit`` starts: replay the validations up to the resumed step."""
+        if self.clock is None or self.history is None:
+            return
+        self.best, self.waited = math.inf, 0
+        for _, value in _validation_history(self.history, self.clock.start, self.start):
+            if self._count(value):
+                self.waited = 0  # it had stopped there: a new run gets its patience again
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         """Called by Keras after each epoch (and its validation)."""
         value = scalar_logs(logs).get("val_loss")
         if value is None or (self.clock is not None and self.clock.step < self.start):
             return
-        if value < self.best:
-            self.best, self.waited = value, 0
-            return
-        self.waited += 1
-        if self.waited >= self.patience:
+        if self._count(value):
             self.stopped = True
             self.model.stop_training = True
             logger.info("early stopping: val_loss has not improved for %d validations", self.waited)

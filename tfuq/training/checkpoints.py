@@ -6,9 +6,18 @@ files written by ``tf.train.CheckpointManager`` (the last
 of the trainer (network weights, BatchNorm statistics, trainer state), each
 optimiser with its slots and iteration count, the step, and the state of the
 network's dropout random generators, so a resumed run continues the same
-random streams. TensorFlow writes the checkpoint files first and then
-replaces the small ``checkpoint`` index file, so a run killed while saving
-resumes from the previous complete checkpoint.
+random streams. TensorFlow writes the checkpoint files first (into ``ckpt-<step>_temp/``,
+then merged into ``ckpt-<step>.index`` / ``.data-*``) and then replaces the
+small ``checkpoint`` index file, so a run killed while saving resumes from the
+previous complete checkpoint; :func:`remove_interrupted_saves` removes what
+such a save left behind.
+
+A checkpoint can still be damaged afterwards (a disk error, a truncated
+copy): :func:`choose_start` reads every tensor of the checkpoint it would
+resume from (:func:`verify_checkpoint`, TensorFlow's checksums) and, when
+resuming from the latest (``starting_iter = -1``), falls back to the newest
+intact one; :func:`set_aside_damaged` moves the damaged ones into
+``damaged-<timestamp>/`` and drops them from the index.
 
 It works for any ``keras.Model`` trainer: the optimisers are the model's
 ``optimizer`` and any other ``keras.optimizers.Optimizer`` attribute (e.g. a
@@ -29,6 +38,7 @@ from __future__ import annotations
 import re
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -42,14 +52,23 @@ from tfuq.typing import PathLike
 __all__ = [
     "TrainingCheckpoints",
     "checkpoint_steps",
+    "choose_start",
+    "remove_interrupted_saves",
     "resolve_start",
     "save_network",
+    "set_aside_damaged",
     "trainer_optimizers",
     "trainer_rng_states",
+    "verify_checkpoint",
 ]
 
 _PREFIX = "ckpt"
 _STEP = re.compile(rf"^{_PREFIX}-(\d+)$")
+#: The files of a checkpoint prefix: ``ckpt-<step>.index``, ``ckpt-<step>.data-<i>-of-<n>``.
+_FILE = re.compile(rf"^{_PREFIX}-(\d+)\.(index|data-\d+-of-\d+)$")
+#: What an interrupted save leaves: TensorFlow's shard folder and its temporary index-file name.
+_TEMP_DIR = re.compile(rf"^{_PREFIX}-\d+_temp$")
+_TEMP_STATE = re.compile(r"^checkpoint\.tmp[0-9a-f]{32}$")
 
 
 def trainer_optimizers(trainer: keras.Model) -> list[keras.optimizers.Optimizer]:
@@ -118,6 +137,153 @@ def resolve_start(starting_iter: int, available: list[int], directory: PathLike)
     return starting_iter
 
 
+def _step_of(path: str) -> int | None:
+    match = _STEP.match(Path(path).name)
+    return int(match.group(1)) if match else None
+
+
+def verify_checkpoint(prefix: PathLike) -> str | None:
+    """Read every tensor of a checkpoint (TensorFlow checks each one's checksum).
+
+    Args:
+        prefix: The checkpoint prefix (``.../ckpt-<step>``).
+
+    Returns:
+        None when it is intact, else the first line of what is wrong.
+    """
+    try:
+        reader = tf.train.load_checkpoint(str(prefix))
+        for name in reader.get_variable_to_dtype_map():
+            reader.get_tensor(name)
+    except Exception as err:  # OpError (checksum, format), IndexError (truncated), ...
+        text = str(err).strip()
+        return text.splitlines()[0] if text else type(err).__name__
+    return None
+
+
+def choose_start(starting_iter: int, directory: PathLike) -> tuple[int, dict[int, str]]:
+    """:func:`resolve_start` over the intact checkpoints of ``directory``.
+
+    With ``starting_iter = -1`` a damaged latest checkpoint is skipped for the
+    newest intact one (the caller warns and sets the damaged ones aside); a
+    checkpoint asked for by its step must be intact.
+
+    Args:
+        starting_iter: ``[TRAINING] starting_iter``.
+        directory: The checkpoint folder.
+
+    Returns:
+        The step to resume from (0 = from scratch), and the damaged checkpoints
+        skipped, step -> problem.
+
+    Raises:
+        UserError: as :func:`resolve_start`; the checkpoint asked for is
+            damaged; every checkpoint is damaged.
+    """
+    available = checkpoint_steps(directory)
+    if starting_iter != -1:
+        start = resolve_start(starting_iter, available, directory)
+        problem = verify_checkpoint(Path(directory) / f"{_PREFIX}-{start}") if start else None
+        if problem:
+            intact = [s for s in available if s != start]
+            raise UserError(
+                f"{Path(directory) / f'{_PREFIX}-{start}'}: this checkpoint is damaged ({problem}); set "
+                f"[TRAINING] starting_iter to another step ({', '.join(map(str, intact)) or 'none left'}) "
+                "or -1 for the latest intact one"
+            )
+        return start, {}
+    damaged: dict[int, str] = {}
+    for step in reversed(available):
+        problem = verify_checkpoint(Path(directory) / f"{_PREFIX}-{step}")
+        if problem is None:
+            return step, damaged
+        damaged[step] = problem
+    if damaged:
+        newest = max(damaged)
+        raise UserError(
+            f"{directory}: every checkpoint is damaged (ckpt-{newest}: {damaged[newest]}); restore them from "
+            "a copy, or start afresh with tfuq train --overwrite"
+        )
+    return 0, {}
+
+
+def set_aside_damaged(directory: PathLike, steps: list[int]) -> Path | None:
+    """Move the files of damaged checkpoints into ``<directory>/damaged-<timestamp>/``; unlist them.
+
+    Args:
+        directory: The checkpoint folder.
+        steps: The damaged checkpoints' steps.
+
+    Returns:
+        The folder they went to (None when ``steps`` is empty).
+    """
+    folder_path = Path(directory)
+    if not steps:
+        return None
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    target, n = folder_path / f"damaged-{stamp}", 1
+    while target.exists():
+        n += 1
+        target = folder_path / f"damaged-{stamp}-{n}"
+    target.mkdir(parents=True)
+    for path in sorted(folder_path.iterdir()):
+        match = _FILE.match(path.name)
+        if match and int(match.group(1)) in steps:
+            path.rename(target / path.name)
+    state = tf.train.get_checkpoint_state(str(folder_path))
+    if state is not None:
+        paths = list(state.all_model_checkpoint_paths)
+        stamps = list(state.all_model_checkpoint_timestamps)
+        keep = [i for i, p in enumerate(paths) if _step_of(p) not in steps]
+        times = [stamps[i] for i in keep] if len(stamps) == len(paths) else None
+        if keep:
+            tf.__internal__.train.update_checkpoint_state(
+                save_dir=str(folder_path),
+                model_checkpoint_path=paths[keep[-1]],
+                all_model_checkpoint_paths=[paths[i] for i in keep],
+                save_relative_paths=True,
+                all_model_checkpoint_timestamps=times,
+                last_preserved_timestamp=state.last_preserved_timestamp or None,
+            )
+        else:
+            (folder_path / "checkpoint").rename(target / "checkpoint")
+    return target
+
+
+def remove_interrupted_saves(directory: PathLike) -> list[Path]:
+    """Remove what saves killed half-way left in a checkpoint folder.
+
+    That is TensorFlow's shard folders (``ckpt-<step>_temp/``), its temporary
+    index-file names (``checkpoint.tmp<hex>``) and the files of a checkpoint
+    newer than the newest the index lists (a save killed while merging its
+    shards, before it was listed). Listed checkpoints, older files and
+    everything else stay. Call it under the model_dir's lock.
+
+    Args:
+        directory: The checkpoint folder (not searched recursively).
+
+    Returns:
+        The paths removed.
+    """
+    folder_path = Path(directory)
+    if not folder_path.is_dir():
+        return []
+    listed = checkpoint_steps(folder_path)
+    newest = max(listed, default=-1)
+    removed = []
+    for path in sorted(folder_path.iterdir()):
+        match = _FILE.match(path.name)
+        orphan = match is not None and int(match.group(1)) > newest and path.is_file()
+        if path.is_dir() and _TEMP_DIR.match(path.name):
+            shutil.rmtree(path, ignore_errors=True)
+        elif orphan or (path.is_file() and _TEMP_STATE.match(path.name)):
+            path.unlink(missing_ok=True)
+        else:
+            continue
+        removed.append(path)
+    return removed
+
+
 class TrainingCheckpoints:
     """Save and restore a trainer's full training state (see the module notes).
 
@@ -180,7 +346,7 @@ class TrainingCheckpoints:
         path = self.path_of(step)
         try:
             self.checkpoint.restore(path).assert_nontrivial_match()
-        except (tf.errors.OpError, ValueError, AssertionError) as err:
+        except (tf.errors.OpError, ValueError, AssertionError, IndexError) as err:
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise UserError(
                 f"{path}: cannot restore this checkpoint into the configured model ({first}); was it written "

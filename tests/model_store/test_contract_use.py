@@ -8,8 +8,8 @@ import pytest
 from export_setup import load, make_app
 
 from tfuq.errors import UserError
+from tfuq.model_store.contract import check_matches_model, load_stored_config, model_differences
 from tfuq.model_store.layout import CONFIG_FILE
-from tfuq.model_store.stored_config import check_matches_model, model_differences, read_stored_config
 
 
 @pytest.fixture
@@ -23,8 +23,8 @@ def app(tmp_path: Path) -> Path:
 
 def test_the_stored_config_reads_back(app: Path) -> None:
     config = load(app)
-    assert read_stored_config(config.model_dir).to_ini() == config.to_ini()
-    assert read_stored_config(config.model_dir.parent / "nowhere") is None
+    assert load_stored_config(config.model_dir).to_ini() == config.to_ini()
+    assert load_stored_config(config.model_dir.parent / "nowhere") is None
 
 
 @pytest.mark.parametrize(
@@ -43,7 +43,7 @@ def test_the_stored_config_reads_back(app: Path) -> None:
 )
 def test_each_model_setting_that_differs_is_named(app: Path, override: str, phrase: str) -> None:
     config = load(app, override)
-    differences = model_differences(config, read_stored_config(config.model_dir))
+    differences = model_differences(config, load_stored_config(config.model_dir))
     assert len(differences) == 1 and differences[0].startswith(phrase)
     with pytest.raises(UserError) as info:
         check_matches_model(config, "tfuq infer")
