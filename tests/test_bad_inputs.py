@@ -550,7 +550,12 @@ CASES: list[Case] = [
     Case("train", r"not a valid INI file", lambda e: e.ini.write_text("[MR\npath = x\n")),
     Case("train", r"unknown section \[NETWORKS\]", lambda e: e.replace("[NETWORK]", "[NETWORKS]")),
     Case("train", r"model_dir .*: cannot write its log folder", lambda e: e.run.write_text("a file")),
-    Case("train", r"a trained model exists|holds a model trained with another configuration", overrides=("TRAINING.starting_iter=0",), model=True),
+    Case(
+        "train",
+        r"a trained model exists|holds a model trained with another configuration",
+        overrides=("TRAINING.starting_iter=0",),
+        model=True,
+    ),
     Case("train", r"expected SECTION\.key=value", args=lambda e: [str(e.ini), "--set", "TRAINING"]),
     # ---- tfuq calibrate
     Case("calibrate", r"no trained model in .*run tfuq train first"),
