@@ -235,3 +235,19 @@ def test_a_config_contradicting_the_stored_model_is_one_line_and_writes_nothing(
     )
     assert line.startswith("tfuq: error: tfuq calibrate: ") and phrase in line
     assert tree_state(config.model_dir) == before
+
+
+def test_a_locked_model_dir_is_one_line_and_nothing_is_calibrated(job: dict) -> None:
+    """Another process holding the model_dir's writer lock: calibrate refuses at once."""
+    from lock_setup import start_holder
+
+    config = _model(job, "locked")
+    holder = start_holder(config.model_dir)
+    try:
+        with pytest.raises(
+            UserError, match=rf"another tfuq run is writing to this model_dir \(pid {holder.pid} "
+        ):
+            calibrate(config)
+    finally:
+        holder.communicate(input="", timeout=60)
+    assert not (config.model_dir / "calibration").exists()

@@ -68,6 +68,7 @@ from tfuq.data.normalisation import NormalisationParams, normalise
 from tfuq.data.sources import resolve_sources
 from tfuq.data.split import read_split
 from tfuq.errors import UserError
+from tfuq.model_store.lock import model_dir_lock
 
 __all__ = [
     "calibrate",
@@ -225,6 +226,18 @@ def _sigma_note(summary: Mapping[str, Any], sigma: SigmaScaling | None) -> str:
 
 
 def run_calibration(config: Config) -> dict[str, Any]:
+    """:func:`_run_calibration` holding the model_dir's writer lock (:mod:`tfuq.model_store.lock`).
+
+    Raises:
+        UserError: another tfuq process is writing to the model_dir, or see :func:`_run_calibration`.
+    """
+    if not Path(config.model_dir).is_dir():  # the one-line "no trained model" comes from the body
+        return _run_calibration(config)
+    with model_dir_lock(config.model_dir, command=f"tfuq calibrate {config.path}"):
+        return _run_calibration(config)
+
+
+def _run_calibration(config: Config) -> dict[str, Any]:
     """Fit and store both recalibrations (see the module notes).
 
     Returns:

@@ -45,6 +45,7 @@ from tfuq.export.archive import export_saved_model, input_names
 from tfuq.export.serving import check_model_name, staged_version, write_models_config
 from tfuq.model_store import MODEL_FILE, load_model
 from tfuq.model_store.contract import check_matches_model
+from tfuq.model_store.lock import model_dir_lock
 
 __all__ = ["export"]
 
@@ -63,6 +64,18 @@ def _load_network(config: Config) -> keras.Model:
 
 
 def export(config: Config, *, version: int | None = None, overwrite: bool = False) -> Path:
+    """:func:`_export` holding the model_dir's writer lock (:mod:`tfuq.model_store.lock`).
+
+    Raises:
+        UserError: another tfuq process is writing to the model_dir, or see :func:`_export`.
+    """
+    if not Path(config.model_dir).is_dir():  # the one-line "no trained model" comes from the body
+        return _export(config, version=version, overwrite=overwrite)
+    with model_dir_lock(config.model_dir, command=f"tfuq export {config.path}"):
+        return _export(config, version=version, overwrite=overwrite)
+
+
+def _export(config: Config, *, version: int | None = None, overwrite: bool = False) -> Path:
     """Export the trained model of ``config`` for TF Serving (see the module notes).
 
     Args:
