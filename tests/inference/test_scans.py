@@ -144,3 +144,24 @@ def test_a_mask_reading_the_input_files_gets_the_input(scans: dict) -> None:
     assert name == "patient1"
     assert files["BODY"] == scan.absolute()
     assert "CT" not in files and "NOISE" not in files
+
+
+def test_a_moved_model_dir_keeps_its_outputs_inside(scans: dict, tmp_path: Path) -> None:
+    """training_config.ini holds resolved paths; after a move they follow the model_dir, others stay."""
+    from tfuq.config import load_config
+    from tfuq.inference.scans import model_config
+
+    trained = tmp_path / "trained here"
+    elsewhere = tmp_path / "shared" / "maps"
+    config = load_config(
+        scans["tmp"] / "tiny.ini", [f"SYSTEM.model_dir={trained}", f"EVALUATION.save_csv_dir={elsewhere}"]
+    )
+    moved = tmp_path / "moved there"
+    moved.mkdir()
+    (moved / "training_config.ini").write_text(config.to_ini(), encoding="utf-8")
+    assert str(trained / "inference") in config.to_ini()  # the stored path is absolute
+    again = model_config(moved)
+    assert Path(again.model_dir) == moved.resolve()
+    assert Path(again.inference.save_seg_dir) == moved.resolve() / "inference"
+    assert Path(again.system.dataset_split_file).parent == moved.resolve()
+    assert Path(again.evaluation.save_csv_dir) == elsewhere  # outside the trained model_dir: kept

@@ -22,7 +22,7 @@ import logging
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from tfuq.config import Config, InputSource, load_config
+from tfuq.config import SECTIONS, Config, InputSource, field_specs, load_config
 from tfuq.data.subjects import file_subject_id
 from tfuq.errors import UserError
 from tfuq.model_store.layout import CONFIG_FILE
@@ -72,6 +72,7 @@ def model_config(
                 "give a model_dir written by tfuq train, or a config file"
             )
         settings.append(f"SYSTEM.model_dir={source.resolve()}")
+        settings += _moved_with_model_dir(load_config(ini), source.resolve())
     elif not source.exists():
         raise UserError(f"{source}: no such config file or model directory")
     else:
@@ -89,6 +90,31 @@ def model_config(
     searched = [f"{name}.path_to_search={folder}" for name in config.sources]
     searched += [f"{name}.csv_file=" for name in config.sources]
     return load_config(ini, [*settings, *searched, "INFERENCE.dataset_to_infer=all", *overrides])
+
+
+def _moved_with_model_dir(stored: Config, model_dir: Path) -> list[str]:
+    """Overrides putting the stored paths that lay inside the trained model_dir inside ``model_dir``.
+
+    ``training_config.ini`` holds resolved (absolute) paths; for a model_dir that was moved or
+    copied, outputs that were inside it (``[INFERENCE] save_seg_dir``, ...: the settings resolved
+    against model_dir) go inside its new place, not back to where it was trained.
+    """
+    old = Path(stored.model_dir).resolve()
+    out = []
+    for name in SECTIONS:
+        section = stored.section(name)
+        if section is None:
+            continue
+        for key, spec in field_specs(type(section)).items():
+            value = getattr(section, key)
+            if spec.path != "model_dir" or not value:
+                continue
+            try:
+                inside = Path(value).resolve().relative_to(old)
+            except ValueError:
+                continue
+            out.append(f"{name}.{key}={model_dir / inside}")
+    return out
 
 
 def _same_files(a: InputSource, b: InputSource) -> bool:
