@@ -214,6 +214,7 @@ def gan_config(tiny_ini: Path):
     gan_ini.write_text(text)
     overrides = ["NETWORK.name=pix2pix", "NETWORK.depth=3", "NETWORK.base_filters=4", "TRAINING.max_iter=1"]
     overrides += ["MR.spatial_window_size=24, 24, 1", "CT.spatial_window_size=24, 24, 1"]
+    overrides += ["NETWORK.volume_padding_size=4"]  # the 24 x 16 slices padded to the 24 x 24 window
     return load_config(gan_ini, overrides)
 
 
