@@ -357,6 +357,8 @@ def test_a_second_train_on_a_locked_model_dir_exits_2_in_one_line(
         assert f"another tfuq run is writing to this model_dir (pid {holder.pid} on " in errors[0]
         assert "'tfuq train holder.ini'" in errors[0]
         assert not (tmp_path / "run" / "training_config.ini").exists()
+        # the refused run leaves nothing, not even its own log file
+        assert sorted(p.name for p in (tmp_path / "run").rglob("*")) == [".tfuq.lock"]
     finally:
         holder.kill()
         holder.wait(timeout=30)
