@@ -27,6 +27,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from uq_job_setup import TINY_INI
 
 from tfuq.cli import main
 from tfuq.log import LOGGER_NAME
@@ -34,68 +35,12 @@ from tfuq.log import LOGGER_NAME
 SUBJECTS = ("phantom000", "phantom001", "phantom002", "phantom003")
 KINDS = ("mr", "ct", "mask", "noise_std", "labels")
 
-INI = """\
-[SYSTEM]
-model_dir = {run}
-seed = 0
-
-[MR]
-path_to_search = {data}
-filename_contains = _mr
-spatial_window_size = 16, 16, 16
-intensity_normalisation = percentile
-
-[CT]
-path_to_search = {data}
-filename_contains = _ct
-spatial_window_size = 16, 16, 16
-intensity_normalisation = window
-
-[BODY]
-path_to_search = {data}
-filename_contains = _mask
-interp_order = 0
-
-[NOISE]
-path_to_search = {data}
-filename_contains = _noise_std
-interp_order = 1
-
-[NETWORK]
-name = unet
-batch_size = 2
-depth = 2
-base_filters = 4
-queue_length = 2
-
-[TRAINING]
-max_iter = 2
-save_every_n = 0
-tensorboard_every_n = 0
-exclude_fraction_for_validation = 0.25
-exclude_fraction_for_inference = 0.25
-
-[INFERENCE]
-spatial_window_size = 24, 16, 32
-batch_size = 4
-
-[EVALUATION]
-size_sweep =
-anomaly_trials = 2
-anomaly_size = 4
-
-[UNCERTAINTY]
-family = normal
-dropout = mc
-dropout_rate = 0.2
-mc_samples = 2
-
-[REGRESSION]
-image = MR
-output = CT
-mask = BODY
-noise_std = NOISE
-"""
+#: The tiny job of uq_job_setup, reading a folder ``{data}`` of phantom files instead of ``phantom:``.
+INI = (
+    re.sub(r"\[PHANTOM\]\n.*?\n\n", "", TINY_INI, flags=re.S)
+    .replace("phantom:", "{data}")
+    .replace("{model_dir}", "{run}")
+)
 
 
 @dataclasses.dataclass(frozen=True)
