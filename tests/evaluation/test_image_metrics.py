@@ -169,3 +169,24 @@ def test_ssim_matches_values_recorded_from_scikit_image():
     r = float(x.max() - x.min())
     assert im.ssim(x, y, data_range=r) == pytest.approx(0.9651876093587892, rel=1e-10)
     assert im.ssim(x[3], y[3], data_range=r) == pytest.approx(0.818321168657779, rel=1e-10)
+
+
+def test_ssim_floor_measures_both_images_from_it_and_makes_ssim_shift_invariant():
+    rng = np.random.default_rng(3)
+    target = rng.normal(size=(9, 20, 20))
+    prediction = 0.8 * target + 0.3 * rng.normal(size=target.shape)
+    mask = np.ones(target.shape, bool)
+    mask[:, :3] = False
+    floor = float(target[mask].min())
+    # oracle: the same SSIM of the images shifted by hand
+    assert im.ssim(target, prediction, mask, floor=floor) == pytest.approx(
+        im.ssim(target - floor, prediction - floor, mask), rel=1e-12
+    )
+    # z-scored and shifted truth: same value once both are measured from the truth's minimum
+    for offset in (-1000.0, 7.5, 1000.0):
+        shifted = im.ssim(target + offset, prediction + offset, mask, floor=floor + offset)
+        assert shifted == pytest.approx(im.ssim(target, prediction, mask, floor=floor), rel=1e-9)
+    # without a floor the zero-mean images are scored lower than the same images on [0, R]
+    assert im.ssim(target, prediction, mask) < im.ssim(target, prediction, mask, floor=floor)
+    with pytest.raises(ValueError, match="floor"):
+        im.ssim(target, prediction, mask, floor=float("nan"))

@@ -80,10 +80,11 @@ def baseline_metrics(
         slope, intercept = 0.0, float(np.mean(y[selector]))
     linear = intercept + slope * x
     out: dict[str, float] = {}
+    floor = float(np.min(y[selector]))
     for name, prediction in zip(BASELINES, (constant, linear)):
         out[f"{name}_mae"] = im.mae(y, prediction, selector)
         out[f"{name}_psnr"] = im.psnr(y, prediction, selector, data_range=data_range)
-        out[f"{name}_ssim"] = im.ssim(y, prediction, selector, data_range=data_range)
+        out[f"{name}_ssim"] = im.ssim(y, prediction, selector, data_range=data_range, floor=floor)
     out["baseline_linear_slope"] = float(slope)
     out["baseline_linear_intercept"] = float(intercept)
     return out

@@ -28,6 +28,15 @@ Mathematical details:
     from the border (as scikit-image's ``structural_similarity`` with
     ``gaussian_weights=True, use_sample_covariance=False``).
 
+    SSIM is not shift invariant: its luminance term ``(2 mu_x mu_y + C1) /
+    (mu_x^2 + mu_y^2 + C1)`` assumes intensities measured from a true zero
+    (Wang et al. define it for non-negative luminance, range ``[0, R]``). In
+    units with an arbitrary origin (z-scored MR, whose brain mean is 0; HU)
+    it punishes a small error of a local mean near 0 as a large one and can go
+    negative. ``ssim(..., floor=f)`` measures both images from ``f``; the
+    evaluation passes the truth's minimum inside the mask, so the truth spans
+    ``[0, R]`` as SSIM assumes, the same in any units that differ by an offset.
+
 Reference:
     Wang, Bovik, Sheikh & Simoncelli, "Image quality assessment: from error
     visibility to structural similarity", IEEE TIP 13(4), 2004,
@@ -211,6 +220,7 @@ def ssim(
     data_range: float | None = None,
     sigma: float = SSIM_SIGMA,
     truncate: float = SSIM_TRUNCATE,
+    floor: float | None = None,
 ) -> float:
     """Mean structural similarity (Gaussian window, 2D or 3D).
 
@@ -225,6 +235,9 @@ def ssim(
             target inside the mask.
         sigma: Window std in voxels. Default 1.5.
         truncate: Window radius in sigmas. Default 3.5.
+        floor: Intensity subtracted from both images first (the origin of the
+            luminance term, see the module notes); None: 0, the images as
+            given (scikit-image's convention).
 
     Returns:
         float in [-1, 1]; 1 for identical images.
@@ -242,7 +255,12 @@ def ssim(
     x = as_map(target, "target")
     selector = None if mask is None else resolve_mask(mask, x.shape)
     value = _data_range(x if selector is None else x[selector], data_range)
-    local = ssim_map(x, prediction, data_range=value, sigma=sigma, truncate=truncate)
+    y = as_map(prediction, "prediction")
+    if floor is not None:
+        if not math.isfinite(float(floor)):
+            raise ValueError(f"floor must be a finite number. Received: floor={floor!r}")
+        x, y = x - float(floor), y - float(floor)
+    local = ssim_map(x, y, data_range=value, sigma=sigma, truncate=truncate)
     if selector is not None:
         return float(np.mean(local[selector]))
     radius = _ssim_window_radius(sigma, truncate)

@@ -101,7 +101,8 @@ def _region_metrics(
         "mse": im.mse(y, y_hat, selector),
         "rmse": im.rmse(y, y_hat, selector),
         "psnr": im.psnr(y, y_hat, selector, data_range=data_range),
-        "ssim": im.ssim(y, y_hat, selector, data_range=data_range),
+        # measured from the truth's minimum in the region (image_metrics notes: SSIM needs an origin)
+        "ssim": im.ssim(y, y_hat, selector, data_range=data_range, floor=float(np.min(y[selector]))),
         "nrmse": im.nrmse(y, y_hat, selector),
         "nstd": im.nstd(maps["total"], selector),
         "nstd_epistemic": im.nstd(maps["epistemic"], selector),
