@@ -34,7 +34,9 @@ def test_constant_is_the_median_and_linear_recovers_an_exact_affine_map() -> Non
     constant = np.full_like(y, median)
     assert out["baseline_constant_psnr"] == pytest.approx(im.psnr(y, constant, mask), rel=1e-12)
     floor = y[mask].min()
-    assert out["baseline_constant_ssim"] == pytest.approx(im.ssim(y - floor, constant - floor, mask), rel=1e-12)
+    assert out["baseline_constant_ssim"] == pytest.approx(
+        im.ssim(y - floor, constant - floor, mask), rel=1e-12
+    )
     # the median is the best constant for the MAE: any other constant does worse
     for c in (median - 0.1, median + 0.1, y[mask].mean()):
         assert np.abs(y[mask] - c).mean() >= out["baseline_constant_mae"] - 1e-12
