@@ -40,6 +40,7 @@ def test_reference_threshold_scores_and_flag_rule_equal_numpy() -> None:
     # each reference subject scored as a new one would be: against the other's threshold
     assert ref.subjects == {"a": pytest.approx(np.mean(a > np.quantile(b, 0.95))),
                             "b": pytest.approx(np.mean(b > np.quantile(a, 0.95)))}  # fmt: skip
+    # the upper median of two scores is the larger one
     assert ref.flag_score == pytest.approx(max(0.1, 2.0 * max(ref.subjects.values())))
     assert "leave one subject out" in ref.how
     # a held-out subject is never flagged by its own reference; a doubled std is
@@ -63,6 +64,27 @@ def test_leave_one_out_scores_do_not_flag_clean_subjects_an_in_sample_fit_would(
     flagged = np.mean([qc_score(v, ref)["flagged"] for v in population[2:]])
     assert naive_flagged > 0.1 and flagged == 0.0
     assert qc_score(population[5] + 1.0, ref)["flagged"]  # a shifted scan still is
+
+
+def test_one_atypical_reference_subject_does_not_switch_the_flag_off() -> None:
+    # BraTS, measured: of 4 held-out subjects one had 80 % of its slices above the others' 0.99
+    # quantile; 2 x the largest reference score (1.6) was a flag score no scan can reach. The median
+    # keeps the rule set by the typical subjects and lists the atypical one instead.
+    rng = np.random.default_rng(2)
+    typical = {s: rng.normal(5.0, 1.0, 130) for s in ("a", "b", "c")}
+    ref_odd = rng.normal(9.0, 1.0, 130)
+    ref = fit_qc_reference({**typical, "odd": ref_odd})
+    scores = ref.subjects
+    assert scores["odd"] > 0.5 and max(scores[s] for s in typical) < 0.1
+    assert 2.0 * max(scores.values()) > 1.0  # the old rule could never have fired
+    assert ref.flagged_reference_subjects == ["odd"] and "odd" in ref.how
+    # the slice threshold and flag score are those of the typical subjects alone
+    alone = fit_qc_reference(typical)
+    assert ref.slice_threshold == alone.slice_threshold and ref.flag_score == alone.flag_score
+    assert scores["odd"] == pytest.approx(np.mean(ref_odd > alone.slice_threshold))
+    assert qc_score(rng.normal(9.0, 1.0, 130), ref)["flagged"]  # a shifted scan like it is flagged
+    assert not any(qc_score(rng.normal(5.0, 1.0, 130), ref)["flagged"] for _ in range(20))
+    assert qc_score(typical["a"], ref)["flagged_reference_subjects"] == ["odd"]
 
 
 def test_round_trip_and_errors(tmp_path) -> None:

@@ -340,6 +340,15 @@ def _run_calibration(config: Config) -> dict[str, Any]:
                 len(ref.subjects),
                 ref.flag_score,
             )
+        if ref is not None and ref.flagged_reference_subjects:
+            _LOG.warning(
+                "reliability (%s): held-out subject(s) %s score above the flag score %.3g (%s): a scan "
+                "unlike the other held-out ones; look at it",
+                ref.statistic,
+                ", ".join(ref.flagged_reference_subjects),
+                ref.flag_score,
+                ", ".join(f"{s} {ref.subjects[s]:.3f}" for s in ref.flagged_reference_subjects),
+            )
     write_json(config.model_dir / CALIBRATION_DIR / SUMMARY_FILE, summary, overwrite=True)
     _LOG.info(
         "calibrated on %d %s subject(s), %d voxels: RMS calibration error %.4f before, %.4f isotonic%s",
