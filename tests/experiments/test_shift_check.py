@@ -7,7 +7,7 @@ import json
 import nibabel as nib
 import numpy as np
 import pytest
-from uq_job_setup import save_analytic_model, tiny_config
+from uq_job_setup import CT_PARAMS, normalised_mr, save_analytic_model, tiny_config
 
 from tfuq.data import read_split, write_split
 from tfuq.data.prepare import prepare_data
@@ -57,6 +57,18 @@ def test_cases_are_the_shifted_inputs_and_a_rescale_is_invisible_after_normalisa
     assert rescaled["mean_total_std"] == pytest.approx(clean["mean_total_std"], rel=1e-4)
     assert rescaled["total_std_score"] == pytest.approx(clean["total_std_score"])
     assert cases[f"{other}-external"]["kind"] == "external"
+    # error against the truth in the model's normalised units: the analytic mean is the normalised MR
+    for case, sid in ((f"{subject}-clean", subject), (f"{other}-external", other)):
+        ct = np.asarray(nib.load(phantom / f"{sid}_ct.nii.gz").dataobj, dtype=np.float64)
+        truth = (ct - CT_PARAMS.offset) / CT_PARAMS.scale
+        mask = np.asarray(nib.load(out / "cases" / f"{case}_brainmask.nii.gz").dataobj) > 0
+        prediction = normalised_mr(phantom / f"{sid}_mr.nii.gz")
+        assert cases[case]["mae"] == pytest.approx(np.abs(truth - prediction)[mask].mean(), rel=1e-3)
+        assert cases[case]["pearson"] == pytest.approx(
+            np.corrcoef(truth[mask], prediction[mask])[0, 1], abs=1e-3
+        )
+    assert cases[f"{subject}-rescale"]["mae"] == pytest.approx(cases[f"{subject}-clean"]["mae"], rel=1e-4)
+    assert cases[f"{subject}-swap_ct"]["mae"] != pytest.approx(cases[f"{subject}-clean"]["mae"], rel=1e-2)
     stored = json.loads((out / "shift_check.json").read_text())
     assert stored["auroc"].keys() == {"total_std_score", "mean_epistemic_std"}
     assert 0.0 <= stored["auroc"]["total_std_score"] <= 1.0

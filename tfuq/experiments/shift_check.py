@@ -13,6 +13,14 @@ same inference as ``tfuq infer`` (model, calibration, T, QC references of
 ``<out_dir>/shift_check.json``, lists per case the reliability scores and
 flags of ``qc.json`` and the mean stds, and per score the AUROC of shifted
 (and external) against clean cases (:func:`tfuq.experiments.shift.shift_auroc`).
+Where the truth is known (the subject's target file; for an external scan the
+file beside it named with the target's ``filename_contains`` keyword in place
+of the input's, e.g. ``_t1`` -> ``_t2``) each case also gets the MAE and
+Pearson correlation of its mean map inside its mask, in the units
+``tfuq evaluate`` scores in (normalised with the truth's own fit when the model
+normalises its target): a flag is worth its false alarms only if the flagged
+scans are the ones the model gets wrong, and a shift the normalisation removes
+(a global rescale of a z-scored input) leaves the prediction unchanged.
 
 Nothing of the model_dir is changed; the cases and maps go under ``out_dir``.
 """
@@ -43,6 +51,48 @@ def _save(array: np.ndarray, like: Any, path: Path) -> None:
     import nibabel as nib
 
     nib.save(nib.Nifti1Image(array, like.affine, like.header), path)
+
+
+def _truth_files(config: Config, subjects: Sequence[str], external: Mapping[str, Path]) -> dict[str, Path]:
+    """Subject or external case id -> its target file, where one is known (see the module notes)."""
+    from tfuq.data.sources import resolve_sources
+    from tfuq.inference.subject_inputs import find_inference_subjects
+
+    target = config.target_section
+    found = find_inference_subjects(config, resolve_sources(config))
+    truths = {s: Path(found[s][target]) for s in subjects if s in found and target in found[s]}
+    keyword = (config.sources[config.input_sections[0]].filename_contains or ("",))[0]
+    wanted = (config.sources[target].filename_contains or ("",))[0]
+    for case, path in external.items():
+        path = Path(path)
+        if keyword and wanted and keyword in path.name:
+            other = path.with_name(path.name.replace(keyword, wanted, 1))
+            if other.is_file():
+                truths[case] = other
+    return truths
+
+
+def _case_error(config: Config, truth: Path, mean: Path, mask: Path) -> dict[str, float]:
+    """MAE and Pearson of a case's mean map against the truth inside the case's mask."""
+    from tfuq.data.nifti import load_volume
+    from tfuq.evaluation import image_metrics as im
+    from tfuq.evaluation.baselines import pearson
+    from tfuq.evaluation.units import normalised_maps, normalised_target
+    from tfuq.model_store.normalisation import read_target_normalisation
+
+    source = config.sources[config.target_section]
+    axcodes = source.axcodes or None
+    target, prediction = load_volume(truth, axcodes=axcodes), load_volume(mean, axcodes=axcodes)
+    inside = load_volume(mask, axcodes=axcodes).array > 0
+    if target.array.shape != prediction.array.shape or inside.shape != target.array.shape:
+        _LOG.warning("%s: not on the grid of %s; no error for this case", truth, mean)
+        return {}
+    y, p = target.array.astype(np.float64), prediction.array.astype(np.float64)
+    params = read_target_normalisation(config.model_dir)
+    if params is not None:
+        y, _ = normalised_target(source, target, inside)
+        p = normalised_maps({"mean": p}, params)["mean"]
+    return {"mae": im.mae(y, p, inside), "pearson": pearson(y, p, inside)}
 
 
 def _cases(
@@ -158,6 +208,7 @@ def run_shift_check(
             f"{mask}.csv_file=",
         ]
     result = run_inference(load_config(config_path, [*overrides, *sets]), overwrite=False)
+    truths = _truth_files(config, subjects, external or {})
     rows = {}
     for case, (kind, _, _) in cases.items():
         qc = result.qc[case]
@@ -170,6 +221,10 @@ def run_shift_check(
             **{f"{name}_score": v["score"] for name, v in scores.items()},
             **{f"{name}_flagged": v["flagged"] for name, v in scores.items()},
         }
+        truth = truths.get(case.rsplit("-", 1)[0])
+        mean = out_dir / "maps" / f"{case}{config.inference.output_postfix}_mean.nii.gz"
+        if truth is not None and mean.is_file():
+            rows[case].update(_case_error(config, truth, mean, inputs / f"{case}_brainmask.nii.gz"))
     summary: dict[str, Any] = {"config": str(config_path), "cases": rows, "auroc": {}}
     keys = sorted({k for r in rows.values() for k in r if k.endswith("_score")} | {"mean_epistemic_std"})
     for key in keys:
@@ -180,7 +235,9 @@ def run_shift_check(
         summary[f"{kind}_flagged"] = sum(bool(r["flagged"]) for r in rows.values() if r["kind"] == kind)
     write_json(out_dir / "shift_check.json", summary)
     for case, row in rows.items():
-        scores = ", ".join(f"{k} {v:.3f}" for k, v in row.items() if k.endswith("_score"))
+        scores = ", ".join(
+            f"{k} {v:.3f}" for k, v in row.items() if k.endswith("_score") or k in ("mae", "pearson")
+        )
         _LOG.info("%s (%s): %s%s", case, row["kind"], scores, " -- FLAGGED" if row["flagged"] else "")
     _LOG.info("AUROC shifted/external vs clean: %s", json.dumps(summary["auroc"]))
     return summary
