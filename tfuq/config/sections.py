@@ -236,6 +236,12 @@ class InferenceSection:
         (0, 0, 0), "voxels cropped from each side of an output window", min=0, length=(1, 3)
     )
     inference_iter: int = setting(-1, "checkpoint iteration to use; -1 = latest", min=-1)
+    precision: str = setting(
+        "float32",
+        "tfuq: compute precision of infer/calibrate/validate-uq; bfloat16 = the network in bfloat16 "
+        "(head, moments and maps float32), faster on CPUs with AVX512-BF16/AMX",
+        choices=("float32", "bfloat16"),
+    )
     save_seg_dir: str = setting("inference", "output folder; relative to model_dir", path="model_dir")
     output_postfix: str = setting("", "appended to output file stems")
     output_interp_order: int = setting(1, "interpolation order when resampling outputs back", min=0, max=5)

@@ -26,6 +26,7 @@ from tfuq.errors import UserError
 from tfuq.model_store.keras_file import load_model
 from tfuq.model_store.layout import CHECKPOINT_DIR, MODEL_FILE
 from tfuq.model_store.normalisation import read_target_normalisation
+from tfuq.model_store.precision import with_precision
 from tfuq.typing import PathLike
 
 __all__ = ["TrainedModel", "load_members", "load_trained_model"]
@@ -107,8 +108,9 @@ def load_trained_model(model_dir: PathLike, inference_iter: int = -1, *, best: b
 def load_members(config: Config) -> list[TrainedModel]:
     """The configured model and the deep-ensemble members of ``[UNCERTAINTY] ensemble``.
 
-    Every member is applied with the configuration's inputs, window and
-    MultiRes geometry; only its weights and target normalisation are its own.
+    Every member is applied with the configuration's inputs, window,
+    MultiRes geometry and ``[INFERENCE] precision``; only its weights and
+    target normalisation are its own.
 
     Raises:
         UserError: a member without a trained model.
@@ -116,6 +118,9 @@ def load_members(config: Config) -> list[TrainedModel]:
     members = [load_trained_model(config.model_dir, config.inference.inference_iter)]
     for folder in config.uncertainty.ensemble:
         members.append(load_trained_model(folder))
+    precision = config.inference.precision
+    if precision != "float32":
+        members = [dataclasses.replace(m, model=with_precision(m.model, precision)) for m in members]
     if len(members) > 1:
         _LOG.info(
             "deep ensemble of %d members: %s", len(members), ", ".join(str(m.model_dir) for m in members)
