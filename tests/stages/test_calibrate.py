@@ -251,3 +251,15 @@ def test_a_locked_model_dir_is_one_line_and_nothing_is_calibrated(job: dict) -> 
     finally:
         holder.communicate(input="", timeout=60)
     assert not (config.model_dir / "calibration").exists()
+
+
+def test_held_out_pools_the_calibration_and_validation_subjects(job: dict) -> None:
+    split = dict(job["split"])
+    split[job["Inference"]] = "Calibration"
+    summary = run_calibration(_model(job, "heldout", ("CALIBRATION.dataset=held_out",), split=split))
+    assert summary["dataset"] == "held_out" and summary["in_sample"] is False
+    assert summary["subjects"] == sorted([job["Inference"], job["Validation"]])
+    # oracle: the PIT values of both subjects pooled
+    z = np.concatenate([_z(job, job["Inference"]), _z(job, job["Validation"])])
+    assert summary["num_voxels"] == z.size
+    assert summary["before"]["calibration_rms_error"] == pytest.approx(_rms(stats.norm.cdf(z)), abs=1e-9)

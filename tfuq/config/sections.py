@@ -455,9 +455,10 @@ class CalibrationSection:
     )
     dataset: str = setting(
         "",
-        "phase the recalibration is fitted on; empty = Calibration, else Validation. Training only when "
+        "phase the recalibration is fitted on; empty = Calibration, else Validation; held_out = Calibration "
+        "and Validation pooled (more subjects; Validation only chose checkpoints). Training only when "
         "set here (in-sample, flagged as such; Zhao used Training)",
-        choices=("", *PHASES),
+        choices=("", *PHASES, "held_out"),
     )
     num_bins: int = setting(100, "expected-proportion grid of calibration curves", min=2)
     sigma_objective: str = setting("nll", "what sigma scaling minimises", choices=("nll", "calibration"))

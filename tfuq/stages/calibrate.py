@@ -85,6 +85,10 @@ def calibrate(config: Config) -> None:
     run_calibration(config)
 
 
+#: ``[CALIBRATION] dataset`` value: the Calibration and Validation subjects pooled.
+HELD_OUT = "held_out"
+
+
 def _calibration_subjects(config: Config, sources: Mapping[str, Any]) -> tuple[str, dict[str, dict]]:
     """The phase and subjects to fit on: never Training unless ``[CALIBRATION] dataset`` says so."""
     from tfuq.inference.subject_inputs import find_inference_subjects
@@ -105,7 +109,7 @@ def _calibration_subjects(config: Config, sources: Mapping[str, Any]) -> tuple[s
     phase = config.calibration.dataset
     if not phase:
         phase = CALIBRATION if in_phase(CALIBRATION) else VALIDATION
-    chosen = in_phase(phase)
+    chosen = {**in_phase(CALIBRATION), **in_phase(VALIDATION)} if phase == HELD_OUT else in_phase(phase)
     if not chosen:
         raise UserError(
             f"{split_file}: no {phase} subject with a target file to calibrate on; list held-out subjects "
