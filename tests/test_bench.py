@@ -45,3 +45,7 @@ def test_best_time_and_ratios() -> None:
     assert report.fraction_of_peak == pytest.approx(0.2)
     assert report.mc_overhead == pytest.approx(1.2)
     assert report.lines()[2] == "fraction of matmul peak: 0.200"
+    assert report.bfloat16_speedup is None and len(report.lines()) == 4
+    fast = NetworkBenchmark("x", (8, 8, 8), 2, 10.0, 100.0, 0.5, 0.6, bfloat16_forward_seconds=0.25)
+    assert fast.bfloat16_speedup == pytest.approx(2.0)
+    assert fast.lines()[-1].endswith("= 2.00x the float32 speed")

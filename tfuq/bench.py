@@ -117,6 +117,7 @@ class NetworkBenchmark:
     peak_gflops: float
     forward_seconds: float
     mc_forward_seconds: float
+    bfloat16_forward_seconds: float | None = None
 
     @property
     def achieved_gflops(self) -> float:
@@ -133,15 +134,29 @@ class NetworkBenchmark:
         """Time of an MC-dropout pass over a deterministic one (1.0 = free)."""
         return self.mc_forward_seconds / self.forward_seconds
 
+    @property
+    def bfloat16_speedup(self) -> float | None:
+        """Float32 forward time over the bfloat16 one (``[INFERENCE] precision``); None if not run."""
+        if self.bfloat16_forward_seconds is None:
+            return None
+        return self.forward_seconds / self.bfloat16_forward_seconds
+
     def lines(self) -> list[str]:
         """Human-readable report."""
         w = "x".join(str(s) for s in self.window)
+        extra = []
+        if self.bfloat16_speedup is not None:
+            extra.append(
+                f"bfloat16 forward ([INFERENCE] precision = bfloat16): {self.bfloat16_forward_seconds:.3f} s "
+                f"= {self.bfloat16_speedup:.2f}x the float32 speed"
+            )
         return [
             f"matmul peak (fp32, this run): {self.peak_gflops:.1f} GFLOP/s",
             f"{self.network} forward, window {w}, batch {self.batch}: {self.gflop_per_batch:.2f} GFLOP "
             f"in {self.forward_seconds:.3f} s = {self.achieved_gflops:.1f} GFLOP/s",
             f"fraction of matmul peak: {self.fraction_of_peak:.3f}",
             f"MC-dropout pass / deterministic pass time: {self.mc_overhead:.3f}",
+            *extra,
         ]
 
 
@@ -159,8 +174,10 @@ def bench_network(config: Any, *, batch: int | None = None, repeats: int = 3) ->
     import keras
     import tensorflow as tf
 
+    from tfuq.errors import UserError
     from tfuq.layers import mc_sampling
     from tfuq.model_store import build_network
+    from tfuq.model_store.precision import with_precision
 
     model = build_network(config)
     batch = batch or config.network.batch_size
@@ -179,6 +196,15 @@ def bench_network(config: Any, *, batch: int | None = None, repeats: int = 3) ->
         mc = best_time(
             lambda: keras.tree.map_structure(lambda t: t.numpy(), mc_forward(args)), repeats=repeats
         )
+    try:
+        fast = with_precision(model, "bfloat16")
+    except UserError:
+        bf16 = None
+    else:
+        fast_forward = tf.function(lambda x: fast(x, training=False))
+        bf16 = best_time(
+            lambda: keras.tree.map_structure(lambda t: t.numpy(), fast_forward(args)), repeats=repeats
+        )
     peak = matmul_peak_gflops(repeats=repeats + 2)
     return NetworkBenchmark(
         network=config.network.name,
@@ -188,4 +214,5 @@ def bench_network(config: Any, *, batch: int | None = None, repeats: int = 3) ->
         peak_gflops=peak,
         forward_seconds=deterministic,
         mc_forward_seconds=mc,
+        bfloat16_forward_seconds=bf16,
     )
