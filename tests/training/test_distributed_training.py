@@ -198,3 +198,49 @@ def test_multi_worker_two_local_processes_end_with_identical_weights(
     assert len((run / "logs" / "training.csv").read_text().splitlines()) == 4
     # only the chief wrote (and locked) the model_dir: no worker waited for another's lock
     assert (run / "training_config.ini").is_file() and not (run / ".tfuq.lock").exists()
+
+
+@pytest.mark.slow
+def test_multi_worker_from_the_command_line(tiny_ini: Path, tmp_path: Path) -> None:
+    """Two real `tfuq train` processes with TF_CONFIG (the strategy is made before any TF op)."""
+    overrides = [
+        *EXACT,
+        "NETWORK.batch_size=2",
+        "TRAINING.max_iter=3",
+        f"SYSTEM.model_dir={tmp_path / 'run'}",
+    ]
+    _phantom(tiny_ini, overrides)
+    workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
+    args = [
+        str(Path(sys.executable).with_name("tfuq")),
+        "train",
+        str(tiny_ini),
+        "--set",
+        "SYSTEM.strategy=multi_worker",
+    ]
+    for item in overrides:
+        args += ["--set", item]
+    procs = []
+    for index in range(2):
+        env = _env()
+        env["TF_CONFIG"] = json.dumps(
+            {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
+        )
+        procs.append(
+            subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        )
+    outputs = []
+    try:
+        for proc in procs:
+            outputs.append(proc.communicate(timeout=600))
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+    for proc, (out, err) in zip(procs, outputs):
+        assert proc.returncode == 0, (out + err)[-3000:]
+        assert "CollectiveAllReduceStrategy with 2 replica(s)" in out + err
+    run = tmp_path / "run"
+    assert (run / "model.keras").is_file() and len(
+        (run / "logs" / "training.csv").read_text().splitlines()
+    ) == 4

@@ -169,13 +169,15 @@ def run_training(
             asked for by its step, or a non-finite loss (the message names
             the step and the last good checkpoint, which is kept).
     """
+    # the strategy first: MultiWorkerMirroredStrategy configures collective ops, which TensorFlow allows
+    # only before its context exists, and the checks below build an optimiser (a TF variable)
+    strategy = make_strategy(config.system) if strategy is None else strategy
     check_training_config(config)
     if overwrite and config.training.starting_iter > 0:
         raise UserError(
             f"--overwrite starts afresh; it cannot resume from [TRAINING] starting_iter = "
             f"{config.training.starting_iter}: drop one of the two"
         )
-    strategy = make_strategy(config.system) if strategy is None else strategy
     chief = is_chief(strategy)
     lock = (
         model_dir_lock(config.model_dir, command=f"tfuq train {config.path}")
