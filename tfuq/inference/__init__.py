@@ -90,6 +90,7 @@ from tfuq.inference.prediction import (
     windows_per_subject,
     write_subject,
 )
+from tfuq.inference.prefix import split_at_stochastic
 from tfuq.inference.scans import image_subject, model_config
 from tfuq.inference.streaming import (
     MomentState,
@@ -172,6 +173,7 @@ __all__ = [
     "qc_summary",
     "sample_plan",
     "seeded_generators",
+    "split_at_stochastic",
     "subject_output_paths",
     "to_target_units",
     "update_state",

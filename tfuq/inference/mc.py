@@ -52,6 +52,7 @@ from tfuq.distributions import check_family, constrain
 from tfuq.inference.decomposition import TOTAL_VAR, check_param_samples
 from tfuq.inference.derived import derived_quantity, derived_update
 from tfuq.inference.engine import MOMENT_KEYS, blend_windows, check_predictions, check_volume
+from tfuq.inference.prefix import split_at_stochastic
 from tfuq.inference.streaming import MomentState, finalize, init_state, update_state
 from tfuq.layers import iter_layers, mc_sampling, stochastic_layers
 from tfuq.networks.outputs import head_params
@@ -109,6 +110,7 @@ def mc_window_moments(
     samples_per_call: int,
     dtype: tf.DType | str = tf.float32,
     on_params: ParamsHook | None = None,
+    prepare: Callable[[list], list] | None = None,
 ) -> MomentState:
     """Streaming decomposition of T stochastic predictions of a batch of windows.
 
@@ -126,6 +128,10 @@ def mc_window_moments(
         dtype: Accumulator dtype. Default float32.
         on_params: Called with every call's checked parameters, reshaped to
             ``(copies, B, *window, P)``.
+        prepare: Deterministic part of the network (:mod:`tfuq.inference.prefix`):
+            called once on the list of level inputs, its list of outputs (batch
+            ``B`` first) is what gets tiled, and ``sample_fn`` then takes
+            that tiled list. None: ``sample_fn`` takes the tiled inputs.
 
     Returns:
         The :class:`~tfuq.inference.MomentState` of shape ``(B, *window)``
@@ -142,11 +148,12 @@ def mc_window_moments(
     batch = len(levels[0])
     spatial = tuple(levels[0].shape[1:-1])
     state = init_state((batch, *spatial), dtype)
+    feeds = levels if prepare is None else list(prepare(levels))
     done = 0
     while done < mc_samples:
         copies = min(samples_per_call, mc_samples - done)
-        tiled = [np.concatenate([x] * copies, axis=0) if copies > 1 else x for x in levels]
-        out = sample_fn(tiled if isinstance(inputs, (list, tuple)) else tiled[0])
+        tiled = [_tile(x, copies) for x in feeds]
+        out = sample_fn(tiled if prepare is not None or isinstance(inputs, (list, tuple)) else tiled[0])
         params = check_predictions(out, batch * copies, spatial, name="model")
         params = params.reshape(copies, batch, *params.shape[1:])
         check_param_samples(family, params, "model output")
@@ -155,6 +162,13 @@ def mc_window_moments(
             on_params(params)
         done += copies
     return state
+
+
+def _tile(x: Any, copies: int) -> Any:
+    """``copies`` copies of a batch along axis 0 (NumPy stays NumPy, tensors stay on their device)."""
+    if copies == 1:
+        return x
+    return np.concatenate([x] * copies, axis=0) if isinstance(x, np.ndarray) else tf.concat([x] * copies, 0)
 
 
 def _generators(model: keras.layers.Layer) -> list[keras.random.SeedGenerator]:
@@ -216,11 +230,16 @@ def _spatial_rank(model: keras.layers.Layer) -> int:
 _FORWARDS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _forward(model: keras.layers.Layer, window: tuple[int, ...], levels: int) -> Callable[[list], Any]:
-    """Compiled MC pass: a list of level inputs -> float32 head parameters ``(B, *window, P)``.
+def _forward(
+    model: keras.layers.Layer, window: tuple[int, ...], levels: int
+) -> tuple[Callable[[list], list] | None, Callable[[list], Any]]:
+    """Compiled MC pass ``(prepare, forward)``: level inputs -> float32 head parameters ``(B, *window, P)``.
 
-    Traced under :func:`tfuq.layers.mc_sampling` (the switch is read when tracing), so it is
-    only called inside that context; one function per model and input layout is kept.
+    ``prepare`` (None when the model does not split, :func:`tfuq.inference.prefix.split_at_stochastic`)
+    computes the deterministic prefix once; ``forward`` the stochastic rest on its tiled outputs (or the
+    whole model on the tiled inputs). Traced under :func:`tfuq.layers.mc_sampling` (the switch is read
+    when tracing), so they are only called inside that context; one pair per model and input layout is
+    kept.
     """
     cache = _FORWARDS.setdefault(model, {})
     key = (window, levels)
@@ -229,7 +248,9 @@ def _forward(model: keras.layers.Layer, window: tuple[int, ...], levels: int) ->
     return cache[key]
 
 
-def _make_forward(model: keras.layers.Layer, window: tuple[int, ...], levels: int) -> Callable[[list], Any]:
+def _make_forward(
+    model: keras.layers.Layer, window: tuple[int, ...], levels: int
+) -> tuple[Callable[[list], list] | None, Callable[[list], Any]]:
     rank = _spatial_rank(model)
     axis: int | None = None
     if rank == 2:
@@ -242,17 +263,36 @@ def _make_forward(model: keras.layers.Layer, window: tuple[int, ...], levels: in
     elif rank != 3:
         raise ValueError(f"Expected a model with 2 or 3 spatial axes. Received: input rank {rank + 2}")
 
-    @tf.function(reduce_retracing=True)
-    def forward(inputs: list[tf.Tensor]) -> tf.Tensor:
+    def network_input(inputs: list[tf.Tensor]) -> Any:
         x: Any = list(inputs) if levels > 1 else inputs[0]
-        if axis is not None:
-            x = tf.squeeze(x, axis=axis)
-        out = head_params(model(x, training=False))
+        return tf.squeeze(x, axis=axis) if axis is not None else x
+
+    def head_output(out: Any) -> tf.Tensor:
+        out = head_params(out)
         if axis is not None:
             out = tf.expand_dims(out, axis=axis)
         return tf.cast(out, tf.float32)
 
-    return forward
+    split = split_at_stochastic(model) if isinstance(model, keras.Model) else None
+    if split is None:
+
+        @tf.function(reduce_retracing=True)
+        def forward(inputs: list[tf.Tensor]) -> tf.Tensor:
+            return head_output(model(network_input(inputs), training=False))
+
+        return None, forward
+    prefix, suffix = split
+
+    @tf.function(reduce_retracing=True)
+    def prepare(inputs: list[tf.Tensor]) -> list[tf.Tensor]:
+        features = prefix(network_input(inputs), training=False)
+        return list(features) if isinstance(features, (list, tuple)) else [features]
+
+    @tf.function(reduce_retracing=True)
+    def stochastic(features: list[tf.Tensor]) -> tf.Tensor:
+        return head_output(suffix(features if len(features) > 1 else features[0], training=False))
+
+    return prepare, stochastic
 
 
 def mc_window_predictor(
@@ -297,7 +337,7 @@ def mc_window_predictor(
         per window.
     """
     family = check_family(family)
-    forward = _forward(model, tuple(window), levels)
+    prepare, forward = _forward(model, tuple(window), levels)
     quantities = {name: derived_quantity(name).fn for name in derived}
     calls = [0]
 
@@ -321,7 +361,13 @@ def mc_window_predictor(
 
         hook = on_params if family == "generalized_normal" or quantities else None
         state = mc_window_moments(
-            forward, list(inputs), family, mc_samples, samples_per_call=samples_per_call, on_params=hook
+            forward,
+            list(inputs),
+            family,
+            mc_samples,
+            samples_per_call=samples_per_call,
+            on_params=hook,
+            prepare=prepare,
         )
         maps = {key: value.numpy() for key, value in finalize(state).items() if key != TOTAL_VAR}
         maps.update({key: value / mc_samples for key, value in sums.items()})
