@@ -49,3 +49,10 @@ def test_best_time_and_ratios() -> None:
     fast = NetworkBenchmark("x", (8, 8, 8), 2, 10.0, 100.0, 0.5, 0.6, bfloat16_forward_seconds=0.25)
     assert fast.bfloat16_speedup == pytest.approx(2.0)
     assert fast.lines()[-1].endswith("= 2.00x the float32 speed")
+    group = NetworkBenchmark(
+        "x", (8, 8, 8), 2, 10.0, 100.0, 0.5, 0.6, mc_samples=20, mc_group_windows=1, mc_group_seconds=0.6,
+        group_forward_seconds=0.4, shared_prefix=True,
+    )  # fmt: skip
+    assert group.mc_cost == pytest.approx(1.5)
+    assert "T = 20 passes of 1 window(s) (shared deterministic prefix: yes)" in group.lines()[-1]
+    assert group.lines()[-1].endswith("= 1.50 deterministic passes")

@@ -118,6 +118,11 @@ class NetworkBenchmark:
     forward_seconds: float
     mc_forward_seconds: float
     bfloat16_forward_seconds: float | None = None
+    mc_samples: int = 0
+    mc_group_windows: int = 0
+    mc_group_seconds: float | None = None
+    group_forward_seconds: float | None = None
+    shared_prefix: bool = False
 
     @property
     def achieved_gflops(self) -> float:
@@ -141,10 +146,23 @@ class NetworkBenchmark:
             return None
         return self.forward_seconds / self.bfloat16_forward_seconds
 
+    @property
+    def mc_cost(self) -> float | None:
+        """Time of T MC passes of a window group (streamed moments included) over one deterministic pass."""
+        if self.mc_group_seconds is None or not self.group_forward_seconds:
+            return None
+        return self.mc_group_seconds / self.group_forward_seconds
+
     def lines(self) -> list[str]:
         """Human-readable report."""
         w = "x".join(str(s) for s in self.window)
         extra = []
+        if self.mc_cost is not None:
+            extra.append(
+                f"MC inference, T = {self.mc_samples} passes of {self.mc_group_windows} window(s) "
+                f"(shared deterministic prefix: {'yes' if self.shared_prefix else 'no'}): "
+                f"{self.mc_group_seconds:.3f} s = {self.mc_cost:.2f} deterministic passes"
+            )
         if self.bfloat16_speedup is not None:
             extra.append(
                 f"bfloat16 forward ([INFERENCE] precision = bfloat16): {self.bfloat16_forward_seconds:.3f} s "
@@ -205,6 +223,7 @@ def bench_network(config: Any, *, batch: int | None = None, repeats: int = 3) ->
         bf16 = best_time(
             lambda: keras.tree.map_structure(lambda t: t.numpy(), fast_forward(args)), repeats=repeats
         )
+    group = _mc_group(config, model, inputs, repeats)
     peak = matmul_peak_gflops(repeats=repeats + 2)
     return NetworkBenchmark(
         network=config.network.name,
@@ -215,4 +234,47 @@ def bench_network(config: Any, *, batch: int | None = None, repeats: int = 3) ->
         forward_seconds=deterministic,
         mc_forward_seconds=mc,
         bfloat16_forward_seconds=bf16,
+        **group,
     )
+
+
+def _mc_group(config: Any, model: Any, inputs: list, repeats: int) -> dict[str, Any]:
+    """Time ``tfuq infer``'s window predictor on one window group against a deterministic pass of it."""
+    import keras
+    import tensorflow as tf
+
+    from tfuq.inference.mc import mc_window_predictor, sample_plan
+    from tfuq.inference.prefix import split_at_stochastic
+    from tfuq.layers import mc_sampling, stochastic_layers
+
+    if not stochastic_layers(model) or config.family == "point":
+        return {}
+    samples = config.uncertainty.mc_samples
+    windows, per_call = sample_plan(samples, config.inference.batch_size)
+    group = [x[:1] for x in inputs]
+    group = [tf.concat([x] * windows, 0) if windows > 1 else x for x in group]
+    spatial = tuple(int(s) for s in group[0].shape[1:-1])
+    window = spatial if len(spatial) == 3 else (*spatial, 1)
+    levels = [x.numpy() if len(spatial) == 3 else x.numpy()[..., None, :] for x in group]
+    forward = tf.function(lambda x: model(x, training=False))
+    args = group if len(group) > 1 else group[0]
+    deterministic = best_time(
+        lambda: keras.tree.map_structure(lambda t: t.numpy(), forward(args)), repeats=repeats
+    )
+    with mc_sampling(model):
+        predict = mc_window_predictor(
+            model,
+            config.family,
+            mc_samples=samples,
+            samples_per_call=per_call,
+            window=window,
+            levels=len(levels),
+        )
+        seconds = best_time(lambda: predict(levels), repeats=repeats)
+    return {
+        "mc_samples": samples,
+        "mc_group_windows": windows,
+        "mc_group_seconds": seconds,
+        "group_forward_seconds": deterministic,
+        "shared_prefix": split_at_stochastic(model) is not None,
+    }
