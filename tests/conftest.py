@@ -22,3 +22,12 @@ def tcga_dir() -> Path:
     if not (folder / "TCGA-DU-7294").is_dir():
         pytest.skip(f"real data not found at {folder} (set TFUQ_SHARED_DATA to ../shared/data)")
     return folder.resolve()  # CI links shared/ beside the clone; compare real paths
+
+
+@pytest.fixture(scope="session")
+def brats_dir() -> Path:
+    """Folder with the 18 real BraTS 2018 cases; skips the test when absent."""
+    folder = SHARED_DATA / "brats2018"
+    if not (folder / "Brats18_CBICA_APR_1").is_dir():
+        pytest.skip(f"real data not found at {folder} (set TFUQ_SHARED_DATA to ../shared/data)")
+    return folder.resolve()

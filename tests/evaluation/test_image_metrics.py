@@ -190,3 +190,25 @@ def test_ssim_floor_measures_both_images_from_it_and_makes_ssim_shift_invariant(
     assert im.ssim(target, prediction, mask) < im.ssim(target, prediction, mask, floor=floor)
     with pytest.raises(ValueError, match="floor"):
         im.ssim(target, prediction, mask, floor=float("nan"))
+
+
+def test_ssim_from_the_truth_minimum_is_the_same_in_scanner_and_z_scored_units(brats_dir) -> None:
+    """A crop of a real T2 and a blurred, shifted copy: the per-subject z-score is an affine map, so
+    SSIM measured from the truth's minimum (data range its span) is the same in either unit system;
+    measured from 0 it is not (the z-scored brain has mean 0 and no intensity origin)."""
+    import nibabel as nib
+    from scipy import ndimage
+
+    subject = "Brats18_CBICA_APR_1"
+    t2 = np.asarray(nib.load(brats_dir / subject / f"{subject}_t2.nii.gz").dataobj, dtype=np.float64)
+    t1 = np.asarray(nib.load(brats_dir / subject / f"{subject}_t1.nii.gz").dataobj, dtype=np.float64)
+    crop = (slice(70, 170), slice(60, 180), slice(70, 80))
+    truth, brain = t2[crop], t1[crop] > 0
+    prediction = ndimage.gaussian_filter(truth, 1.5) + 0.1 * truth[brain].std()
+    offset, scale = truth[brain].mean(), truth[brain].std()
+    z_truth, z_prediction = (truth - offset) / scale, (prediction - offset) / scale
+    native = im.ssim(truth, prediction, brain, floor=truth[brain].min())
+    normalised = im.ssim(z_truth, z_prediction, brain, floor=z_truth[brain].min())
+    assert normalised == pytest.approx(native, rel=1e-9)
+    assert 0.3 < native < 1.0
+    assert abs(im.ssim(z_truth, z_prediction, brain) - native) > 0.05  # the zero-origin value is not
