@@ -101,15 +101,21 @@ def test_cli_export_is_the_stage(app, capsys):
 # Not isotonic: a served window's stds already carry the map's factor k, so where windows' means
 # disagree the client's blended spread misses k (see tfuq.export.remote_inference); the SavedModel's
 # own isotonic stds are checked against MomentRecalibration in test_mc_graph / test_archive.
-@pytest.mark.parametrize("method", ["none", "sigma_scaling"])
-def test_served_subject_equals_tfuq_infer(tmp_path, method):
+@pytest.mark.parametrize(
+    "method, precision", [("none", "float32"), ("sigma_scaling", "float32"), ("none", "bfloat16")]
+)
+def test_served_subject_equals_tfuq_infer(tmp_path, method, precision):
     # The whole chain on a deterministic network (no dropout): export -> REST requests answered by
     # the SavedModel in process -> tiling/blending/writing, against `tfuq infer` on the same model.
     # With a stored calibration both write the recalibrated std maps and interval: one answer.
     from tfuq.stages.infer import run_inference
 
     ini = make_app(tmp_path, "[UNCERTAINTY]", "dropout = none", "mc_samples = 2")
-    overrides = ("INFERENCE.window_overlap=0.5", f"CALIBRATION.method={method}")
+    overrides = (
+        "INFERENCE.window_overlap=0.5",
+        f"CALIBRATION.method={method}",
+        f"INFERENCE.precision={precision}",  # the SavedModel computes as tfuq infer does
+    )
     config = load(ini, *overrides)
     save_trained(config)
     if method == "sigma_scaling":

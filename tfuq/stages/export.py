@@ -53,14 +53,19 @@ _LOG = logging.getLogger(__name__)
 
 
 def _load_network(config: Config) -> keras.Model:
+    """The network as ``tfuq infer`` runs it: checkpoint and ``[INFERENCE] precision`` (one answer)."""
+    from tfuq.model_store.precision import with_precision
+
     path = config.model_dir / MODEL_FILE
     if not path.is_file():
         raise UserError(f"no trained model in {config.model_dir}; run tfuq train first")
     if config.inference.inference_iter > 0:
         from tfuq.model_store.trained import load_trained_model
 
-        return load_trained_model(config.model_dir, config.inference.inference_iter).model
-    return load_model(path, compile=False)
+        model = load_trained_model(config.model_dir, config.inference.inference_iter).model
+    else:
+        model = load_model(path, compile=False)
+    return with_precision(model, config.inference.precision)
 
 
 def export(config: Config, *, version: int | None = None, overwrite: bool = False) -> Path:
