@@ -546,3 +546,27 @@ def test_a_killed_infer_leaves_a_whole_set_or_none_and_a_rerun_completes(
         assert list(ours) == list(theirs) and len(ours) == 4
         for name in ours:
             np.testing.assert_array_equal(ours[name], theirs[name], err_msg=name)
+
+
+def test_shards_write_the_files_one_process_writes(job: dict) -> None:
+    """[INFERENCE] num_shards / shard_index: the shards' union equals one unsharded run, file for file."""
+    save_analytic_model(job["tmp"] / "shards", base=0.02, slope=0.05)
+    every = ("INFERENCE.dataset_to_infer=all", "UNCERTAINTY.mc_samples=3")
+    whole = job["tmp"] / "shards_whole"
+    one = run_inference(_config(job, "shards", (*every, f"INFERENCE.save_seg_dir={whole}")))
+    split = job["tmp"] / "shards_split"
+    seen: list[set[str]] = []
+    for index in range(2):
+        shard = (
+            *every,
+            f"INFERENCE.save_seg_dir={split}",
+            "INFERENCE.num_shards=2",
+            f"INFERENCE.shard_index={index}",
+        )
+        seen.append(set(run_inference(_config(job, "shards", shard)).qc))
+    assert len(one.qc) >= 3 and seen[0] | seen[1] == set(one.qc) and not seen[0] & seen[1]
+    assert sorted(p.name for p in whole.iterdir()) == sorted(p.name for p in split.iterdir())
+    for path in whole.glob("*.nii.gz"):
+        np.testing.assert_array_equal(_read(path), _read(split / path.name), err_msg=path.name)
+    with pytest.raises(UserError, match=r"shard_index = 2: expected 0 \.\. num_shards - 1 = 1"):
+        run_inference(_config(job, "shards", (*every, "INFERENCE.num_shards=2", "INFERENCE.shard_index=2")))

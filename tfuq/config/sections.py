@@ -236,6 +236,14 @@ class InferenceSection:
         (0, 0, 0), "voxels cropped from each side of an output window", min=0, length=(1, 3)
     )
     inference_iter: int = setting(-1, "checkpoint iteration to use; -1 = latest", min=-1)
+    num_shards: int = setting(
+        1, "tfuq: split the subjects to infer over this many processes (machines, workers)", min=1
+    )
+    shard_index: int = setting(
+        0,
+        "tfuq: which of num_shards this process infers: the subjects k (sorted ids) with k % n == index",
+        min=0,
+    )
     precision: str = setting(
         "float32",
         "tfuq: compute precision of infer/calibrate/validate-uq; bfloat16 = the network in bfloat16 "

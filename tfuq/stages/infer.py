@@ -148,6 +148,25 @@ def _check_free(paths: Iterable[Path]) -> None:
         )
 
 
+def _shard(config: Config, chosen: dict[str, Any]) -> dict[str, Any]:
+    """This process's share of the subjects: ``[INFERENCE] num_shards`` / ``shard_index``.
+
+    Every subject's maps depend only on the subject and the seed (the dropout streams restart per
+    subject), so N processes with indices 0..N-1 into one folder write the files one process writes.
+    """
+    count, index = config.inference.num_shards, config.inference.shard_index
+    if index >= count:
+        raise UserError(
+            f"{config.path}: [INFERENCE] shard_index = {index}: expected 0 .. num_shards - 1 = {count - 1}"
+        )
+    if count == 1:
+        return chosen
+    ids = sorted(chosen)
+    mine = {i: chosen[i] for k, i in enumerate(ids) if k % count == index}
+    _LOG.info("shard %d of %d: %d of %d subject(s)", index + 1, count, len(mine), len(ids))
+    return mine
+
+
 def run_inference(
     config: Config,
     *,
@@ -190,6 +209,7 @@ def run_inference(
     if subjects is not None:
         wanted = set(subjects)
         chosen = {i: files for i, files in chosen.items() if i in wanted}
+    chosen = _shard(config, chosen)
     planned = [  # also checks that every id can be a file name, before anything is written
         subject_output_paths(config, subject, family=config.family, calibrated=recalibrator is not None)
         for subject in chosen
