@@ -244,3 +244,15 @@ def test_multi_worker_from_the_command_line(tiny_ini: Path, tmp_path: Path) -> N
     assert (run / "model.keras").is_file() and len(
         (run / "logs" / "training.csv").read_text().splitlines()
     ) == 4
+
+
+def test_mirrored_over_cpu_devices_from_the_command_line(tiny_ini: Path, tmp_path: Path) -> None:
+    """[SYSTEM] cpu_devices = 2 with strategy = mirrored: two replicas from `tfuq train`, no wrapper."""
+    overrides = [*EXACT, "NETWORK.batch_size=2", f"SYSTEM.model_dir={tmp_path / 'run'}"]
+    _phantom(tiny_ini, overrides)
+    args = [str(Path(sys.executable).with_name("tfuq")), "train", str(tiny_ini)]
+    for item in (*overrides, "SYSTEM.strategy=mirrored", "SYSTEM.cpu_devices=2"):
+        args += ["--set", item]
+    proc = subprocess.run(args, capture_output=True, text=True, env=_env(), timeout=600)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    assert "MirroredStrategy with 2 replica(s), global batch 2" in proc.stdout + proc.stderr

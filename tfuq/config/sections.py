@@ -55,6 +55,12 @@ class SystemSection:
     )
     num_threads: int = setting(2, "threads for data loading", min=1)
     num_gpus: int = setting(1, "GPUs to train on (ignored when none is visible)", min=0)
+    cpu_devices: int = setting(
+        0,
+        "tfuq: without GPUs, split the CPU into this many logical devices for strategy = mirrored "
+        "(data parallelism on one machine without code); 0 = as TensorFlow sees it (one)",
+        min=0,
+    )
     strategy: str = setting(
         "auto", "tfuq: tf.distribute strategy", choices=("auto", "one_device", "mirrored", "multi_worker")
     )

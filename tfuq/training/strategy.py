@@ -5,7 +5,8 @@
 - ``one_device``: the first GPU, or the CPU (``num_gpus = 0`` forces the CPU);
 - ``mirrored``: synchronous data parallelism on one machine over the first
   ``num_gpus`` GPUs, or over every logical CPU device when there is no GPU
-  (that is how multi-device training is tested on a CPU-only machine);
+  (``cpu_devices = N`` splits the CPU into N of them from the config, no code
+  needed; that is how multi-device training is tested on a CPU-only machine);
 - ``multi_worker``: ``MultiWorkerMirroredStrategy`` across the machines that
   the ``TF_CONFIG`` environment variable lists (one process per worker, each
   running the same ``tfuq train``);
@@ -103,6 +104,8 @@ def make_strategy(system: SystemSection) -> tf.distribute.Strategy:
                 '"index": 0}})'
             )
         return tf.distribute.MultiWorkerMirroredStrategy()
+    if system.cpu_devices > 1:
+        _split_cpu(system.cpu_devices)
     gpus = tf.config.list_logical_devices("GPU")[: system.num_gpus]
     if kind == "auto":
         kind = "mirrored" if len(gpus) >= 2 else "one_device"
@@ -110,6 +113,25 @@ def make_strategy(system: SystemSection) -> tf.distribute.Strategy:
         devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
         return tf.distribute.MirroredStrategy(devices)
     return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
+
+
+def _split_cpu(count: int) -> None:
+    """``count`` logical CPU devices (``[SYSTEM] cpu_devices``), set before TensorFlow starts.
+
+    Raises:
+        UserError: TensorFlow already runs with another device layout.
+    """
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    wanted = [tf.config.LogicalDeviceConfiguration() for _ in range(count)]
+    try:
+        tf.config.set_logical_device_configuration(cpu, wanted)
+    except RuntimeError:
+        if len(tf.config.list_logical_devices("CPU")) != count:
+            raise UserError(
+                f"[SYSTEM] cpu_devices = {count}: TensorFlow already started with "
+                f"{len(tf.config.list_logical_devices('CPU'))} CPU device(s) in this process; set it "
+                "for a fresh tfuq train"
+            ) from None
 
 
 def is_chief(strategy: tf.distribute.Strategy) -> bool:
