@@ -56,3 +56,41 @@ def test_best_time_and_ratios() -> None:
     assert group.mc_cost == pytest.approx(1.5)
     assert "T = 20 passes of 1 window(s) (shared deterministic prefix: yes)" in group.lines()[-1]
     assert group.lines()[-1].endswith("= 1.50 deterministic passes")
+
+
+def test_bench_infer_runs_each_t_in_its_own_process_and_reports_ratios(tmp_path, capsys) -> None:
+    """tfuq bench infer on the tiny phantom config: one line per T, ratios to the first."""
+    import re
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from training_setup import TINY_INI
+
+    from tfuq.cli import main
+
+    ini = tmp_path / "tiny.ini"
+    ini.write_text(TINY_INI.format(model_dir=tmp_path / "run", cache_dir=tmp_path / "phantom"))
+    with pytest.raises(SystemExit) as stop:
+        main(["bench", "infer", str(ini), "--shape", "24,16,32", "--samples", "1,3"])
+    assert stop.value.code == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if "volume, T =" in line]
+    assert len(lines) == 2 and lines[0].startswith("24x16x32 volume, T = 1:")
+    assert "(1.00x T = 1)" in lines[0] and "(1.00x)" in lines[0]
+    assert lines[1].startswith("24x16x32 volume, T = 3:")
+    assert float(re.search(r"\(([0-9.]+)x T = 1\)", lines[1]).group(1)) > 0  # a ratio, not a timing test
+    with pytest.raises(SystemExit) as stop:
+        main(["bench", "infer", str(ini), "--shape", "24,16"])
+    assert stop.value.code == 2
+
+
+def test_infer_lines_arithmetic() -> None:
+    from tfuq.bench import infer_lines
+
+    lines = infer_lines(
+        [
+            {"mc_samples": 1, "seconds": 2.0, "peak_rss_mb": 500.0},
+            {"mc_samples": 20, "seconds": 3.0, "peak_rss_mb": 550.0},
+        ],
+        (96, 96, 96),
+    )
+    assert lines[1] == "96x96x96 volume, T = 20: 3.00 s (1.50x T = 1), peak RSS 550 MB (1.10x)"

@@ -2,7 +2,10 @@
 
 ``tfuq bench network CONFIG`` measures this machine's fp32 matmul peak and the
 network's forward throughput on its configured window in the same process,
-and prints achieved GFLOP/s as a fraction of that peak. The machines are
+and prints achieved GFLOP/s as a fraction of that peak. ``tfuq bench infer
+CONFIG`` runs a whole-volume MC inference (random volume, the configured
+network, window, batch and precision) once per T, each in a fresh process, and
+prints the time and peak RSS as ratios to the first T. The machines are
 shared and noisy: each timing is the best of several repeats, and only the
 ratio is meant to be compared across runs.
 """
@@ -10,12 +13,25 @@ ratio is meant to be compared across runs.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+import subprocess
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
-__all__ = ["NetworkBenchmark", "bench_network", "best_time", "conv_flops", "matmul_peak_gflops"]
+__all__ = [
+    "NetworkBenchmark",
+    "bench_infer",
+    "bench_network",
+    "best_time",
+    "conv_flops",
+    "infer_lines",
+    "infer_once",
+    "matmul_peak_gflops",
+]
 
 
 def best_time(fn: Callable[[], Any], *, repeats: int = 5, warmup: int = 1) -> float:
@@ -278,3 +294,81 @@ def _mc_group(config: Any, model: Any, inputs: list, repeats: int) -> dict[str, 
         "group_forward_seconds": deterministic,
         "shared_prefix": split_at_stochastic(model) is not None,
     }
+
+
+def infer_once(config: Any, shape: Sequence[int], mc_samples: int) -> dict[str, float]:
+    """One whole-volume MC inference as ``tfuq infer`` runs it, on a random volume (this process).
+
+    The configured network with its initial weights (the cost does not depend on the weights),
+    ``[INFERENCE]`` window, overlap, batch and precision, ``mc_samples`` passes.
+
+    Returns:
+        dict ``mc_samples``, ``seconds`` (the prediction alone) and ``peak_rss_mb`` (the
+        process's peak resident memory so far, MB).
+    """
+    import resource
+
+    import numpy as np
+
+    from tfuq.data.normalisation import NormalisationParams
+    from tfuq.inference.prediction import check_windows, predict_subject, prediction_settings
+    from tfuq.model_store import build_network
+    from tfuq.model_store.precision import with_precision
+    from tfuq.model_store.trained import TrainedModel
+
+    settings = prediction_settings(config, mc_samples=mc_samples)
+    model = with_precision(build_network(config), config.inference.precision)
+    members = check_windows([TrainedModel(Path("."), model, NormalisationParams("none", 0.0, 1.0))], settings)
+    channels = len(config.input_sections)
+    volume = np.random.default_rng(0).normal(size=(*shape, channels)).astype(np.float32)
+    start = time.perf_counter()
+    predict_subject(members, volume, settings)
+    seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+    return {"mc_samples": float(mc_samples), "seconds": seconds, "peak_rss_mb": peak}
+
+
+def bench_infer(
+    config_path: Path, overrides: Sequence[str], shape: Sequence[int], samples: Sequence[int]
+) -> list[dict[str, float]]:
+    """:func:`infer_once` for each T in ``samples``, each in a fresh Python process (clean peak RSS)."""
+    results = []
+    for mc_samples in samples:
+        request = json.dumps(
+            {
+                "config": str(config_path),
+                "overrides": list(overrides),
+                "shape": list(shape),
+                "T": int(mc_samples),
+            }
+        )
+        proc = subprocess.run(
+            [sys.executable, "-m", "tfuq.bench", request], capture_output=True, text=True, check=False
+        )
+        lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+        if proc.returncode != 0 or not lines:
+            raise RuntimeError(f"bench infer T = {mc_samples} failed: {proc.stderr.strip()[-2000:]}")
+        results.append(json.loads(lines[-1]))
+    return results
+
+
+def infer_lines(results: Sequence[Mapping[str, float]], shape: Sequence[int]) -> list[str]:
+    """Human-readable report of :func:`bench_infer`, with ratios to the first T."""
+    first = results[0]
+    size = "x".join(str(s) for s in shape)
+    lines = []
+    for r in results:
+        lines.append(
+            f"{size} volume, T = {int(r['mc_samples'])}: {r['seconds']:.2f} s "
+            f"({r['seconds'] / first['seconds']:.2f}x T = {int(first['mc_samples'])}), "
+            f"peak RSS {r['peak_rss_mb']:.0f} MB ({r['peak_rss_mb'] / first['peak_rss_mb']:.2f}x)"
+        )
+    return lines
+
+
+if __name__ == "__main__":  # one measurement in a fresh process: python -m tfuq.bench '<json request>'
+    from tfuq.config import load_config
+
+    _request = json.loads(sys.argv[1])
+    _config = load_config(_request["config"], _request["overrides"])
+    print(json.dumps(infer_once(_config, _request["shape"], _request["T"])))

@@ -305,21 +305,49 @@ def import_keras(
 
 
 @cli.command()
-@click.argument("what", type=click.Choice(["network"]))
+@click.argument("what", type=click.Choice(["network", "infer"]))
 @_CONFIG
 @_SET
 @click.option("--batch", type=click.IntRange(min=1), default=None, help="Windows per forward call.")
 @click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True)
-def bench(what: str, config: Path, overrides: tuple[str, ...], batch: int | None, repeats: int) -> None:
-    """Benchmark WHAT against this machine's matmul peak measured in the same run.
+@click.option("--shape", default="96,96,96", show_default=True, help="infer: volume shape X,Y,Z.")
+@click.option("--samples", default="1,20", show_default=True, help="infer: the T values, comma-separated.")
+def bench(
+    what: str,
+    config: Path,
+    overrides: tuple[str, ...],
+    batch: int | None,
+    repeats: int,
+    shape: str,
+    samples: str,
+) -> None:
+    """Benchmark WHAT, as ratios measured in the same run.
 
     network: the configured network's forward pass on its window, as achieved
-    GFLOP/s over the fp32 matmul peak, and the cost of an MC-dropout pass.
+    GFLOP/s over the fp32 matmul peak, the cost of an MC-dropout pass, of T MC
+    passes of one window group and the bfloat16 speed-up.
+    infer: whole-volume MC inference of a random volume per T (fresh process
+    each): time and peak RSS, as ratios to the first T.
     """
-    from tfuq.bench import bench_network
+    from tfuq.bench import bench_infer, bench_network, infer_lines
 
     cfg = _load(config, overrides, log_to_model_dir=False)
-    for line in bench_network(cfg, batch=batch, repeats=repeats).lines():
+    if what == "network":
+        for line in bench_network(cfg, batch=batch, repeats=repeats).lines():
+            click.echo(line)
+        return
+    try:
+        dims = [int(v) for v in shape.split(",")]
+        ts = [int(v) for v in samples.split(",")]
+    except ValueError:
+        raise UserError(
+            f"--shape / --samples: expected comma-separated integers, got {shape!r} / {samples!r}"
+        ) from None
+    if len(dims) != 3 or min(dims) < 1 or not ts or min(ts) < 1:
+        raise UserError(
+            f"--shape X,Y,Z and --samples T1,T2,...: positive integers; got {shape!r} / {samples!r}"
+        )
+    for line in infer_lines(bench_infer(config, overrides, dims, ts), dims):
         click.echo(line)
 
 
