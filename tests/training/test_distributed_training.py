@@ -14,6 +14,7 @@ import os
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -133,6 +134,31 @@ def _free_ports(n: int) -> list[int]:
     return ports
 
 
+def _two_workers(command: Callable[[int], list[str]]) -> list[tuple[int, str, str]]:
+    """Run ``command(index)`` as worker 0 and 1 of one localhost TF_CONFIG cluster; (code, out, err) each."""
+    workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
+    procs = []
+    for index in range(2):
+        env = _env()
+        env["TF_CONFIG"] = json.dumps(
+            {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
+        )
+        procs.append(
+            subprocess.Popen(
+                command(index), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+            )
+        )
+    outputs = []
+    try:
+        for proc in procs:
+            outputs.append(proc.communicate(timeout=600))
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+    return [(proc.returncode, out, err) for proc, (out, err) in zip(procs, outputs)]
+
+
 #: UP-GAN (configs/demo_upgan.ini) made tiny: 2 phases of 1 step each, then fine-tuning, so three
 #: steps cross both stage boundaries (each stage's step is traced on its own).
 UPGAN_TINY = [
@@ -162,32 +188,11 @@ def test_multi_worker_two_local_processes_end_with_identical_weights(
     _phantom(ini, [o for o in overrides if not o.startswith("SYSTEM.strategy")])
     script = tmp_path / "worker.py"
     script.write_text(WORKER_SCRIPT)
-    workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
-    procs = []
-    for index in range(2):
-        env = _env()
-        env["TF_CONFIG"] = json.dumps(
-            {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
-        )
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, str(script), str(ini), str(tmp_path), str(index), *overrides],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-                env=env,
-            )
-        )
-    outputs = []
-    try:
-        for proc in procs:
-            outputs.append(proc.communicate(timeout=600))
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-    for proc, (out, err) in zip(procs, outputs):
-        assert proc.returncode == 0, err[-3000:]
+    results = _two_workers(
+        lambda i: [sys.executable, str(script), str(ini), str(tmp_path), str(i), *overrides]
+    )
+    for code, out, err in results:
+        assert code == 0, err[-3000:]
         assert "replicas 2 step 3" in out
     first, second = np.load(tmp_path / "worker0.npz"), np.load(tmp_path / "worker1.npz")
     assert len(first.files) == len(second.files) > 0
@@ -210,7 +215,6 @@ def test_multi_worker_from_the_command_line(tiny_ini: Path, tmp_path: Path) -> N
         f"SYSTEM.model_dir={tmp_path / 'run'}",
     ]
     _phantom(tiny_ini, overrides)
-    workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
     args = [
         str(Path(sys.executable).with_name("tfuq")),
         "train",
@@ -220,25 +224,8 @@ def test_multi_worker_from_the_command_line(tiny_ini: Path, tmp_path: Path) -> N
     ]
     for item in overrides:
         args += ["--set", item]
-    procs = []
-    for index in range(2):
-        env = _env()
-        env["TF_CONFIG"] = json.dumps(
-            {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
-        )
-        procs.append(
-            subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-        )
-    outputs = []
-    try:
-        for proc in procs:
-            outputs.append(proc.communicate(timeout=600))
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-    for proc, (out, err) in zip(procs, outputs):
-        assert proc.returncode == 0, (out + err)[-3000:]
+    for code, out, err in _two_workers(lambda i: args):
+        assert code == 0, (out + err)[-3000:]
         assert "CollectiveAllReduceStrategy with 2 replica(s)" in out + err
     run = tmp_path / "run"
     assert (run / "model.keras").is_file() and len(
