@@ -6,9 +6,10 @@ import os
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["start_holder"]
+__all__ = ["assert_refused_while_locked", "start_holder"]
 
 #: Takes the lock of argv[1], says so, and holds it until its stdin closes (``hold``) or kills
 #: itself without releasing it (``die``).
@@ -41,3 +42,19 @@ def start_holder(model_dir: Path, mode: str = "hold") -> subprocess.Popen[str]:
     line = proc.stdout.readline()
     assert line.strip() == "held", proc.stderr.read() if proc.stderr else ""
     return proc
+
+
+def assert_refused_while_locked(model_dir: Path, action: Callable[[], object]) -> None:
+    """``action()`` run while another process holds ``model_dir``'s lock fails with the one-line error."""
+    import pytest
+
+    from tfuq.errors import UserError
+
+    holder = start_holder(model_dir)
+    try:
+        with pytest.raises(
+            UserError, match=rf"another tfuq run is writing to this model_dir \(pid {holder.pid} "
+        ):
+            action()
+    finally:
+        holder.communicate(input="", timeout=60)

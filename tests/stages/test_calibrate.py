@@ -239,17 +239,10 @@ def test_a_config_contradicting_the_stored_model_is_one_line_and_writes_nothing(
 
 def test_a_locked_model_dir_is_one_line_and_nothing_is_calibrated(job: dict) -> None:
     """Another process holding the model_dir's writer lock: calibrate refuses at once."""
-    from lock_setup import start_holder
+    from lock_setup import assert_refused_while_locked
 
     config = _model(job, "locked")
-    holder = start_holder(config.model_dir)
-    try:
-        with pytest.raises(
-            UserError, match=rf"another tfuq run is writing to this model_dir \(pid {holder.pid} "
-        ):
-            calibrate(config)
-    finally:
-        holder.communicate(input="", timeout=60)
+    assert_refused_while_locked(config.model_dir, lambda: calibrate(config))
     assert not (config.model_dir / "calibration").exists()
 
 

@@ -280,19 +280,12 @@ def main_code(args):
 
 def test_a_locked_model_dir_is_one_line_and_nothing_is_exported(app):
     """Another process writing to the model_dir (holding its lock): export refuses at once, writes nothing."""
-    from lock_setup import start_holder
+    from lock_setup import assert_refused_while_locked
 
     config = load(app)
     save_trained(config)
     before = sorted(p.relative_to(config.model_dir) for p in config.model_dir.rglob("*"))
-    holder = start_holder(config.model_dir)
-    try:
-        with pytest.raises(
-            UserError, match=rf"another tfuq run is writing to this model_dir \(pid {holder.pid} "
-        ):
-            export(config)
-    finally:
-        holder.communicate(input="", timeout=60)
+    assert_refused_while_locked(config.model_dir, lambda: export(config))
     after = sorted(p.relative_to(config.model_dir) for p in config.model_dir.rglob("*"))
     assert after == before
     assert export(config).is_dir()  # released: the export goes ahead
