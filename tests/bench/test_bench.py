@@ -11,7 +11,7 @@ import pytest
 from tfuq.bench import NetworkBenchmark, best_time, conv_flops
 from tfuq.layers import ConcreteSpatialDropout3D
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_conv_flops_hand_count() -> None:
