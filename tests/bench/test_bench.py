@@ -54,7 +54,10 @@ def test_best_time_and_ratios() -> None:
         group_forward_seconds=0.4, shared_prefix=True,
     )  # fmt: skip
     assert group.mc_cost == pytest.approx(1.5)
-    assert "T = 20 passes of 1 window(s) (shared deterministic prefix: yes)" in group.lines()[-1]
+    assert (
+        "T = 20 passes of 1 window(s) (shared deterministic prefix: yes; channel dropout folded: no)"
+        in (group.lines()[-1])
+    )
     assert group.lines()[-1].endswith("= 1.50 deterministic passes")
 
 
@@ -78,6 +81,11 @@ def test_bench_infer_runs_each_t_in_its_own_process_and_reports_ratios(tmp_path,
     assert "(1.00x T = 1)" in lines[0] and "(1.00x)" in lines[0]
     assert lines[1].startswith("24x16x32 volume, T = 3:")
     assert float(re.search(r"\(([0-9.]+)x T = 1\)", lines[1]).group(1)) > 0  # a ratio, not a timing test
+    from tfuq.config import load_config
+    from tfuq.inference.prediction import prediction_settings, windows_per_subject
+
+    expected = windows_per_subject((24, 16, 32), prediction_settings(load_config(ini)), 1)
+    assert all(f", {expected} windows, " in line and "of the matmul peak" in line for line in lines)
     with pytest.raises(SystemExit) as stop:
         main(["bench", "infer", str(ini), "--shape", "24,16"])
     assert stop.value.code == 2
@@ -94,3 +102,23 @@ def test_infer_lines_arithmetic() -> None:
         (96, 96, 96),
     )
     assert lines[1] == "96x96x96 volume, T = 20: 3.00 s (1.50x T = 1), peak RSS 550 MB (1.10x)"
+    flops = {
+        "mc_samples": 20,
+        "seconds": 3.0,
+        "peak_rss_mb": 550.0,
+        "windows": 27,
+        "gflop": 30.0,
+        "peak_gflops": 20.0,
+    }
+    assert infer_lines([flops], (8, 8, 8))[0].endswith(
+        ", 27 windows, 10.0 GFLOP/s = 0.500 of the matmul peak (20.0)"
+    )
+
+
+def test_interleaved_best_times_every_function_in_turn() -> None:
+    from tfuq.bench.timing import interleaved_best
+
+    order: list[str] = []
+    best = interleaved_best({"a": lambda: order.append("a"), "b": lambda: order.append("b")}, repeats=3)
+    assert order == ["a", "b"] * 4  # one warm-up each, then three rounds in alternation
+    assert set(best) == {"a", "b"} and all(0 <= v < 1 for v in best.values())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 import time
@@ -17,16 +18,21 @@ def infer_once(config: Any, shape: Sequence[int], mc_samples: int) -> dict[str, 
     """One whole-volume MC inference as ``tfuq infer`` runs it, on a random volume (this process).
 
     The configured network with its initial weights (the cost does not depend on the weights),
-    ``[INFERENCE]`` window, overlap, batch and precision, ``mc_samples`` passes.
+    ``[INFERENCE]`` window, overlap, batch and precision, ``mc_samples`` passes. The network's
+    convolution FLOPs (:func:`~tfuq.bench.timing.conv_flops`, per voxel of its window, times the
+    voxels of every inference window and T) over the time give the achieved GFLOP/s; the fp32 matmul
+    peak is measured in the same process just before and just after the inference (best kept).
 
     Returns:
-        dict ``mc_samples``, ``seconds`` (the prediction alone) and ``peak_rss_mb`` (the
-        process's peak resident memory so far, MB).
+        dict ``mc_samples``, ``seconds`` (the prediction alone), ``peak_rss_mb`` (the process's peak
+        resident memory before the matmul peak is measured, MB), ``windows``, ``gflop`` (convolution
+        work of the T passes over every window) and ``peak_gflops``.
     """
     import resource
 
     import numpy as np
 
+    from tfuq.bench.timing import best_time, conv_flops, matmul_peak
     from tfuq.data.normalisation import NormalisationParams
     from tfuq.inference.prediction import check_windows, predict_subject, prediction_settings
     from tfuq.model_store import build_network
@@ -34,15 +40,28 @@ def infer_once(config: Any, shape: Sequence[int], mc_samples: int) -> dict[str, 
     from tfuq.model_store.trained import TrainedModel
 
     settings = prediction_settings(config, mc_samples=mc_samples)
-    model = with_precision(build_network(config), config.inference.precision)
+    network = build_network(config)
+    per_voxel = conv_flops(network) / math.prod(int(s) for s in network.inputs[0].shape[1:-1])
+    model = with_precision(network, config.inference.precision)
     members = check_windows([TrainedModel(Path("."), model, NormalisationParams("none", 0.0, 1.0))], settings)
     channels = len(config.input_sections)
     volume = np.random.default_rng(0).normal(size=(*shape, channels)).astype(np.float32)
+    windows = [0]
     start = time.perf_counter()
-    predict_subject(members, volume, settings)
+    predict_subject(members, volume, settings, progress=lambda n: windows.__setitem__(0, windows[0] + n))
     seconds = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
-    return {"mc_samples": float(mc_samples), "seconds": seconds, "peak_rss_mb": peak}
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+    peak_fn, peak_flops = matmul_peak()
+    peak = peak_flops / best_time(peak_fn, repeats=5) / 1e9
+    gflop = per_voxel * math.prod(settings.window) * windows[0] * mc_samples / 1e9
+    return {
+        "mc_samples": float(mc_samples),
+        "seconds": seconds,
+        "peak_rss_mb": rss,
+        "windows": float(windows[0]),
+        "gflop": gflop,
+        "peak_gflops": peak,
+    }
 
 
 def bench_infer(
@@ -75,11 +94,18 @@ def infer_lines(results: Sequence[Mapping[str, float]], shape: Sequence[int]) ->
     size = "x".join(str(s) for s in shape)
     lines = []
     for r in results:
-        lines.append(
+        line = (
             f"{size} volume, T = {int(r['mc_samples'])}: {r['seconds']:.2f} s "
             f"({r['seconds'] / first['seconds']:.2f}x T = {int(first['mc_samples'])}), "
             f"peak RSS {r['peak_rss_mb']:.0f} MB ({r['peak_rss_mb'] / first['peak_rss_mb']:.2f}x)"
         )
+        if r.get("gflop") and r.get("peak_gflops"):
+            achieved = r["gflop"] / r["seconds"]
+            line += (
+                f", {int(r['windows'])} windows, {achieved:.1f} GFLOP/s = "
+                f"{achieved / r['peak_gflops']:.3f} of the matmul peak ({r['peak_gflops']:.1f})"
+            )
+        lines.append(line)
     return lines
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from tfuq.bench.timing import best_time, conv_flops, matmul_peak_gflops
+from tfuq.bench.timing import conv_flops, interleaved_best, matmul_peak
 
 __all__ = ["NetworkBenchmark", "bench_network"]
 
@@ -27,6 +27,7 @@ class NetworkBenchmark:
     mc_group_seconds: float | None = None
     group_forward_seconds: float | None = None
     shared_prefix: bool = False
+    folded: bool = False
 
     @property
     def achieved_gflops(self) -> float:
@@ -64,7 +65,8 @@ class NetworkBenchmark:
         if self.mc_cost is not None:
             extra.append(
                 f"MC inference, T = {self.mc_samples} passes of {self.mc_group_windows} window(s) "
-                f"(shared deterministic prefix: {'yes' if self.shared_prefix else 'no'}): "
+                f"(shared deterministic prefix: {'yes' if self.shared_prefix else 'no'}; "
+                f"channel dropout folded: {'yes' if self.folded else 'no'}): "
                 f"{self.mc_group_seconds:.3f} s = {self.mc_cost:.2f} deterministic passes"
             )
         if self.bfloat16_speedup is not None:
@@ -85,10 +87,15 @@ class NetworkBenchmark:
 def bench_network(config: Any, *, batch: int | None = None, repeats: int = 3) -> NetworkBenchmark:
     """Time the configured network's forward pass against the matmul peak, in one process.
 
+    Every measurement (matmul peak, deterministic and MC-dropout forward,
+    bfloat16 forward, one MC window group and its deterministic pass) is timed
+    in alternation (:func:`~tfuq.bench.timing.interleaved_best`), so the
+    ratios compare runs made under the same load.
+
     Args:
         config: A loaded :class:`~tfuq.config.Config`.
         batch: Windows per forward call; default ``[NETWORK] batch_size``.
-        repeats: Timed calls per measurement (best kept).
+        repeats: Rounds of timing (best kept per measurement).
 
     Returns:
         NetworkBenchmark: FLOPs, times and the ratios.
@@ -109,44 +116,52 @@ def bench_network(config: Any, *, batch: int | None = None, repeats: int = 3) ->
         for i, spec in enumerate(specs)
     ]
     args = inputs if len(inputs) > 1 else inputs[0]
-    forward = tf.function(lambda x: model(x, training=False))
-    deterministic = best_time(
-        lambda: keras.tree.map_structure(lambda t: t.numpy(), forward(args)), repeats=repeats
-    )
-    with mc_sampling(model):
-        mc_forward = tf.function(lambda x: model(x, training=False))
-        mc = best_time(
-            lambda: keras.tree.map_structure(lambda t: t.numpy(), mc_forward(args)), repeats=repeats
-        )
+
+    def run(fn: Any, x: Any) -> Any:
+        return lambda: keras.tree.map_structure(lambda t: t.numpy(), fn(x))
+
+    peak_fn, peak_flops = matmul_peak()
+    fns = {"peak": peak_fn, "forward": run(tf.function(lambda x: model(x, training=False)), args)}
+    with mc_sampling(model):  # traced now, with MC sampling on
+        fns["mc"] = run(tf.function(lambda x: model(x, training=False)), args)
+        fns["mc"]()
     try:
         fast = with_precision(model, "bfloat16")
     except UserError:
-        bf16 = None
+        pass
     else:
-        fast_forward = tf.function(lambda x: fast(x, training=False))
-        bf16 = best_time(
-            lambda: keras.tree.map_structure(lambda t: t.numpy(), fast_forward(args)), repeats=repeats
-        )
-    group = _mc_group(config, model, inputs, repeats)
-    peak = matmul_peak_gflops(repeats=repeats + 2)
+        fns["bf16"] = run(tf.function(lambda x: fast(x, training=False)), args)
+    group = _mc_group(config, model, inputs)
+    fns.update(group.pop("fns", {}))
+    with mc_sampling(model):
+        best = interleaved_best(fns, repeats=repeats)
     return NetworkBenchmark(
         network=config.network.name,
         window=tuple(int(s) for s in specs[0].shape[1:-1]),
         batch=batch,
         gflop_per_batch=conv_flops(model) * batch / 1e9,
-        peak_gflops=peak,
-        forward_seconds=deterministic,
-        mc_forward_seconds=mc,
-        bfloat16_forward_seconds=bf16,
+        peak_gflops=peak_flops / best["peak"] / 1e9,
+        forward_seconds=best["forward"],
+        mc_forward_seconds=best["mc"],
+        bfloat16_forward_seconds=best.get("bf16"),
+        mc_group_seconds=best.get("group_mc"),
+        group_forward_seconds=best.get("group_forward"),
         **group,
     )
 
 
-def _mc_group(config: Any, model: Any, inputs: list, repeats: int) -> dict[str, Any]:
-    """Time ``tfuq infer``'s window predictor on one window group against a deterministic pass of it."""
+def _mc_group(config: Any, model: Any, inputs: list) -> dict[str, Any]:
+    """``tfuq infer``'s window predictor on one window group, and a deterministic pass of it, to time.
+
+    Returns:
+        dict with the group's description and ``fns``: ``group_mc`` (T passes, streamed moments) and
+        ``group_forward`` (one deterministic pass), both traced already; empty for a model without
+        MC sampling.
+    """
     import keras
     import tensorflow as tf
 
+    from tfuq.inference.channel_fold import fold_channel_dropout
     from tfuq.inference.mc import mc_window_predictor, sample_plan
     from tfuq.inference.prefix import split_at_stochastic
     from tfuq.layers import mc_sampling, stochastic_layers
@@ -162,9 +177,7 @@ def _mc_group(config: Any, model: Any, inputs: list, repeats: int) -> dict[str, 
     levels = [x.numpy() if len(spatial) == 3 else x.numpy()[..., None, :] for x in group]
     forward = tf.function(lambda x: model(x, training=False))
     args = group if len(group) > 1 else group[0]
-    deterministic = best_time(
-        lambda: keras.tree.map_structure(lambda t: t.numpy(), forward(args)), repeats=repeats
-    )
+    split = split_at_stochastic(model)
     with mc_sampling(model):
         predict = mc_window_predictor(
             model,
@@ -174,11 +187,14 @@ def _mc_group(config: Any, model: Any, inputs: list, repeats: int) -> dict[str, 
             window=window,
             levels=len(levels),
         )
-        seconds = best_time(lambda: predict(levels), repeats=repeats)
+        predict(levels)
     return {
         "mc_samples": samples,
         "mc_group_windows": windows,
-        "mc_group_seconds": seconds,
-        "group_forward_seconds": deterministic,
-        "shared_prefix": split_at_stochastic(model) is not None,
+        "shared_prefix": split is not None,
+        "folded": split is not None and fold_channel_dropout(split[1]) is not None,
+        "fns": {
+            "group_forward": lambda: keras.tree.map_structure(lambda t: t.numpy(), forward(args)),
+            "group_mc": lambda: predict(levels),
+        },
     }

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
-__all__ = ["best_time", "conv_flops", "matmul_peak_gflops"]
+__all__ = ["best_time", "conv_flops", "interleaved_best", "matmul_peak", "matmul_peak_gflops"]
 
 
 def best_time(fn: Callable[[], Any], *, repeats: int = 5, warmup: int = 1) -> float:
@@ -22,13 +22,37 @@ def best_time(fn: Callable[[], Any], *, repeats: int = 5, warmup: int = 1) -> fl
     return best
 
 
-def matmul_peak_gflops(n: int = 2048, *, repeats: int = 5, inner: int = 4) -> float:
-    """This machine's fp32 matmul throughput in GFLOP/s (``2 n^3`` FLOPs per product).
+def interleaved_best(fns: Mapping[str, Callable[[], Any]], *, repeats: int = 5) -> dict[str, float]:
+    """Best wall time of each function, timed in turn: round r times every function once.
+
+    On a shared machine the load changes over seconds; timing the functions
+    in alternation puts each of them in the same conditions, so the ratios of
+    the results stay meaningful where separate best-of runs would not.
+
+    Args:
+        fns: Name -> callable (each called once as warm-up first, in order).
+        repeats: Rounds, ``>= 1``.
+
+    Returns:
+        Name -> best seconds.
+    """
+    for fn in fns.values():
+        fn()
+    best = dict.fromkeys(fns, math.inf)
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - start)
+    return best
+
+
+def matmul_peak(n: int = 2048, *, inner: int = 4) -> tuple[Callable[[], Any], float]:
+    """A timed fp32 matmul chain and its FLOPs: ``(fn, flops)`` with ``2 n^3`` FLOPs per product.
 
     Args:
         n: Square matrix size.
-        repeats: Timed calls; the best is kept.
-        inner: Products per timed call, chained so none can be skipped.
+        inner: Products per call, chained so none can be skipped.
     """
     import tensorflow as tf
 
@@ -40,8 +64,19 @@ def matmul_peak_gflops(n: int = 2048, *, repeats: int = 5, inner: int = 4) -> fl
             x = tf.matmul(x, a)
         return x
 
-    seconds = best_time(lambda: chain(a).numpy(), repeats=repeats)
-    return 2.0 * n**3 * inner / seconds / 1e9
+    return (lambda: chain(a).numpy()), 2.0 * n**3 * inner
+
+
+def matmul_peak_gflops(n: int = 2048, *, repeats: int = 5, inner: int = 4) -> float:
+    """This machine's fp32 matmul throughput in GFLOP/s (``2 n^3`` FLOPs per product).
+
+    Args:
+        n: Square matrix size.
+        repeats: Timed calls; the best is kept.
+        inner: Products per timed call, chained so none can be skipped.
+    """
+    fn, flops = matmul_peak(n, inner=inner)
+    return flops / best_time(fn, repeats=repeats) / 1e9
 
 
 def _conv_kind(layer: Any) -> str | None:

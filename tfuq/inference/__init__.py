@@ -10,6 +10,7 @@
 Every public name of these modules is re-exported here.
 """
 
+from tfuq.inference.channel_fold import fold_channel_dropout
 from tfuq.inference.decomposition import (
     ALEATORIC_VAR,
     DECOMPOSITION_KEYS,
@@ -152,6 +153,7 @@ __all__ = [
     "finalize",
     "find_inference_subjects",
     "fit_feature_density",
+    "fold_channel_dropout",
     "image_subject",
     "init_state",
     "load_inference_subject",

@@ -49,6 +49,7 @@ import tensorflow as tf
 from tfuq.checks import check_int
 from tfuq.data.windows import check_window
 from tfuq.distributions import check_family, constrain
+from tfuq.inference.channel_fold import fold_channel_dropout
 from tfuq.inference.decomposition import TOTAL_VAR, check_param_samples
 from tfuq.inference.derived import derived_quantity, derived_update
 from tfuq.inference.engine import MOMENT_KEYS, blend_windows, check_predictions, check_volume
@@ -129,9 +130,11 @@ def mc_window_moments(
         on_params: Called with every call's checked parameters, reshaped to
             ``(copies, B, *window, P)``.
         prepare: Deterministic part of the network (:mod:`tfuq.inference.prefix`):
-            called once on the list of level inputs, its list of outputs (batch
-            ``B`` first) is what gets tiled, and ``sample_fn`` then takes
-            that tiled list. None: ``sample_fn`` takes the tiled inputs.
+            called once on the list of level inputs; ``sample_fn`` is then
+            called as ``sample_fn(features, copies)`` with its untiled list
+            of outputs (batch ``B`` first) and returns the ``copies * B``
+            rows (rows ``t * B + b``), tiling or folding the copies itself.
+            None: ``sample_fn`` takes the tiled inputs.
 
     Returns:
         The :class:`~tfuq.inference.MomentState` of shape ``(B, *window)``
@@ -152,8 +155,11 @@ def mc_window_moments(
     done = 0
     while done < mc_samples:
         copies = min(samples_per_call, mc_samples - done)
-        tiled = [_tile(x, copies) for x in feeds]
-        out = sample_fn(tiled if prepare is not None or isinstance(inputs, (list, tuple)) else tiled[0])
+        if prepare is not None:
+            out = sample_fn(feeds, copies)
+        else:
+            tiled = [_tile(x, copies) for x in feeds]
+            out = sample_fn(tiled if isinstance(inputs, (list, tuple)) else tiled[0])
         params = check_predictions(out, batch * copies, spatial, name="model")
         params = params.reshape(copies, batch, *params.shape[1:])
         check_param_samples(family, params, "model output")
@@ -232,14 +238,15 @@ _FORWARDS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 def _forward(
     model: keras.layers.Layer, window: tuple[int, ...], levels: int
-) -> tuple[Callable[[list], list] | None, Callable[[list], Any]]:
+) -> tuple[Callable[[list], list] | None, Callable[..., Any]]:
     """Compiled MC pass ``(prepare, forward)``: level inputs -> float32 head parameters ``(B, *window, P)``.
 
     ``prepare`` (None when the model does not split, :func:`tfuq.inference.prefix.split_at_stochastic`)
-    computes the deterministic prefix once; ``forward`` the stochastic rest on its tiled outputs (or the
-    whole model on the tiled inputs). Traced under :func:`tfuq.layers.mc_sampling` (the switch is read
-    when tracing), so they are only called inside that context; one pair per model and input layout is
-    kept.
+    computes the deterministic prefix once; ``forward(features, copies)`` the stochastic rest for ``copies``
+    copies of its outputs (tiled, or channel dropout folded into the next convolution,
+    :mod:`tfuq.inference.channel_fold`), or without a prefix the whole model on the tiled inputs.
+    Traced under :func:`tfuq.layers.mc_sampling` (the switch is read when tracing), so they are only
+    called inside that context; one pair per model and input layout is kept.
     """
     cache = _FORWARDS.setdefault(model, {})
     key = (window, levels)
@@ -250,7 +257,7 @@ def _forward(
 
 def _make_forward(
     model: keras.layers.Layer, window: tuple[int, ...], levels: int
-) -> tuple[Callable[[list], list] | None, Callable[[list], Any]]:
+) -> tuple[Callable[[list], list] | None, Callable[..., Any]]:
     rank = _spatial_rank(model)
     axis: int | None = None
     if rank == 2:
@@ -282,6 +289,7 @@ def _make_forward(
 
         return None, forward
     prefix, suffix = split
+    folded = fold_channel_dropout(suffix)
 
     @tf.function(reduce_retracing=True)
     def prepare(inputs: list[tf.Tensor]) -> list[tf.Tensor]:
@@ -289,8 +297,11 @@ def _make_forward(
         return list(features) if isinstance(features, (list, tuple)) else [features]
 
     @tf.function(reduce_retracing=True)
-    def stochastic(features: list[tf.Tensor]) -> tf.Tensor:
-        return head_output(suffix(features if len(features) > 1 else features[0], training=False))
+    def stochastic(features: list[tf.Tensor], copies: int) -> tf.Tensor:
+        if folded is not None:
+            return head_output(folded(features[0], copies))
+        tiled = [_tile(x, copies) for x in features]
+        return head_output(suffix(tiled if len(tiled) > 1 else tiled[0], training=False))
 
     return prepare, stochastic
 

@@ -1,4 +1,4 @@
-"""Layers: distribution heads, concrete dropout, MC dropout and the MC-sampling switch."""
+"""Layers: distribution heads, concrete and MC dropout, the MC-sampling switch, native dilated convs."""
 
 from tfuq.layers.concrete_dropout import (
     ConcreteDropout,
@@ -7,6 +7,7 @@ from tfuq.layers.concrete_dropout import (
     concrete_dropout_mask,
     concrete_dropout_regularizer,
 )
+from tfuq.layers.dilated_conv import DilatedConv2D, DilatedConv3D
 from tfuq.layers.distribution_head import DistributionHead
 from tfuq.layers.mc_dropout import MCDropout, MCSpatialDropout2D, MCSpatialDropout3D
 from tfuq.layers.mc_sampling import (
@@ -23,6 +24,8 @@ __all__ = [
     "ConcreteDropout",
     "ConcreteSpatialDropout2D",
     "ConcreteSpatialDropout3D",
+    "DilatedConv2D",
+    "DilatedConv3D",
     "DistributionHead",
     "MCDropout",
     "MCSpatialDropout2D",

@@ -16,7 +16,7 @@ import keras
 
 from tfuq.checks import check_int
 from tfuq.distributions import FAMILIES, check_family
-from tfuq.layers import DistributionHead
+from tfuq.layers import DilatedConv2D, DilatedConv3D, DistributionHead
 from tfuq.networks.dropout import DropoutPlan
 
 __all__ = [
@@ -38,6 +38,7 @@ __all__ = [
 LAYERS: dict[int, dict[str, type[keras.layers.Layer]]] = {
     2: {
         "conv": keras.layers.Conv2D,
+        "dilated_conv": DilatedConv2D,
         "conv_transpose": keras.layers.Conv2DTranspose,
         "upsample": keras.layers.UpSampling2D,
         "crop": keras.layers.Cropping2D,
@@ -45,6 +46,7 @@ LAYERS: dict[int, dict[str, type[keras.layers.Layer]]] = {
     },
     3: {
         "conv": keras.layers.Conv3D,
+        "dilated_conv": DilatedConv3D,
         "conv_transpose": keras.layers.Conv3DTranspose,
         "upsample": keras.layers.UpSampling3D,
         "crop": keras.layers.Cropping3D,
@@ -153,6 +155,11 @@ def apply_normalization(x: Any, normalization: str, name: str) -> Any:
     raise ValueError(f"Expected normalization in {NORMALIZATIONS}. Received: normalization={normalization!r}")
 
 
+def _conv_class(rank: int, dilation: Sequence[int]) -> type[keras.layers.Layer]:
+    """Keras's convolution, or the native dilated one (:mod:`tfuq.layers.dilated_conv`) when dilated."""
+    return LAYERS[rank]["dilated_conv" if any(int(d) > 1 for d in dilation) else "conv"]
+
+
 def apply_conv_block(
     x: Any,
     filters: int,
@@ -194,6 +201,7 @@ def apply_conv_block(
     options: dict[str, Any] = {}
     if not transpose:
         options["dilation_rate"] = expand(dilation_rate, rank, "dilation_rate")
+        conv_cls = _conv_class(rank, options["dilation_rate"])
     conv = conv_cls(
         filters,
         expand(kernel_size, rank, "kernel_size"),
@@ -305,10 +313,11 @@ def apply_residual_block(
     for i in range(num_convs):
         h = apply_normalization(h, normalization, f"{name}_norm_{i}")
         h = apply_activation(h, activation, rank, f"{name}_act_{i}")
-        conv = LAYERS[rank]["conv"](
+        dilation = expand(dilation_rate, rank, "dilation_rate")
+        conv = _conv_class(rank, dilation)(
             filters,
             expand(kernel_size, rank, "kernel_size"),
-            dilation_rate=expand(dilation_rate, rank, "dilation_rate"),
+            dilation_rate=dilation,
             padding="same",
             use_bias=normalization == "none",
             name=f"{name}_conv_{i}",
