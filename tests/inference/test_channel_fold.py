@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfuq.inference.channel_fold import fold_channel_dropout
+import tfuq.inference.channel_fold as channel_fold
+from tfuq.inference.channel_fold import _plan, fold_channel_dropout
 from tfuq.inference.mc import seeded_generators
 from tfuq.inference.prefix import split_at_stochastic
 from tfuq.layers import (
@@ -44,6 +45,25 @@ def _suffix_2d() -> keras.Model:
     return keras.Model(x, DistributionHead("laplace", rank=2)(keras.layers.ReLU()(h)))
 
 
+def _suffix_bn(spatial_rest: bool) -> keras.Model:
+    """Dropout -> conv -> BN -> ReLU (folded into the convolution) -> [3^3 conv ->] head."""
+    keras.utils.set_random_seed(6)
+    x = keras.Input((5, 6, 7, 4))
+    h = MCSpatialDropout3D(0.3, seed=3)(x)
+    h = keras.layers.Conv3D(5, 1)(h)
+    bn = keras.layers.BatchNormalization()
+    h = keras.layers.ReLU()(bn(h))
+    if spatial_rest:  # not pointwise: the result is transposed to (T * B, ...) first
+        h = keras.layers.Conv3D(3, 3, padding="same")(h)
+    model = keras.Model(x, DistributionHead("normal")(h))
+    rng = np.random.default_rng(9)
+    bn.gamma.assign(rng.uniform(0.5, 2, 5).astype("float32"))
+    bn.beta.assign(rng.normal(size=5).astype("float32"))
+    bn.moving_mean.assign(rng.normal(size=5).astype("float32"))
+    bn.moving_variance.assign(rng.uniform(0.2, 3, 5).astype("float32"))
+    return model
+
+
 def _naive(model: keras.Model, h: np.ndarray, copies: int, seed: int) -> np.ndarray:
     with seeded_generators(model, seed), mc_sampling(model):
         return keras.ops.convert_to_numpy(model(tf.concat([h] * copies, 0), training=False))
@@ -56,9 +76,25 @@ def _folded(model: keras.Model, h: np.ndarray, copies: int, seed: int) -> np.nda
         return keras.ops.convert_to_numpy(run(tf.constant(h), copies))
 
 
-@pytest.mark.parametrize("make, batch, copies", [(_suffix_3d, 1, 5), (_suffix_3d, 2, 3), (_suffix_2d, 3, 4)])
-def test_folded_passes_equal_the_tiled_suffix_for_the_same_masks(make, batch: int, copies: int) -> None:
+@pytest.mark.parametrize(
+    "make, batch, copies",
+    [
+        (_suffix_3d, 1, 5),
+        (_suffix_3d, 2, 3),
+        (_suffix_2d, 3, 4),
+        (lambda: _suffix_bn(False), 1, 6),
+        (lambda: _suffix_bn(False), 2, 2),
+        (lambda: _suffix_bn(True), 2, 3),
+    ],
+)
+@pytest.mark.parametrize(
+    "chunk_bytes", [4 << 20, 4 * 7 * 40]
+)  # one voxel chunk; chunks of a few voxels + a remainder
+def test_folded_passes_equal_the_tiled_suffix_for_the_same_masks(
+    monkeypatch, make, batch: int, copies: int, chunk_bytes: int
+) -> None:
     """Oracle: the suffix itself on the input tiled ``copies`` times, same seeded dropout stream."""
+    monkeypatch.setattr(channel_fold, "_CHUNK_BYTES", chunk_bytes)
     model = make()
     shape = (batch, *model.inputs[0].shape[1:])
     h = np.random.default_rng(0).normal(size=shape).astype("float32")
@@ -79,6 +115,9 @@ def test_the_head_placement_of_highres3dnet_folds() -> None:
     )
     _, suffix = split_at_stochastic(model)
     assert fold_channel_dropout(suffix) is not None
+    plan = _plan(suffix)  # conv -> BN -> ReLU absorbed, then a pointwise head on the (1, X, Y, Z * T, F) view
+    assert plan.batch_norm is not None and plan.relu
+    assert plan.pointwise == (model.layers[-1],)  # the final 1^3 convolution
 
 
 def test_what_does_not_fold_gives_none() -> None:
