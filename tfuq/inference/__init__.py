@@ -54,6 +54,7 @@ from tfuq.inference.features import (
     mahalanobis,
     window_features,
 )
+from tfuq.inference.folding import fold_batch_norm
 from tfuq.inference.mc import (
     ALPHA,
     BETA,
@@ -153,6 +154,7 @@ __all__ = [
     "finalize",
     "find_inference_subjects",
     "fit_feature_density",
+    "fold_batch_norm",
     "fold_channel_dropout",
     "image_subject",
     "init_state",

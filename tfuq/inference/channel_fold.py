@@ -46,6 +46,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from tfuq.inference.folding import _FoldedConv
 from tfuq.layers import (
     DistributionHead,
     MCSpatialDropout2D,
@@ -144,12 +145,15 @@ def _plan(suffix: keras.Model) -> _Plan | None:
         return None
     node = _only_consumer(consumers, node.outputs[0])
     conv = node.operation if node is not None else None
+    batch_norm, relu = None, False
+    if isinstance(conv, _FoldedConv):  # conv -> BN already merged by the inference graph
+        conv, batch_norm = conv.conv, conv.bn
     if not _foldable_conv(conv):
         return None
-    batch_norm, relu = None, False
     nxt = _only_consumer(consumers, node.outputs[0])
     if (
-        conv.activation in (None, keras.activations.linear)
+        batch_norm is None
+        and conv.activation in (None, keras.activations.linear)
         and nxt is not None
         and isinstance(nxt.operation, keras.layers.BatchNormalization)
         and nxt.operation.axis in (-1, len(node.outputs[0].shape) - 1)

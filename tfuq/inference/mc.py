@@ -53,6 +53,7 @@ from tfuq.inference.channel_fold import fold_channel_dropout
 from tfuq.inference.decomposition import TOTAL_VAR, check_param_samples
 from tfuq.inference.derived import derived_quantity, derived_update
 from tfuq.inference.engine import MOMENT_KEYS, blend_windows, check_predictions, check_volume
+from tfuq.inference.folding import fold_batch_norm
 from tfuq.inference.prefix import split_at_stochastic
 from tfuq.inference.streaming import MomentState, finalize, init_state, update_state
 from tfuq.layers import iter_layers, mc_sampling, stochastic_layers
@@ -241,7 +242,9 @@ def _forward(
 ) -> tuple[Callable[[list], list] | None, Callable[..., Any]]:
     """Compiled MC pass ``(prepare, forward)``: level inputs -> float32 head parameters ``(B, *window, P)``.
 
-    ``prepare`` (None when the model does not split, :func:`tfuq.inference.prefix.split_at_stochastic`)
+    The graph is the network with BatchNormalization folded into the convolutions before it
+    (:func:`tfuq.inference.folding.fold_batch_norm`). ``prepare`` (None when it does not split,
+    :func:`tfuq.inference.prefix.split_at_stochastic`)
     computes the deterministic prefix once; ``forward(features, copies)`` the stochastic rest for ``copies``
     copies of its outputs (tiled, or channel dropout folded into the next convolution,
     :mod:`tfuq.inference.channel_fold`), or without a prefix the whole model on the tiled inputs.
@@ -280,12 +283,13 @@ def _make_forward(
             out = tf.expand_dims(out, axis=axis)
         return tf.cast(out, tf.float32)
 
-    split = split_at_stochastic(model) if isinstance(model, keras.Model) else None
+    graph = fold_batch_norm(model) if isinstance(model, keras.Model) else model
+    split = split_at_stochastic(graph) if isinstance(graph, keras.Model) else None
     if split is None:
 
         @tf.function(reduce_retracing=True)
         def forward(inputs: list[tf.Tensor]) -> tf.Tensor:
-            return head_output(model(network_input(inputs), training=False))
+            return head_output(graph(network_input(inputs), training=False))
 
         return None, forward
     prefix, suffix = split
