@@ -87,7 +87,9 @@ class NetworkBenchmark:
 def bench_network(config: Any, *, batch: int | None = None, repeats: int = 3) -> NetworkBenchmark:
     """Time the configured network's forward pass against the matmul peak, in one process.
 
-    Every measurement (matmul peak, deterministic and MC-dropout forward,
+    The network is timed as the MC engine runs it (BatchNormalization folded,
+    :func:`tfuq.inference.folding.fold_batch_norm`). Every measurement
+    (matmul peak, deterministic and MC-dropout forward,
     bfloat16 forward, one MC window group and its deterministic pass) is timed
     in alternation (:func:`~tfuq.bench.timing.interleaved_best`), so the
     ratios compare runs made under the same load.
@@ -104,6 +106,7 @@ def bench_network(config: Any, *, batch: int | None = None, repeats: int = 3) ->
     import tensorflow as tf
 
     from tfuq.errors import UserError
+    from tfuq.inference.folding import fold_batch_norm
     from tfuq.layers import mc_sampling
     from tfuq.model_store import build_network
     from tfuq.model_store.precision import with_precision
@@ -120,18 +123,19 @@ def bench_network(config: Any, *, batch: int | None = None, repeats: int = 3) ->
     def run(fn: Any, x: Any) -> Any:
         return lambda: keras.tree.map_structure(lambda t: t.numpy(), fn(x))
 
+    graph = fold_batch_norm(model)  # what the MC engine compiles
     peak_fn, peak_flops = matmul_peak()
-    fns = {"peak": peak_fn, "forward": run(tf.function(lambda x: model(x, training=False)), args)}
+    fns = {"peak": peak_fn, "forward": run(tf.function(lambda x: graph(x, training=False)), args)}
     with mc_sampling(model):  # traced now, with MC sampling on
-        fns["mc"] = run(tf.function(lambda x: model(x, training=False)), args)
+        fns["mc"] = run(tf.function(lambda x: graph(x, training=False)), args)
         fns["mc"]()
     try:
-        fast = with_precision(model, "bfloat16")
+        fast = fold_batch_norm(with_precision(model, "bfloat16"))
     except UserError:
         pass
     else:
         fns["bf16"] = run(tf.function(lambda x: fast(x, training=False)), args)
-    group = _mc_group(config, model, inputs)
+    group = _mc_group(config, model, graph, inputs)
     fns.update(group.pop("fns", {}))
     with mc_sampling(model):
         best = interleaved_best(fns, repeats=repeats)
@@ -150,8 +154,10 @@ def bench_network(config: Any, *, batch: int | None = None, repeats: int = 3) ->
     )
 
 
-def _mc_group(config: Any, model: Any, inputs: list) -> dict[str, Any]:
+def _mc_group(config: Any, model: Any, graph: Any, inputs: list) -> dict[str, Any]:
     """``tfuq infer``'s window predictor on one window group, and a deterministic pass of it, to time.
+
+    ``graph`` is the network as the engine compiles it (its deterministic pass is the unit).
 
     Returns:
         dict with the group's description and ``fns``: ``group_mc`` (T passes, streamed moments) and
@@ -175,9 +181,9 @@ def _mc_group(config: Any, model: Any, inputs: list) -> dict[str, Any]:
     spatial = tuple(int(s) for s in group[0].shape[1:-1])
     window = spatial if len(spatial) == 3 else (*spatial, 1)
     levels = [x.numpy() if len(spatial) == 3 else x.numpy()[..., None, :] for x in group]
-    forward = tf.function(lambda x: model(x, training=False))
+    forward = tf.function(lambda x: graph(x, training=False))
     args = group if len(group) > 1 else group[0]
-    split = split_at_stochastic(model)
+    split = split_at_stochastic(graph)
     with mc_sampling(model):
         predict = mc_window_predictor(
             model,
