@@ -57,3 +57,42 @@ def test_a_functional_model_whose_layers_fix_float32_is_refused_in_one_line() ->
     model = keras.Model(inputs, keras.layers.Conv2D(2, 3, padding="same", dtype="float32")(inputs))
     with pytest.raises(UserError, match="precision = bfloat16"):
         with_precision(model, "bfloat16")
+
+
+@pytest.mark.parametrize(
+    "requested, trained, expected",
+    [
+        ("auto", "mixed_bfloat16", "bfloat16"),
+        ("auto", "float32", "float32"),
+        ("auto", "mixed_float16", "float32"),  # no float16 inference on CPU: float32
+        ("auto", None, "float32"),  # a model_dir without a stored training config
+        ("float32", "mixed_bfloat16", "float32"),  # an explicit value wins
+        ("bfloat16", "float32", "bfloat16"),
+    ],
+)
+def test_auto_precision_is_the_training_policy_stored_with_the_model(
+    tmp_path, requested: str, trained: str | None, expected: str
+) -> None:
+    import sys
+    from pathlib import Path
+
+    from tfuq.config import load_config
+    from tfuq.model_store.layout import CONFIG_FILE
+    from tfuq.model_store.precision import resolve_precision
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from training_setup import TINY_INI
+
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    text = TINY_INI.format(model_dir=model_dir, cache_dir=tmp_path / "phantom")
+    if trained is not None:
+        stored = text.replace("seed = 0\n", f"seed = 0\nmixed_precision = {trained}\n", 1)
+        (model_dir / CONFIG_FILE).write_text(stored)
+    ini = tmp_path / "run.ini"
+    ini.write_text(text)  # the running config says float32 training: auto must read the stored policy
+    config = load_config(ini, [f"INFERENCE.precision={requested}"])
+    assert resolve_precision(config, model_dir) == expected
+    # without a model_dir (bench on a fresh network): the config's own policy
+    bf16 = load_config(ini, [f"INFERENCE.precision={requested}", "SYSTEM.mixed_precision=mixed_bfloat16"])
+    assert resolve_precision(bf16) == ("bfloat16" if requested in ("auto", "bfloat16") else "float32")

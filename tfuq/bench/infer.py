@@ -36,13 +36,13 @@ def infer_once(config: Any, shape: Sequence[int], mc_samples: int) -> dict[str, 
     from tfuq.data.normalisation import NormalisationParams
     from tfuq.inference.prediction import check_windows, predict_subject, prediction_settings
     from tfuq.model_store import build_network
-    from tfuq.model_store.precision import with_precision
+    from tfuq.model_store.precision import resolve_precision, with_precision
     from tfuq.model_store.trained import TrainedModel
 
     settings = prediction_settings(config, mc_samples=mc_samples)
     network = build_network(config)
     per_voxel = conv_flops(network) / math.prod(int(s) for s in network.inputs[0].shape[1:-1])
-    model = with_precision(network, config.inference.precision)
+    model = with_precision(network, resolve_precision(config))
     members = check_windows([TrainedModel(Path("."), model, NormalisationParams("none", 0.0, 1.0))], settings)
     channels = len(config.input_sections)
     volume = np.random.default_rng(0).normal(size=(*shape, channels)).astype(np.float32)

@@ -251,10 +251,11 @@ class InferenceSection:
         min=0,
     )
     precision: str = setting(
-        "float32",
-        "tfuq: compute precision of infer/calibrate/validate-uq; bfloat16 = the network in bfloat16 "
-        "(head, moments and maps float32), faster on CPUs with AVX512-BF16/AMX",
-        choices=("float32", "bfloat16"),
+        "auto",
+        "tfuq: compute precision of infer/calibrate/validate-uq/export; bfloat16 = the network in bfloat16 "
+        "(head, moments and maps float32), faster on CPUs with AVX512-BF16/AMX; auto = as trained "
+        "(bfloat16 for a model trained with [SYSTEM] mixed_precision = mixed_bfloat16, else float32)",
+        choices=("auto", "float32", "bfloat16"),
     )
     save_seg_dir: str = setting("inference", "output folder; relative to model_dir", path="model_dir")
     output_postfix: str = setting("", "appended to output file stems")

@@ -88,7 +88,7 @@ from tfuq.inference.prediction import (
     prediction_settings,
 )
 from tfuq.inference.subject_inputs import SubjectInputs, load_inference_subject
-from tfuq.model_store.precision import with_precision
+from tfuq.model_store.precision import resolve_precision, with_precision
 from tfuq.model_store.trained import TrainedModel, load_members, load_trained_model
 
 if TYPE_CHECKING:
@@ -435,7 +435,7 @@ def train_size_sweep_model(
     _LOG.info("size sweep: %d subject(s) stopped at step %d (%s)", len(subset), result.final_step,
               result.stopped)  # fmt: skip
     member = load_trained_model(folder, best=bool(sweep_config.training.early_stopping_patience))
-    model = with_precision(member.model, config.inference.precision)
+    model = with_precision(member.model, resolve_precision(config, folder))
     return dataclasses.replace(member, model=model), result
 
 

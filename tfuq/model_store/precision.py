@@ -1,4 +1,10 @@
-"""Inference precision: ``[INFERENCE] precision = float32 | bfloat16``.
+"""Inference precision: ``[INFERENCE] precision = auto | float32 | bfloat16``.
+
+``auto`` (the default) is the precision the model was trained in: the
+training policy is stored with the model (``[SYSTEM] mixed_precision`` in the
+model_dir's ``training_config.ini``), and a model trained under
+``mixed_bfloat16`` is run in bfloat16, any other in float32
+(:func:`resolve_precision`).
 
 A trained network is stored with float32 weights whatever the training
 policy. For ``bfloat16`` inference :func:`with_precision` rebuilds it from its
@@ -15,15 +21,41 @@ activations' scale (the tolerance is tested in
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import keras
 import numpy as np
 
 from tfuq.errors import UserError
+from tfuq.typing import PathLike
 
-__all__ = ["PRECISIONS", "with_precision"]
+__all__ = ["PRECISIONS", "resolve_precision", "with_precision"]
 
 #: Values of ``[INFERENCE] precision``.
 PRECISIONS = ("float32", "bfloat16")
+
+
+def resolve_precision(config: Any, model_dir: PathLike | None = None) -> str:
+    """The precision ``[INFERENCE] precision`` asks for, with ``auto`` resolved.
+
+    Args:
+        config: A loaded :class:`~tfuq.config.Config`.
+        model_dir: The trained model's folder; its stored training config gives
+            the training policy. None (or a folder without one): ``config``'s
+            own ``[SYSTEM] mixed_precision``.
+
+    Returns:
+        One of :data:`PRECISIONS`.
+    """
+    requested = config.inference.precision
+    if requested != "auto":
+        return requested
+    from tfuq.model_store.contract import load_stored_config
+
+    stored = load_stored_config(Path(model_dir)) if model_dir is not None else None
+    policy = (stored or config).system.mixed_precision
+    return "bfloat16" if policy == "mixed_bfloat16" else "float32"
 
 
 def with_precision(model: keras.Model, precision: str) -> keras.Model:

@@ -26,7 +26,7 @@ from tfuq.errors import UserError
 from tfuq.model_store.keras_file import load_model
 from tfuq.model_store.layout import CHECKPOINT_DIR, MODEL_FILE
 from tfuq.model_store.normalisation import read_target_normalisation
-from tfuq.model_store.precision import with_precision
+from tfuq.model_store.precision import resolve_precision, with_precision
 from tfuq.typing import PathLike
 
 __all__ = ["TrainedModel", "load_members", "load_trained_model"]
@@ -118,7 +118,7 @@ def load_members(config: Config) -> list[TrainedModel]:
     members = [load_trained_model(config.model_dir, config.inference.inference_iter)]
     for folder in config.uncertainty.ensemble:
         members.append(load_trained_model(folder))
-    precision = config.inference.precision
+    precision = resolve_precision(config, members[0].model_dir)
     if precision != "float32":
         members = [dataclasses.replace(m, model=with_precision(m.model, precision)) for m in members]
     if len(members) > 1:

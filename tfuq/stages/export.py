@@ -54,7 +54,7 @@ _LOG = logging.getLogger(__name__)
 
 def _load_network(config: Config) -> keras.Model:
     """The network as ``tfuq infer`` runs it: checkpoint and ``[INFERENCE] precision`` (one answer)."""
-    from tfuq.model_store.precision import with_precision
+    from tfuq.model_store.precision import resolve_precision, with_precision
 
     path = config.model_dir / MODEL_FILE
     if not path.is_file():
@@ -65,7 +65,7 @@ def _load_network(config: Config) -> keras.Model:
         model = load_trained_model(config.model_dir, config.inference.inference_iter).model
     else:
         model = load_model(path, compile=False)
-    return with_precision(model, config.inference.precision)
+    return with_precision(model, resolve_precision(config, config.model_dir))
 
 
 def export(config: Config, *, version: int | None = None, overwrite: bool = False) -> Path:
