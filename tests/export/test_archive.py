@@ -275,3 +275,35 @@ def test_refusals(tmp_path):
         export_saved_model(model, tmp_path / "c", family="normal", mc_samples=2)
     with pytest.raises(ValueError, match="one input name per model input"):
         export_saved_model(model, tmp_path / "d", family="normal", mc_samples=2, names=["a", "b"])
+
+
+def test_a_network_with_a_deterministic_prefix_serves_the_seeded_eager_passes(tmp_path):
+    """Head-placed dropout: the export runs the prefix once and the suffix T times, BN folded.
+
+    Oracle: the eager passes of the whole (unfolded) network with the same seeded streams.
+    """
+    from tfuq.inference.prefix import split_at_stochastic
+    from tfuq.networks import HighRes3DNet
+
+    keras.utils.set_random_seed(1)
+    model = HighRes3DNet(
+        (*WINDOW, 1), family="normal", base_filters=4, blocks_per_stack=1, dropout={"kind": "mc", "rate": 0.5}
+    )
+    rng = np.random.default_rng(4)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.moving_mean.assign(rng.normal(scale=0.3, size=layer.moving_mean.shape).astype("float32"))
+            layer.moving_variance.assign(
+                rng.uniform(0.5, 2, size=layer.moving_variance.shape).astype("float32")
+            )
+    assert split_at_stochastic(model) is not None
+    path = tmp_path / "1"
+    export_saved_model(
+        model, path, family="normal", mc_samples=T, seed=SEED, units=(UNITS.offset, UNITS.scale)
+    )
+    x = _windows()
+    _, expected = _replay(model, x, T, SEED)
+    out = tf.saved_model.load(str(path)).signatures["serving_default"](windows=tf.constant(x))
+    for key, value in expected.items():
+        np.testing.assert_allclose(out[key].numpy(), value, rtol=1e-4, atol=1e-4 * UNITS.scale, err_msg=key)
+    assert float(np.mean(expected["epistemic_std"])) > 1.0

@@ -21,6 +21,12 @@ all traced into its graph. Its signatures (all with method name
     one deterministic pass (dropout off): ``params`` (raw head channels)
     and the constrained ``loc``, ``scale`` (, ``power``).
 
+The graph is the one the MC engine compiles: BatchNormalization folded into
+the convolutions (:mod:`tfuq.inference.folding`) and, when the network has a
+deterministic prefix (:mod:`tfuq.inference.prefix`, e.g. dropout only
+before the head), the prefix computed once per request and only the
+stochastic suffix run in each of the T passes.
+
 MC sampling is a layer attribute read when a function is traced
 (:mod:`tfuq.layers.mc_sampling`), so each endpoint is traced explicitly
 under the setting it needs before the archive is written. The dropout seed
@@ -50,8 +56,10 @@ from tfuq.calibration.moment_recalibration import MomentRecalibration
 from tfuq.checks import check_int
 from tfuq.distributions import check_family, params_size
 from tfuq.export.mc_graph import ALPHA, BETA, LOWER, UPPER, Units, mc_maps, param_maps
+from tfuq.inference.folding import fold_batch_norm
 from tfuq.inference.mc import seeded_generators
 from tfuq.inference.outputs import OUTPUT_MAPS
+from tfuq.inference.prefix import split_at_stochastic
 from tfuq.layers import mc_sampling, stochastic_layers
 from tfuq.networks.outputs import head_params
 from tfuq.typing import PathLike
@@ -186,15 +194,24 @@ def export_saved_model(
     specs = _check_model(model, family, names)
     single = len(specs) == 1
 
+    graph = fold_batch_norm(model)  # the engine's inference graph: BN folded, the same variables
+    split = split_at_stochastic(graph)
+
     def forward(inputs: Sequence[tf.Tensor]) -> tf.Tensor:
-        outputs = model(inputs[0] if single else list(inputs), training=False)
+        outputs = graph(inputs[0] if single else list(inputs), training=False)
         return tf.cast(head_params(outputs), tf.float32)
 
     def maps(inputs: Sequence[tf.Tensor], samples: Any) -> dict[str, tf.Tensor]:
         shape = tf.shape(inputs[0])[:-1]
-        return mc_maps(
-            lambda: forward(inputs), family, samples, shape, recalibration=recalibration, units=units
-        )
+        # the deterministic prefix once, the stochastic suffix in every pass (the whole graph without one)
+        features = None if split is None else split[0](inputs[0] if single else list(inputs), training=False)
+
+        def sample() -> tf.Tensor:
+            if features is None:
+                return forward(inputs)
+            return tf.cast(head_params(split[1](features, training=False)), tf.float32)
+
+        return mc_maps(sample, family, samples, shape, recalibration=recalibration, units=units)
 
     serve = tf.function(lambda *x: maps(x, mc_samples), input_signature=specs, autograph=False)
     serve_t = tf.function(
