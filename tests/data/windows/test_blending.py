@@ -82,3 +82,9 @@ def test_blended_weight_is_positive_at_every_voxel_of_a_grid(shape, window, over
     for origin in grid.origins:
         total[grid.slices(origin)] += weights
     assert total[grid.interior].min() > 0 and total.min() > 0
+
+
+def test_a_narrow_gaussian_on_an_even_window_does_not_underflow() -> None:
+    """Found by the property test: sigma = 0.01 * 2 on a 2^3 window underflowed to 0 / 0 = NaN."""
+    weights = blending_weights((2, 2, 2), "gaussian", sigma_scale=0.01, floor=1e-3)
+    np.testing.assert_array_equal(weights, np.ones((2, 2, 2)))  # all eight voxels are equally central

@@ -37,7 +37,10 @@ def _axis_profile(size: int, mode: str, sigma_scale: float) -> np.ndarray:
     if mode == "gaussian":
         centre = (size - 1) / 2.0
         sigma = size * sigma_scale
-        return np.exp(-0.5 * ((np.arange(size) - centre) / sigma) ** 2)
+        squared = ((np.arange(size) - centre) / sigma) ** 2
+        # peak 1 on every axis (the two middle voxels of an even axis sit half a voxel off the
+        # centre): a narrow sigma would otherwise underflow to 0 everywhere and the map to 0 / 0
+        return np.exp(-0.5 * (squared - squared.min()))
     # Hann window of size + 2 without its zero end points: positive everywhere.
     profile = 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(1, size + 1) / (size + 1))
     return profile / profile.max()
