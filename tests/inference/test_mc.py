@@ -312,3 +312,14 @@ def test_border_with_minimum_or_constant_padding():
 def test_bad_border_is_refused():
     with pytest.raises(ValueError, match=r"\[INFERENCE\] border"):
         mc_predict_volume(_shift_model(), _volume((6, 6, 6)), "normal", mc_samples=1, window=4, border=2)
+
+
+def test_a_model_returning_nan_is_refused_with_its_name() -> None:
+    from tfuq.layers import MCSpatialDropout3D
+
+    x = keras.Input((8, 8, 8, 1))
+    h = keras.layers.Conv3D(2, 1)(MCSpatialDropout3D(0.5)(keras.layers.Conv3D(4, 1)(x)))
+    model = keras.Model(x, keras.layers.Rescaling(float("nan"))(h))
+    volume = np.ones((8, 8, 8, 1), np.float32)
+    with pytest.raises(ValueError, match="model returned NaN or infinite values"):
+        mc_predict_volume(model, volume, "normal", mc_samples=3, window=8, batch_size=3, seed=0)

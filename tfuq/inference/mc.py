@@ -161,14 +161,31 @@ def mc_window_moments(
         else:
             tiled = [_tile(x, copies) for x in feeds]
             out = sample_fn(tiled if isinstance(inputs, (list, tuple)) else tiled[0])
-        params = check_predictions(out, batch * copies, spatial, name="model")
-        params = params.reshape(copies, batch, *params.shape[1:])
+        if on_params is None and isinstance(out, tf.Tensor) and out.dtype == tf.float32:
+            params = _checked_tensor(out, batch, copies, spatial)  # stays a tensor: no NumPy round trip
+        else:
+            params = check_predictions(out, batch * copies, spatial, name="model")
+            params = params.reshape(copies, batch, *params.shape[1:])
         check_param_samples(family, params, "model output")
         state = _UPDATE(family, state, params)
         if on_params is not None:
             on_params(params)
         done += copies
     return state
+
+
+@tf.function(reduce_retracing=True)
+def _all_finite(x: tf.Tensor) -> tf.Tensor:
+    return tf.reduce_all(tf.math.is_finite(x))
+
+
+def _checked_tensor(out: tf.Tensor, batch: int, copies: int, spatial: tuple[int, ...]) -> tf.Tensor:
+    """``out`` ``(copies * batch, *spatial, P)`` checked like :func:`check_predictions`, reshaped."""
+    if out.shape.rank != len(spatial) + 2 or tuple(out.shape[:-1]) != (batch * copies, *spatial):
+        check_predictions(out, batch * copies, spatial, name="model")  # raises with the usual message
+    if not bool(_all_finite(out)):
+        raise ValueError("model returned NaN or infinite values.")
+    return tf.reshape(out, (copies, batch, *out.shape[1:]))
 
 
 def _tile(x: Any, copies: int) -> Any:
