@@ -30,6 +30,8 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from tfuq.training.replica_means import batch_windows, record_window_means
+
 __all__ = ["DROPOUT_KL", "LOSS", "WEIGHT_PENALTY", "RegressionTrainer"]
 
 #: Names of the reported terms (the data term is named by its loss: nll, l1 or l2).
@@ -143,25 +145,13 @@ class RegressionTrainer(keras.Model):
     def test_step(self, data: Any) -> dict[str, tf.Tensor]:
         """Terms of a validation batch; the trackers average them over the evaluation's windows.
 
-        Each batch counts with its number of windows, so the result is the
-        mean over the windows however they are batched (an empty batch,
-        which ``tf.distribute`` may hand a replica at the end of uneven data,
-        counts for nothing). Under several replicas the sums are first
-        taken over the replicas (the global batch), so every replica's
-        trackers hold the one-device running mean, whichever replica's
-        result a loop reports (Keras ``evaluate`` under ``MirroredStrategy``
-        reports one replica's).
+        Under several replicas the trackers get the global batch's means
+        (:func:`~tfuq.training.replica_means.record_window_means`), so the
+        result is the one-device value whichever replica reports it.
         """
         x, y = data[0], data[1]
-        terms = self.loss_terms(x, y, training=False)
-        windows = tf.cast(tf.shape(tf.nest.flatten(y)[0])[0], tf.float32)
-        sums = {name: tf.where(windows > 0, value, 0.0) * windows for name, value in terms.items()}
-        context = tf.distribute.get_replica_context()
-        if context is not None and context.num_replicas_in_sync > 1:
-            sums, windows = context.all_reduce(tf.distribute.ReduceOp.SUM, (sums, windows))
-        for tracker in self.trackers:
-            mean = sums[tracker.name] / tf.maximum(windows, 1.0)
-            tracker.update_state(mean, sample_weight=windows)
+        trackers = {tracker.name: tracker for tracker in self.trackers}
+        record_window_means(trackers, self.loss_terms(x, y, training=False), batch_windows(y))
         return {tracker.name: tracker.result() for tracker in self.trackers}
 
     def get_config(self) -> dict[str, Any]:
