@@ -31,7 +31,9 @@ Multi-worker: build one dataset per input pipeline with ``num_shards`` and
 ``batch_size``); training subjects are dealt round-robin when there are at
 least as many as shards (otherwise every shard uses all subjects with its own
 seeds), validation windows are dealt round-robin, and tf.data auto-sharding is
-turned off.
+turned off. These shards are not a split of one process's batches: ``tfuq
+train`` instead builds the one-process stream on every worker and keeps each
+replica's rows (:func:`tfuq.training.strategy.distribute_dataset`).
 
 Exit: a tf.data thread still inside the Python generator when the
 interpreter finalises would deadlock the process (a TensorFlow limitation

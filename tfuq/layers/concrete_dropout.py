@@ -33,6 +33,7 @@ Reference:
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -41,6 +42,7 @@ from keras import ops
 
 from tfuq.checks import check_seed
 from tfuq.layers.mc_sampling import dropout_active
+from tfuq.layers.replica_noise import replica_rows
 
 __all__ = [
     "ConcreteDropout",
@@ -218,13 +220,14 @@ class _ConcreteDropoutBase(keras.layers.Wrapper):
         self.add_loss(self.regularization())
         x = inputs
         if dropout_active(self, training):
-            u = keras.random.uniform(
-                self.noise_shape(inputs),
+            uniform = functools.partial(
+                keras.random.uniform,
                 minval=_NOISE_EPS,
                 maxval=1.0 - _NOISE_EPS,
                 dtype="float32",
                 seed=self.seed_generator,
             )
+            u = replica_rows(uniform, self.noise_shape(inputs))  # a replica's rows of the global noise
             logit = ops.cast(self.p_logit, "float32")
             drop = concrete_dropout_mask(logit, u, self.temperature)
             scale = (1.0 - drop) / ops.sigmoid(-logit)

@@ -16,6 +16,7 @@ Reference:
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import keras
@@ -23,6 +24,7 @@ from keras import ops
 
 from tfuq.checks import check_seed
 from tfuq.layers.mc_sampling import dropout_active
+from tfuq.layers.replica_noise import replica_count, replica_rows
 
 __all__ = ["MCDropout", "MCSpatialDropout2D", "MCSpatialDropout3D"]
 
@@ -61,12 +63,23 @@ class _MCDropoutBase(keras.layers.Layer):
         return (shape[0], *([1] * self._spatial_rank), shape[-1])
 
     def call(self, inputs: Any, training: bool | None = None) -> Any:
-        """Drop units when training or when MC sampling is on; identity otherwise."""
+        """Drop units when training or when MC sampling is on; identity otherwise.
+
+        Under a ``tf.distribute`` strategy each replica uses its rows of the
+        global batch's masks (:func:`~tfuq.layers.replica_noise.replica_rows`).
+        """
         if self.rate == 0 or not dropout_active(self, training):
             return inputs
-        return keras.random.dropout(
-            inputs, self.rate, noise_shape=self.noise_shape(inputs), seed=self.seed_generator
+        if replica_count() == 1:
+            return keras.random.dropout(
+                inputs, self.rate, noise_shape=self.noise_shape(inputs), seed=self.seed_generator
+            )
+        shape = self.noise_shape(inputs) or tuple(ops.shape(inputs))
+        ones = functools.partial(ops.ones, dtype=inputs.dtype)
+        keep = replica_rows(
+            lambda s: keras.random.dropout(ones(s), self.rate, seed=self.seed_generator), shape
         )
+        return inputs * keep  # x * (1 / (1 - rate)) where kept, as keras.random.dropout(x) computes
 
     def compute_output_shape(self, input_shape: tuple[int | None, ...]) -> tuple[int | None, ...]:
         """Same as the input shape."""

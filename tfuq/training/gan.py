@@ -157,8 +157,9 @@ class GANTrainer(GanTrainerBase):
         return self._record(values)
 
     def test_step(self, data: Any) -> dict[str, tf.Tensor]:
-        """The loss terms in inference mode (validation), no update; running means over the evaluation."""
-        self._record(self._loss_terms(data, training=False))
+        """The loss terms in inference mode (validation), no update; running means over the windows."""
+        targets = keras.utils.unpack_x_y_sample_weight(data)[1]
+        self._record_validation(self._loss_terms(data, training=False), targets)
         return self._results()
 
     def get_config(self) -> dict[str, Any]:

@@ -43,6 +43,7 @@ from tfuq.training.gan_losses import (
     LossWeights,
     check_adversarial,
 )
+from tfuq.training.replica_means import batch_windows, record_window_means
 
 __all__ = ["GanTrainerBase", "default_gan_optimizer", "replica_fraction"]
 
@@ -210,6 +211,11 @@ class GanTrainerBase(keras.Model):
         for name, tracker in self.loss_trackers.items():
             tracker.update_state(values[name])
         return {name: values[name] for name in self.term_names}
+
+    def _record_validation(self, values: Mapping[str, tf.Tensor], targets: Any) -> None:
+        """Update the trackers with a validation batch's values, as means over the global batch's windows."""
+        values = {**values, LOSS: values[G_TOTAL]}
+        record_window_means(self.loss_trackers, values, batch_windows(targets))
 
     def _results(self) -> dict[str, tf.Tensor]:
         return {name: tracker.result() for name, tracker in self.loss_trackers.items()}

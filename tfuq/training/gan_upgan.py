@@ -280,7 +280,7 @@ class UPGANTrainer(GanTrainerBase):
         )
         values = self._combine(per_phase, tf.unstack(weights))
         values[G_TOTAL] = generator_loss(values, self.loss_weights)
-        self._record(values)
+        self._record_validation(values, y)
         return {**self._results(), STAGE: tf.cast(stage, tf.float32)}
 
     def make_train_function(self, force: bool = False) -> Any:

@@ -4,8 +4,9 @@
 reads or makes the dataset split (only the chief writes files), fixes the
 target normalisation for every subject (stored in ``normalisation.json``,
 :mod:`tfuq.training.normalisation`; a resumed run reuses the stored one) and
-builds the training and validation pipelines, one per worker, distributed
-over the replicas (:func:`~tfuq.training.strategy.distribute_dataset`).
+builds the training and validation pipelines: every worker builds the
+global batches of one process and keeps its replicas' rows
+(:func:`~tfuq.training.strategy.distribute_dataset`).
 
 The training stream is a deterministic function of the seed that starts
 afresh on every iteration (``fixed_stream``); a run resumed at step k skips
@@ -93,25 +94,17 @@ def prepare_inputs(
     # per-subject targets: the pipeline fits each subject's own target normalisation
     shared = {"sources": sources, "target_normalisation": None if config.per_subject_target else target}
 
-    def train_pipeline(shards: int, index: int, batch: int) -> tf.data.Dataset:
-        return make_training_dataset(
-            config,
-            train_ids,
-            num_shards=shards,
-            shard_index=index,
-            batch_size=batch,
-            fixed_stream=True,
-            **shared,
-        )
+    # every worker builds the whole global stream from the same seeds and keeps its replicas' rows
+    # (distribute_dataset), so W workers train on the batches of one process
+    def train_pipeline(batch: int) -> tf.data.Dataset:
+        return make_training_dataset(config, train_ids, batch_size=batch, fixed_stream=True, **shared)
 
-    def valid_pipeline(shards: int, index: int, batch: int) -> tf.data.Dataset:
+    def valid_pipeline(batch: int) -> tf.data.Dataset:
         # validation_max_iter global batches of windows (NiftyNet's meaning), the same ones at every
-        # validation, dealt over the pipelines
+        # validation
         return make_validation_dataset(
             config,
             valid_ids,
-            num_shards=shards,
-            shard_index=index,
             batch_size=batch,
             num_windows=t.validation_max_iter * config.network.batch_size,
             **shared,
@@ -119,7 +112,7 @@ def prepare_inputs(
 
     def sample() -> tf.data.Dataset:
         if valid_ids:
-            return valid_pipeline(1, 0, 1)
+            return valid_pipeline(1)
         return make_training_dataset(config, train_ids[:1], batch_size=1, **shared)
 
     batch = config.network.batch_size

@@ -16,8 +16,9 @@
 ``[NETWORK] batch_size`` is the *global* batch: each of the R replicas gets
 ``batch_size / R`` windows per step and the gradients are summed across them,
 so one step sees the same windows as on one device (BatchNormalization
-statistics are then per replica). Datasets are built per input pipeline
-(:func:`distribute_dataset`), sharded by worker.
+statistics are then per replica). Every worker's input pipeline builds the
+same global batches and keeps its replicas' rows (:func:`distribute_dataset`),
+so W workers see the batches of one process.
 
 ``mixed_precision`` sets the Keras dtype policy (``mixed_float16`` or
 ``mixed_bfloat16``) while the model is built; distribution heads and losses
@@ -46,6 +47,7 @@ __all__ = [
     "make_strategy",
     "precision_policy",
     "replica_batch_size",
+    "replica_batches",
     "tf_config_workers",
     "worker_index",
 ]
@@ -165,25 +167,115 @@ def replica_batch_size(global_batch: int, replicas: int) -> int:
     return global_batch // replicas
 
 
+def replica_batches(
+    dataset: tf.data.Dataset,
+    global_batch: int,
+    *,
+    replicas: int,
+    num_input_pipelines: int = 1,
+    input_pipeline_id: int = 0,
+) -> tf.data.Dataset:
+    """One input pipeline's per-replica batches: its rows of every global batch.
+
+    Every pipeline reads the same stream of global batches; the replicas are
+    numbered pipeline by pipeline (pipeline ``p`` feeds replicas
+    ``p * L .. p * L + L - 1`` with ``L = replicas / num_input_pipelines``),
+    and replica ``r`` gets rows ``r * b .. r * b + b - 1`` of each global
+    batch, ``b = global_batch / replicas``. The pipeline's ``L`` per-replica
+    batches of a step come out one after the other, the order in which
+    ``tf.distribute`` hands them to its local replicas. So the replicas of all
+    pipelines together see exactly the global batches of one process. A last
+    global batch smaller than ``global_batch`` is dropped (every replica
+    needs its full share).
+
+    Args:
+        dataset: Batches of ``global_batch`` elements (any nested structure
+            of tensors with the batch on axis 0).
+        global_batch: ``[NETWORK] batch_size``, a multiple of ``replicas``.
+        replicas: Replicas of all pipelines together (``num_replicas_in_sync``).
+        num_input_pipelines: Pipelines (workers), dividing ``replicas``. Default 1.
+        input_pipeline_id: This pipeline, in ``[0, num_input_pipelines)``. Default 0.
+
+    Returns:
+        tf.data.Dataset: ``replicas / num_input_pipelines`` batches of
+        ``global_batch / replicas`` elements per global batch.
+
+    Raises:
+        UserError: the global batch does not split over the replicas.
+        ValueError: pipelines that do not divide the replicas, or a pipeline id out of range.
+
+    Example:
+        >>> data = tf.data.Dataset.range(8).batch(4)
+        >>> part = replica_batches(data, 4, replicas=2, num_input_pipelines=2, input_pipeline_id=1)
+        >>> [b.numpy().tolist() for b in part]
+        [[2, 3], [6, 7]]
+    """
+    per_replica = replica_batch_size(global_batch, replicas)
+    if num_input_pipelines < 1 or replicas % num_input_pipelines:
+        raise ValueError(
+            "Expected num_input_pipelines dividing replicas. Received: "
+            f"num_input_pipelines={num_input_pipelines}, replicas={replicas}"
+        )
+    if not 0 <= input_pipeline_id < num_input_pipelines:
+        raise ValueError(
+            "Expected 0 <= input_pipeline_id < num_input_pipelines. Received: "
+            f"input_pipeline_id={input_pipeline_id}, num_input_pipelines={num_input_pipelines}"
+        )
+    local = replicas // num_input_pipelines
+    first = input_pipeline_id * local * per_replica
+    leaf = tf.nest.flatten(dataset.element_spec)[0]
+    if leaf.shape[0] != global_batch:  # unknown (a last batch may be smaller): keep the full ones
+        dataset = dataset.filter(lambda *batch: tf.shape(tf.nest.flatten(batch)[0])[0] == global_batch)
+        dataset = dataset.map(lambda *batch: _with_batch(batch, global_batch))
+    if local == replicas:  # one pipeline: all rows, in per-replica pieces
+        return dataset.rebatch(per_replica, drop_remainder=True) if replicas > 1 else dataset
+
+    def rows(*batch: Any) -> Any:
+        def part(tensor: tf.Tensor) -> tf.Tensor:
+            own = tensor[first : first + local * per_replica]
+            return tf.reshape(own, [local, per_replica, *tensor.shape[1:]])
+
+        return tf.nest.map_structure(part, batch[0] if len(batch) == 1 else batch)
+
+    return dataset.map(rows).unbatch()
+
+
+def _with_batch(batch: tuple[Any, ...], size: int) -> Any:
+    """A ``map`` function's arguments as the element, with the static batch size ``size``."""
+    element = batch[0] if len(batch) == 1 else batch
+    return tf.nest.map_structure(lambda t: tf.ensure_shape(t, [size, *t.shape[1:]]), element)
+
+
 def distribute_dataset(
     strategy: tf.distribute.Strategy,
-    make: Callable[[int, int, int], tf.data.Dataset],
+    make: Callable[[int], tf.data.Dataset],
     global_batch: int,
     *,
     skip_steps: int = 0,
     take_steps: int | None = None,
 ) -> Any:
-    """One dataset per input pipeline, distributed over the replicas.
+    """The global batches of one process, distributed over the replicas of all workers.
+
+    Every input pipeline (one per worker) builds the same stream of global
+    batches from the same seeds and keeps its replicas' rows of each
+    (:func:`replica_batches`), so a step sees the same windows however many
+    workers and devices share it, and a run on W workers follows the run of
+    one process (same data, augmentation and order; the gradients differ
+    only by the order of the float sums). The cost: each worker prepares the
+    whole global batch (W times the input work of its own rows), which pays
+    off as long as the input pipeline keeps up with ``1 / W`` of the
+    network's work.
 
     Args:
         strategy: The strategy.
-        make: ``make(num_shards, shard_index, per_replica_batch)`` returns one
-            pipeline's dataset of per-replica batches (e.g. a closure over
-            :func:`~tfuq.data.pipeline.make_training_dataset`).
+        make: ``make(global_batch)`` returns the dataset of global batches
+            (e.g. a closure over :func:`~tfuq.data.pipeline.make_training_dataset`);
+            it must give the same batches in every process.
         global_batch: ``[NETWORK] batch_size``.
         skip_steps: Global steps to skip at the start (replaying an endless
             deterministic stream up to a resumed step).
-        take_steps: Keep at most this many global steps (e.g. validation batches).
+        take_steps: Keep this many global steps (e.g. validation batches); the
+            dataset must hold at least that many full global batches.
 
     Returns:
         ``tf.distribute.DistributedDataset``-like: each step gives every
@@ -193,16 +285,26 @@ def distribute_dataset(
         UserError: the global batch does not split over the replicas.
     """
     replicas = strategy.num_replicas_in_sync
-    per_replica = replica_batch_size(global_batch, replicas)
+    replica_batch_size(global_batch, replicas)  # fail before any dataset is built
 
     def dataset_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
-        dataset = make(context.num_input_pipelines, context.input_pipeline_id, per_replica)
-        per_pipeline = max(1, replicas // context.num_input_pipelines)
+        dataset = make(global_batch)
         if skip_steps:
-            dataset = dataset.skip(skip_steps * per_pipeline)
+            dataset = dataset.skip(skip_steps)
         if take_steps is not None:
-            dataset = dataset.take(take_steps * per_pipeline)
-        return dataset
+            dataset = dataset.take(take_steps)
+        local = replica_batches(
+            dataset,
+            global_batch,
+            replicas=replicas,
+            num_input_pipelines=context.num_input_pipelines,
+            input_pipeline_id=context.input_pipeline_id,
+        ).prefetch(tf.data.AUTOTUNE)
+        if take_steps is not None:  # Keras evaluate doubled the trackers' counts on a dataset of
+            # unknown length (Keras 3.15): state its length
+            per_step = replicas // context.num_input_pipelines
+            local = local.apply(tf.data.experimental.assert_cardinality(take_steps * per_step))
+        return local
 
     options = tf.distribute.InputOptions(experimental_fetch_to_device=True)
     return strategy.distribute_datasets_from_function(dataset_fn, options)

@@ -30,6 +30,8 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from tfuq.training.replica_means import batch_windows, record_window_means
+
 __all__ = ["DROPOUT_KL", "LOSS", "WEIGHT_PENALTY", "RegressionTrainer"]
 
 #: Names of the reported terms (the data term is named by its loss: nll, l1 or l2).
@@ -141,9 +143,15 @@ class RegressionTrainer(keras.Model):
         return [g / replicas for g in grads] if replicas > 1 else grads
 
     def test_step(self, data: Any) -> dict[str, tf.Tensor]:
-        """Terms of a validation batch, averaged over the evaluation by the trackers."""
+        """Terms of a validation batch; the trackers average them over the evaluation's windows.
+
+        Under several replicas the trackers get the global batch's means
+        (:func:`~tfuq.training.replica_means.record_window_means`), so the
+        result is the one-device value whichever replica reports it.
+        """
         x, y = data[0], data[1]
-        self._update_trackers(self.loss_terms(x, y, training=False))
+        trackers = {tracker.name: tracker for tracker in self.trackers}
+        record_window_means(trackers, self.loss_terms(x, y, training=False), batch_windows(y))
         return {tracker.name: tracker.result() for tracker in self.trackers}
 
     def get_config(self) -> dict[str, Any]:
