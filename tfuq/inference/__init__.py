@@ -97,6 +97,7 @@ from tfuq.inference.scans import image_subject, model_config
 from tfuq.inference.streaming import (
     MomentState,
     StreamingDecomposition,
+    batch_state,
     finalize,
     init_state,
     merge_states,
@@ -136,6 +137,7 @@ __all__ = [
     "StreamingDecomposition",
     "SubjectInputs",
     "WindowPredictor",
+    "batch_state",
     "blend_windows",
     "bottleneck_layer",
     "check_param_samples",

@@ -50,6 +50,7 @@ from tfuq.inference.decomposition import (
 __all__ = [
     "MomentState",
     "StreamingDecomposition",
+    "batch_state",
     "finalize",
     "init_state",
     "merge_states",
@@ -135,14 +136,28 @@ def update_state(family: str, state: MomentState, param_batch: Any) -> MomentSta
     Raises:
         ValueError: wrong channel count or an empty batch.
     """
-    dtype = state.mean.dtype
+    return merge_states(state, batch_state(family, param_batch, state.mean.dtype))
+
+
+def batch_state(family: str, param_batch: Any, dtype: tf.DType | str = tf.float32) -> MomentState:
+    """The running state of one batch of parameter samples on its own.
+
+    Args:
+        family: One of :data:`tfuq.distributions.FAMILIES`.
+        param_batch: Unconstrained head channels of ``b >= 1`` passes,
+            ``(b, ..., params_size(family))``; cast to ``dtype``.
+        dtype: Accumulator dtype. Default float32.
+
+    Returns:
+        :class:`MomentState` with ``count = b`` (merge it with
+        :func:`merge_states`).
+    """
     batch = tf.cast(tf.convert_to_tensor(param_batch), dtype)
     means, variances = member_moments(family, batch)
     b = tf.cast(tf.shape(means)[0], dtype)
     batch_mean = tf.reduce_mean(means, axis=0)
     batch_m2 = tf.reduce_sum(tf.square(means - batch_mean), axis=0)
-    batch_state = MomentState(b, batch_mean, batch_m2, tf.reduce_mean(variances, axis=0))
-    return merge_states(state, batch_state)
+    return MomentState(b, batch_mean, batch_m2, tf.reduce_mean(variances, axis=0))
 
 
 def finalize(state: MomentState) -> dict[str, tf.Tensor]:
