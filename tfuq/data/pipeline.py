@@ -79,7 +79,7 @@ from tfuq.data.training_windows import (
 )
 from tfuq.errors import UserError
 
-__all__ = ["make_training_dataset", "make_validation_dataset"]
+__all__ = ["make_training_dataset", "make_validation_dataset", "windows_in_graph"]
 
 _TRAIN, _VALID, _SHUFFLE = 0, 1, 2  # seed stream tags
 T = TypeVar("T")
@@ -118,6 +118,11 @@ def _end_generators_at_exit(quiet: float = 0.2, timeout: float = 60.0) -> None:
         time.sleep(0.01)
 
 
+def windows_in_graph(config: Config, *, training: bool = True, cache: bool = True) -> bool:
+    """Whether the pipeline cuts windows with TF ops (cached subjects, no augmentation; module notes)."""
+    return cache and not (training and AugmentationSettings.from_config(config.training).enabled)
+
+
 class _WindowSource:
     """Callable generator factory behind ``from_generator``; holds the subject cache."""
 
@@ -145,8 +150,7 @@ class _WindowSource:
         self.geometry = window_geometry(config)
         self.method = config.network.window_sampling
         self.augmentation = AugmentationSettings.from_config(config.training) if training else None
-        # cached subjects without augmentation: held as tensors, windows cut in the graph
-        self.graph = cache and (self.augmentation is None or not self.augmentation.enabled)
+        self.graph = windows_in_graph(config, training=training, cache=cache)
         self.cache: dict[int, SubjectArrays | SubjectTensors] | None = {} if cache else None
         self.passes = itertools.count()
         self.fixed_stream = fixed_stream
