@@ -28,8 +28,16 @@ def test_ratio_and_lines() -> None:
         "pipeline rate / cached rate: 0.800",
         "peak RSS: 6144 MB",
     ]
-    numpy = TrainBenchmark("unet", (16, 16), (16, 16), 2, 1, 1, 1.0, 1.0, 100.0, graph_windows=False)
+    assert report.pipeline_cpu_share is None
+    numpy = TrainBenchmark(
+        "unet", (16, 16), (16, 16), 2, 1, 1, 1.0, 1.0, 100.0, graph_windows=False,
+        pipeline_cpu_seconds=2.0, cached_cpu_seconds=1.5,
+    )  # fmt: skip
     assert numpy.pipeline_rate == 1.0 and numpy.lines()[0].endswith("windows cut by a NumPy generator")
+    assert numpy.pipeline_cpu_share == pytest.approx(0.25)
+    assert numpy.lines()[-1] == (
+        "process CPU per step: 2.000 s with the pipeline, 1.500 s cached (pipeline share 0.250)"
+    )
 
 
 def test_bench_train_on_the_tiny_phantom_through_the_cli(tmp_path, capsys) -> None:
@@ -47,6 +55,7 @@ def test_bench_train_on_the_tiny_phantom_through_the_cli(tmp_path, capsys) -> No
     assert re.fullmatch(r"pipeline rate / cached rate: [0-9.]+", out[3])
     assert float(out[3].rsplit(" ", 1)[1]) > 0  # a ratio, not a timing test
     assert re.fullmatch(r"peak RSS: [0-9]+ MB", out[4])
+    assert out[5].startswith("process CPU per step: ")
     assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())  # nothing written
 
 

@@ -4,11 +4,14 @@ The trainer is built as ``tfuq train`` builds it (``[SYSTEM] mixed_precision``,
 :func:`~tfuq.training.build.build_trainer`, initial weights) and fed the
 training subjects of the split (made in memory, nothing is written) through
 :func:`~tfuq.data.pipeline.make_training_dataset` with the target
-normalisation fitted on them. Two streams are timed, alternately, in each of
-``repeats`` rounds of ``steps`` steps:
+normalisation fitted on them. Steps run as ``tfuq train`` runs them, in
+Keras ``fit`` (one ``fit`` per round and stream; the time of a round runs
+from the end of its ``warmup`` steps, which take the tracing and the
+pipeline's start, to the end of its last step). Two streams are timed,
+alternately, in each of ``repeats`` rounds of ``steps`` steps:
 
-- pipeline: one long-lived iterator over the real dataset (windows drawn,
-  cut, shuffled, batched, prefetched while the steps run);
+- pipeline: the real dataset (windows drawn, cut, shuffled, batched and
+  prefetched while the steps run);
 - cached: ``dataset.take(1).cache().repeat()``, the first batch again and
   again, i.e. the step with an input pipeline that costs nothing.
 
@@ -24,7 +27,6 @@ from __future__ import annotations
 import dataclasses
 import resource
 import time
-from collections.abc import Callable, Iterator
 from typing import Any
 
 __all__ = ["TrainBenchmark", "bench_train"]
@@ -45,6 +47,8 @@ class TrainBenchmark:
         cached_step_seconds: Seconds per step on one cached batch.
         peak_rss_mb: Process peak resident memory, MB.
         graph_windows: Whether tf.data cut the windows with TF ops (else a NumPy generator).
+        pipeline_cpu_seconds: Process CPU seconds (all threads) per step with the real pipeline.
+        cached_cpu_seconds: Process CPU seconds per step on the cached batch.
     """
 
     network: str
@@ -57,6 +61,8 @@ class TrainBenchmark:
     cached_step_seconds: float
     peak_rss_mb: float
     graph_windows: bool = True
+    pipeline_cpu_seconds: float | None = None
+    cached_cpu_seconds: float | None = None
 
     @property
     def pipeline_rate(self) -> float:
@@ -68,12 +74,24 @@ class TrainBenchmark:
         """Seconds per step the input pipeline adds (negative: within noise)."""
         return self.pipeline_step_seconds - self.cached_step_seconds
 
+    @property
+    def pipeline_cpu_share(self) -> float | None:
+        """Fraction of the process's CPU time per step that the input pipeline adds (None if not measured).
+
+        ``(pipeline_cpu - cached_cpu) / pipeline_cpu``: less sensitive to other jobs on a
+        shared machine than the wall times; on a machine whose cores the step keeps busy,
+        the rate ratio cannot stay above about ``1 - pipeline_cpu_share``.
+        """
+        if self.pipeline_cpu_seconds is None or self.cached_cpu_seconds is None:
+            return None
+        return (self.pipeline_cpu_seconds - self.cached_cpu_seconds) / self.pipeline_cpu_seconds
+
     def lines(self) -> list[str]:
         """Human-readable report."""
         w = "x".join(str(s) for s in self.window)
         c = "x".join(str(s) for s in self.context)
         cut = "TF ops in tf.data" if self.graph_windows else "a NumPy generator"
-        return [
+        lines = [
             f"{self.network} training, window {w} (context {c}), batch {self.batch}, windows cut by {cut}",
             f"step with the real pipeline: {self.pipeline_step_seconds:.3f} s "
             f"(best of {self.repeats} x {self.steps} steps)",
@@ -81,27 +99,36 @@ class TrainBenchmark:
             f"pipeline rate / cached rate: {self.pipeline_rate:.3f}",
             f"peak RSS: {self.peak_rss_mb:.0f} MB",
         ]
+        share = self.pipeline_cpu_share
+        if share is not None:
+            lines.append(
+                f"process CPU per step: {self.pipeline_cpu_seconds:.3f} s with the pipeline, "
+                f"{self.cached_cpu_seconds:.3f} s cached (pipeline share {share:.3f})"
+            )
+        return lines
 
 
-def _time_steps(step: Callable[[Any], Any], batches: Iterator[Any], steps: int) -> float:
-    """Seconds per step of ``steps`` steps, each on the next batch (the loss is read at the end)."""
-    start = time.perf_counter()
-    logs = None
-    for _ in range(steps):
-        logs = step(next(batches))
-    if logs is not None:
-        _ = {k: float(v) for k, v in logs.items()}
-    return (time.perf_counter() - start) / steps
+def _fit_seconds(trainer: Any, data: Any, steps: int, warmup: int) -> tuple[float, float]:
+    """Wall and process CPU seconds per step of ``trainer.fit`` on ``data`` after ``warmup`` steps."""
+    import keras
+
+    stamps: list[tuple[float, float]] = []
+    clock = keras.callbacks.LambdaCallback(
+        on_train_batch_end=lambda batch, logs: stamps.append((time.perf_counter(), time.process_time()))
+    )
+    trainer.fit(data, steps_per_epoch=warmup + steps, epochs=1, verbose=0, callbacks=[clock])
+    (wall0, cpu0), (wall1, cpu1) = stamps[warmup - 1], stamps[-1]
+    return (wall1 - wall0) / steps, (cpu1 - cpu0) / steps
 
 
-def bench_train(config: Any, *, steps: int = 20, repeats: int = 3, warmup: int = 2) -> TrainBenchmark:
+def bench_train(config: Any, *, steps: int = 20, repeats: int = 3, warmup: int = 1) -> TrainBenchmark:
     """Time training steps on the real pipeline and on one cached batch, in this process.
 
     Args:
         config: A loaded :class:`~tfuq.config.Config` (``[REGRESSION]`` or ``[GAN]``).
         steps: Timed steps per round and stream.
         repeats: Rounds; the best round of each stream is kept.
-        warmup: Untimed steps on each stream first (tracing, pipeline start).
+        warmup: Untimed steps at the start of every round (tracing, pipeline start), >= 1.
 
     Returns:
         TrainBenchmark: the times, their ratio and the peak RSS.
@@ -110,8 +137,6 @@ def bench_train(config: Any, *, steps: int = 20, repeats: int = 3, warmup: int =
         UserError: no training subject, or data problems (one line).
         ConfigError: settings training cannot take.
     """
-    import tensorflow as tf
-
     from tfuq.data.dataset import plan_dataset
     from tfuq.data.pipeline import make_training_dataset, windows_in_graph
     from tfuq.data.sources import resolve_sources
@@ -132,14 +157,13 @@ def bench_train(config: Any, *, steps: int = 20, repeats: int = 3, warmup: int =
     cached = dataset.take(1).cache().repeat()
     with precision_policy(config.system.mixed_precision):
         trainer = build_trainer(config)
-    step = tf.function(trainer.train_step)
-    streams = {"pipeline": iter(dataset), "cached": iter(cached)}
-    for batches in streams.values():
-        _time_steps(step, batches, warmup)
+    streams = {"pipeline": dataset, "cached": cached}
     best = dict.fromkeys(streams, float("inf"))
+    cpu = dict.fromkeys(streams, float("inf"))
     for _ in range(repeats):
-        for name, batches in streams.items():
-            best[name] = min(best[name], _time_steps(step, batches, steps))
+        for name, data in streams.items():
+            wall, used = _fit_seconds(trainer, data, steps, max(1, warmup))
+            best[name], cpu[name] = min(best[name], wall), min(cpu[name], used)
     geometry = window_geometry(config)
     return TrainBenchmark(
         network=config.network.name,
@@ -150,6 +174,8 @@ def bench_train(config: Any, *, steps: int = 20, repeats: int = 3, warmup: int =
         repeats=repeats,
         pipeline_step_seconds=best["pipeline"],
         cached_step_seconds=best["cached"],
+        pipeline_cpu_seconds=cpu["pipeline"],
+        cached_cpu_seconds=cpu["cached"],
         peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,  # KiB on Linux
         graph_windows=windows_in_graph(config),
     )
