@@ -3,12 +3,12 @@
 The windows are cut in the graph (``tfuq.data.graph_windows``): the 320^3 context of every window
 is read inside tf.data and only the three 80^3 levels leave it. The network is the MultiRes
 cascade thinned for CPU (``base_filters = 4``, one block per dilation stack, branches 8, 8, 4),
-whose activations at 80^3 are small; the paper's widths need ~17 GB in bfloat16 at 80^3 for the
-network alone (README, issue #18), which a test cannot take. The phantom volumes are 160 x 160 x
-128 voxels, smaller than the context, so every window also takes the padded path.
+whose activations at 80^3 are small: the paper's widths need ~15 GB in bfloat16 and do not fit
+24 GB in float32 at 80^3 (docs/training_scale.md), which a test cannot take. The phantom volumes
+are 160 x 160 x 128 voxels, smaller than the context, so every window also takes the padded path.
 
-Measured on the 2-core CI machine: peak RSS ~2.3 GB of the training process (the phantom is
-generated beforehand in another process); the bound is 4 GB.
+Measured on the 2-core, 24 GB machine: peak RSS 2.7 GB of the training process (the phantom is
+generated beforehand in another process), 1 min in all; the bound is 4 GB.
 """
 
 from __future__ import annotations

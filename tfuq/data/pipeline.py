@@ -24,8 +24,9 @@ threads, ``num_parallel_calls=AUTOTUNE``. Otherwise (augmentation, which
 resamples with scipy, or ``cache=False``) the generator cuts the windows
 with NumPy (:func:`~tfuq.data.training_windows.sample_windows`) in the pool.
 Both draw the same starts from the same seeds and cut the same windows
-(block means to float32 round-off). Training elements are shuffled in a Python buffer of ``[NETWORK]
-queue_length`` elements, then batched and prefetched by tf.data. All
+(block means to float32 round-off). Training elements are shuffled in a
+Python buffer of ``[NETWORK] queue_length`` elements, then batched and
+prefetched by tf.data. All
 randomness comes from NumPy generators seeded by ``(seed, shard, pass, epoch,
 subject)``, so a dataset is a deterministic function of its seed; a new
 iteration over the same training dataset continues with fresh windows
