@@ -15,11 +15,11 @@ mask 0 outside the volume and within ``loss_border`` of the window's sides.
 Crops are copies (bit-for-bit equal); a MultiRes block mean equals the NumPy
 one to float32 round-off (Grappler may regroup the traced sums).
 
-Why: a MultiRes 80^3 window reads a 320^3 context. Cut by a NumPy generator
-each context was built in a Python thread under the GIL, competing with the
-training step; in the graph it is one slice (plus gathers at the border) and
-strided sums, run by tf.data's own threads, and nothing of it is held in
-Python queues.
+Why: a MultiRes 80^3 window reads a 320^3 context. Here it is one slice (a
+pad at the border) and block sums in tf.data's own threads, and only the
+levels leave the graph; no window passes through Python or its queues. The
+memory of a paper-scale MultiRes run is the network's, not the windows'
+(docs/training_scale.md).
 """
 
 from __future__ import annotations

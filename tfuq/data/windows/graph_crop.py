@@ -22,10 +22,11 @@ references compute for the same start:
   at ``start - (f - 1) * w / 2`` (only the largest level reads the whole
   ``max(factors) * w`` context, e.g. 320^3 for Klaser's 80^3 windows).
 
-A crop first slices the bounding box of the voxels it reads (at most the
-window) and then, only when the window leaves the volume, gathers the padded
-positions along each axis; so a 320^3 context costs one 320^3 copy, never a
-padded copy of the volume.
+A crop slices the part of the window inside the volume and, only when the
+window leaves it, pads that part: ``tf.pad`` with the fill per channel for
+``constant``/``minimum``, gathers by the NumPy index rule along each axis
+for ``edge``/``reflect``/``symmetric``. So a 320^3 context costs one 320^3
+copy (two at the border), never a padded copy of the volume.
 
 Reference:
     Klaser et al., "Uncertainty-aware multi-resolution whole-body MR to CT
