@@ -305,13 +305,16 @@ def import_keras(
 
 
 @cli.command()
-@click.argument("what", type=click.Choice(["network", "infer"]))
+@click.argument("what", type=click.Choice(["network", "infer", "train"]))
 @_CONFIG
 @_SET
 @click.option("--batch", type=click.IntRange(min=1), default=None, help="Windows per forward call.")
 @click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True)
 @click.option("--shape", default="96,96,96", show_default=True, help="infer: volume shape X,Y,Z.")
 @click.option("--samples", default="1,20", show_default=True, help="infer: the T values, comma-separated.")
+@click.option(
+    "--steps", type=click.IntRange(min=1), default=20, show_default=True, help="train: steps per round."
+)
 def bench(
     what: str,
     config: Path,
@@ -320,6 +323,7 @@ def bench(
     repeats: int,
     shape: str,
     samples: str,
+    steps: int,
 ) -> None:
     """Benchmark WHAT, as ratios measured in the same run.
 
@@ -328,10 +332,19 @@ def bench(
     passes of one window group and the bfloat16 speed-up.
     infer: whole-volume MC inference of a random volume per T (fresh process
     each): time and peak RSS, as ratios to the first T.
+    train: training steps fed by the real tf.data pipeline against steps on
+    one cached batch (best of --repeats rounds of --steps steps), their rate
+    ratio and the peak RSS.
     """
     from tfuq.bench import bench_infer, bench_network, infer_lines
 
     cfg = _load(config, overrides, log_to_model_dir=False)
+    if what == "train":
+        from tfuq.bench.train import bench_train
+
+        for line in bench_train(cfg, steps=steps, repeats=repeats).lines():
+            click.echo(line)
+        return
     if what == "network":
         for line in bench_network(cfg, batch=batch, repeats=repeats).lines():
             click.echo(line)

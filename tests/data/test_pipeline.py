@@ -158,22 +158,27 @@ def test_validation_is_finite_repeatable_and_keeps_the_last_batch(ini: Path) -> 
 
 
 @pytest.mark.parametrize("name", ["unet", "multires"])
-def test_in_memory_validation_equals_the_generator(ini: Path, name: str, monkeypatch) -> None:
-    # Oracle: the generator path (forced by a zero memory budget) gives the same windows in the same
-    # batches; the in-memory dataset runs no Python when iterated.
+def test_validation_in_memory_equals_generator_and_graph_cut(ini: Path, name: str, monkeypatch) -> None:
+    # Oracle: without the subject cache, windows come from the NumPy generator path (held in memory,
+    # or a generator when forced by a zero memory budget); with it (the default) starts are drawn in
+    # Python and the windows cut by tf.data. All give the same windows in the same batches, and
+    # neither the in-memory nor the graph dataset runs Python when iterated.
     overrides = [f"NETWORK.name={name}", "TRAINING.sample_per_volume=3"]
     if name == "multires":
         overrides.append("MR.spatial_window_size=4, 4, 4")
     config = load_config(ini, overrides)
-    in_memory = make_validation_dataset(config, IDS[:3])
+    graph = make_validation_dataset(config, IDS[:3])
+    in_memory = make_validation_dataset(config, IDS[:3], cache=False)
     monkeypatch.setattr(pipeline, "_IN_MEMORY_BYTES", 0)
-    generated = make_validation_dataset(config, IDS[:3])
-    assert in_memory.element_spec == generated.element_spec
-    ours, theirs = batches(in_memory, 10), batches(generated, 10)
-    assert len(ours) == len(theirs) == 5
-    for a, b in zip(ours, theirs):
+    generated = make_validation_dataset(config, IDS[:3], cache=False)
+    assert graph.element_spec == in_memory.element_spec == generated.element_spec
+    ours, memory, theirs = batches(graph, 10), batches(in_memory, 10), batches(generated, 10)
+    assert len(ours) == len(memory) == len(theirs) == 5
+    for a, b, c in zip(ours, memory, theirs):
         tf.nest.map_structure(np.testing.assert_array_equal, a, b)
-    assert _root(in_memory) == "_TensorSliceDataset" and _root(generated) != "_TensorSliceDataset"
+        tf.nest.map_structure(np.testing.assert_array_equal, a, c)
+    assert _root(graph) == _root(in_memory) == "_TensorSliceDataset"
+    assert _root(generated) != "_TensorSliceDataset"
 
 
 def _root(dataset) -> str:

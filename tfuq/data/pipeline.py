@@ -8,22 +8,34 @@ augmented for training only. Elements are ``(inputs, targets)``: inputs
 ``(B, *spatial, 2)`` with channels ``[target, mask]`` (see
 :mod:`tfuq.data.training_windows`).
 
-Loading and parallelism: windows come from a Python generator
-(``tf.data.Dataset.from_generator``); volumes are read with nibabel and
-windows cut in a thread pool of ``[SYSTEM] num_threads`` workers (zlib,
-NumPy and scipy.ndimage release the GIL for most of that work), at most that
-many subjects ahead, the results used in order. With ``cache=True`` every subject is
-loaded and normalised once, up front and in parallel, so a bad file fails
-before training starts; with ``cache=False`` each pass reloads them (bounded
-memory). Training windows are shuffled in a Python buffer of ``[NETWORK]
-queue_length`` windows, then batched and prefetched by tf.data. All
+Loading and parallelism: volumes are read with nibabel in a thread pool of
+``[SYSTEM] num_threads`` workers (zlib, NumPy and scipy.ndimage release the
+GIL for most of that work), at most that many subjects ahead, the results
+used in order. With ``cache=True`` (the default) every subject is loaded and
+normalised once, up front and in parallel, so a bad file fails before
+training starts; with ``cache=False`` each pass reloads them (bounded memory).
+
+Where windows are cut: with ``cache=True`` and no augmentation, subjects are
+held as tensors and a Python generator yields only ``(subject, start)``
+pairs; ``Dataset.map`` cuts the windows with TF ops
+(:mod:`tfuq.data.graph_windows`; MultiRes levels are block means computed
+in the graph from the ``max(factors) * window`` context), in tf.data's
+threads, ``num_parallel_calls=AUTOTUNE``. Otherwise (augmentation, which
+resamples with scipy, or ``cache=False``) the generator cuts the windows
+with NumPy (:func:`~tfuq.data.training_windows.sample_windows`) in the pool.
+Both draw the same starts from the same seeds and cut the same windows
+(block means to float32 round-off). Training elements are shuffled in a
+Python buffer of ``[NETWORK] queue_length`` elements, then batched and
+prefetched by tf.data. All
 randomness comes from NumPy generators seeded by ``(seed, shard, pass, epoch,
 subject)``, so a dataset is a deterministic function of its seed; a new
 iteration over the same training dataset continues with fresh windows
 (with ``fixed_stream=True`` it starts the same windows again).
 
-Validation windows (the same on every pass) are cut once and held in memory
-(up to 512 MiB; beyond that they stay a generator).
+Validation windows (the same on every pass): on the graph path their starts
+are drawn once and the windows cut by tf.data on every pass; on the NumPy
+path they are cut once and held in memory (up to 512 MiB; beyond that they
+stay a generator).
 
 Multi-worker: build one dataset per input pipeline with ``num_shards`` and
 ``shard_index`` (e.g. from ``tf.distribute.InputContext`` in
@@ -58,12 +70,19 @@ import numpy as np
 from tfuq.config import Config, InputSource
 from tfuq.data.augmentation import AugmentationSettings
 from tfuq.data.dataset import config_subjects
+from tfuq.data.graph_windows import SubjectTensors, subject_tensors, window_cutter
 from tfuq.data.normalisation import NormalisationParams
 from tfuq.data.subjects import Subject
-from tfuq.data.training_windows import SubjectArrays, load_training_subject, sample_windows, window_geometry
+from tfuq.data.training_windows import (
+    SubjectArrays,
+    load_training_subject,
+    sample_starts,
+    sample_windows,
+    window_geometry,
+)
 from tfuq.errors import UserError
 
-__all__ = ["make_training_dataset", "make_validation_dataset"]
+__all__ = ["make_training_dataset", "make_validation_dataset", "windows_in_graph"]
 
 _TRAIN, _VALID, _SHUFFLE = 0, 1, 2  # seed stream tags
 T = TypeVar("T")
@@ -102,6 +121,11 @@ def _end_generators_at_exit(quiet: float = 0.2, timeout: float = 60.0) -> None:
         time.sleep(0.01)
 
 
+def windows_in_graph(config: Config, *, training: bool = True, cache: bool = True) -> bool:
+    """Whether the pipeline cuts windows with TF ops (cached subjects, no augmentation; module notes)."""
+    return cache and not (training and AugmentationSettings.from_config(config.training).enabled)
+
+
 class _WindowSource:
     """Callable generator factory behind ``from_generator``; holds the subject cache."""
 
@@ -129,7 +153,8 @@ class _WindowSource:
         self.geometry = window_geometry(config)
         self.method = config.network.window_sampling
         self.augmentation = AugmentationSettings.from_config(config.training) if training else None
-        self.cache: dict[int, SubjectArrays] | None = {} if cache else None
+        self.graph = windows_in_graph(config, training=training, cache=cache)
+        self.cache: dict[int, SubjectArrays | SubjectTensors] | None = {} if cache else None
         self.passes = itertools.count()
         self.fixed_stream = fixed_stream
         self.threads = config.system.num_threads
@@ -140,16 +165,23 @@ class _WindowSource:
         else:
             self._load(0)  # fail fast on the first subject
 
-    def _load(self, index: int) -> SubjectArrays:
+    def _load(self, index: int) -> SubjectArrays | SubjectTensors:
         subject = self.subjects[index]
         arrays = load_training_subject(
             self.config, subject, self.sources, target_normalisation=self.target_normalisation
         )
         try:  # a sampling map with no valid centre fails here, as a UserError, not inside tf.data
-            sample_windows(arrays, self.geometry, 1, np.random.default_rng(0), method=self.method)
+            sample_starts(
+                arrays.shape, self.geometry, 1, np.random.default_rng(0), method=self.method,
+                sampling_map=arrays.sampling_map,
+            )  # fmt: skip
         except ValueError as err:
             raise UserError(f"subject {subject.id}: cannot sample a window: {err}") from err
-        return arrays
+        return subject_tensors(arrays) if self.graph else arrays
+
+    def cutter(self) -> Callable[[Any, Any], tuple[Any, Any]]:
+        """The ``Dataset.map`` function that cuts the windows of the graph path's elements."""
+        return window_cutter([self.cache[i] for i in range(len(self.subjects))], self.geometry)  # type: ignore[index,misc]
 
     def _parallel(
         self, fn: Callable[..., T], tasks: Iterable[tuple[Any, ...]], *, deterministic: bool
@@ -190,9 +222,15 @@ class _WindowSource:
         arrays = self.cache[index] if self.cache is not None else self._load(index)
         rng = np.random.default_rng([*stream, epoch, index + 1])
         n = self.config.training.sample_per_volume
+        if self.graph:  # the same draws as sample_windows without augmentation; windows cut by tf.data
+            starts = sample_starts(
+                arrays.shape, self.geometry, n, rng, method=self.method, sampling_map=arrays.sampling_map
+            )
+            return [(np.int32(index), start.astype(np.int64)) for start in starts]
         return sample_windows(
-            arrays, self.geometry, n, rng, method=self.method, augmentation=self.augmentation
-        )
+            arrays,  # type: ignore[arg-type]
+            self.geometry, n, rng, method=self.method, augmentation=self.augmentation,
+        )  # fmt: skip
 
     def _windows(self, pass_id: int) -> Iterator[tuple[Any, np.ndarray]]:
         # Subjects are loaded (without cache) and their windows cut in the pool;
@@ -270,6 +308,31 @@ def _in_memory(source: _WindowSource, signature: Any) -> Any:
     return tf.data.Dataset.from_tensor_slices(stacked)
 
 
+def _windows(source: _WindowSource, *, training: bool) -> Any:
+    """The unbatched ``(inputs, targets)`` windows of ``source`` (see the module notes)."""
+    import tensorflow as tf
+
+    if source.graph:  # Python draws the starts, tf.data cuts the windows
+        locations = (tf.TensorSpec((), tf.int32), tf.TensorSpec((3,), tf.int64))
+        if training:
+            dataset = tf.data.Dataset.from_generator(source, output_signature=locations)
+        else:  # finite and the same on every pass: the starts are drawn once, no Python when iterated
+            elements = list(source())
+            index = np.array([int(k) for k, _ in elements], np.int32)
+            starts = np.array([start for _, start in elements], np.int64).reshape(-1, 3)
+            dataset = tf.data.Dataset.from_tensor_slices((index, starts))
+        return dataset.map(source.cutter(), num_parallel_calls=tf.data.AUTOTUNE)
+    geometry = source.geometry
+    channels = len(source.config.input_sections)
+    spec = tf.TensorSpec((*geometry.spatial, channels), tf.float32)
+    inputs_spec: Any = tuple(spec for _ in geometry.factors) if geometry.factors else spec
+    signature = (inputs_spec, tf.TensorSpec((*geometry.spatial, 2), tf.float32))
+    dataset = None if training else _in_memory(source, signature)
+    if dataset is None:
+        dataset = tf.data.Dataset.from_generator(source, output_signature=signature)
+    return dataset
+
+
 def _select(config: Config, sources: Mapping[str, InputSource], subject_ids: Sequence[str]) -> list[Subject]:
     found = {s.id: s for s in config_subjects(config, sources)}
     ids = list(subject_ids)
@@ -321,16 +384,7 @@ def _dataset(
         fixed_stream=fixed_stream,
         num_windows=num_windows,
     )
-    geometry = source.geometry
-    channels = len(config.input_sections)
-    spec = tf.TensorSpec((*geometry.spatial, channels), tf.float32)
-    inputs_spec: Any = tuple(spec for _ in geometry.factors) if geometry.factors else spec
-    signature = (inputs_spec, tf.TensorSpec((*geometry.spatial, 2), tf.float32))
-    dataset = None
-    if not training:
-        dataset = _in_memory(source, signature)
-    if dataset is None:
-        dataset = tf.data.Dataset.from_generator(source, output_signature=signature)
+    dataset = _windows(source, training=training)
     batch = config.network.batch_size if batch_size is None else int(batch_size)
     dataset = dataset.batch(batch, drop_remainder=training).prefetch(tf.data.AUTOTUNE)
     options = tf.data.Options()

@@ -8,7 +8,7 @@ either the same way or, as training does, with fixed parameters passed in
 (inference has no target to fit them on, and must undo them), so the
 network sees normalised inputs and target.
 :func:`sample_windows` then draws window locations with the configured
-sampler (:mod:`tfuq.data.windows.samplers`), reads the same location in every
+sampler (:func:`sample_starts`, :mod:`tfuq.data.windows.samplers`), reads the same location in every
 section (with an optional random augmentation, :mod:`tfuq.data.augmentation`,
 and MultiRes levels, :mod:`tfuq.data.windows.multires`), and returns
 ``(inputs, targets)`` pairs:
@@ -50,7 +50,14 @@ from tfuq.data.windows import (
 )
 from tfuq.errors import UserError
 
-__all__ = ["SubjectArrays", "WindowGeometry", "load_training_subject", "sample_windows", "window_geometry"]
+__all__ = [
+    "SubjectArrays",
+    "WindowGeometry",
+    "load_training_subject",
+    "sample_starts",
+    "sample_windows",
+    "window_geometry",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -279,6 +286,32 @@ def _resize(arrays: dict[str, Any], window: tuple[int, ...], orders: list[int]) 
     }
 
 
+def sample_starts(
+    shape: tuple[int, int, int],
+    geometry: WindowGeometry,
+    n: int,
+    rng: np.random.Generator,
+    *,
+    method: str = "uniform",
+    sampling_map: np.ndarray | None = None,
+) -> np.ndarray:
+    """Draw ``n`` window starts in a volume of spatial ``shape``, as :func:`sample_windows` does.
+
+    The volume is padded virtually (``geometry.padding``, widened where the
+    volume is smaller than the window); ``"resize"`` volumes are sampled uniformly.
+
+    Returns:
+        ``(n, 3)`` int64 starts of the (target) window.
+
+    Raises:
+        ValueError: a sampler error (e.g. a sampling map that is 0 everywhere).
+    """
+    window = geometry.window
+    padding = [max(p, math.ceil((w - s) / 2)) for p, w, s in zip(geometry.padding, window, shape)]
+    method = "uniform" if method == "resize" else method
+    return sample_locations(method, shape, window, n, rng, sampling_map=sampling_map, padding=padding)
+
+
 def sample_windows(
     arrays: SubjectArrays,
     geometry: WindowGeometry,
@@ -302,11 +335,7 @@ def sample_windows(
         ValueError: a sampler error (e.g. a sampling map that is 0 everywhere).
     """
     window, region = geometry.window, geometry.region
-    padding = [max(p, math.ceil((w - s) / 2)) for p, w, s in zip(geometry.padding, window, arrays.shape)]
-    method = "uniform" if method == "resize" else method
-    starts = sample_locations(
-        method, arrays.shape, window, n, rng, sampling_map=arrays.sampling_map, padding=padding
-    )
+    starts = sample_starts(arrays.shape, geometry, n, rng, method=method, sampling_map=arrays.sampling_map)
     offset = [(r - w) // 2 for r, w in zip(region, window)]
     out = []
     for start in starts:

@@ -8,6 +8,9 @@ Modules:
 - :mod:`~tfuq.data.windows.samplers`: training window samplers and the
   per-axis grid rule :func:`axis_starts`.
 - :mod:`~tfuq.data.windows.multires`: MultiRes levels cut around a window.
+- :mod:`~tfuq.data.windows.graph_crop`: the same crops and levels as
+  TensorFlow ops (tf.data cuts training windows with them; TensorFlow is
+  imported when they are called).
 - :mod:`~tfuq.data.windows.grid`: the window grid of whole-volume inference
   (:func:`window_grid`, :class:`WindowGrid`, ``[INFERENCE] border``).
 - :mod:`~tfuq.data.windows.blending`: the weights of overlapping windows.
@@ -21,6 +24,7 @@ from tfuq.data.windows.blending import (
     DEFAULT_WEIGHT_FLOOR,
     blending_weights,
 )
+from tfuq.data.windows.graph_crop import average_pool_tf, crop_padded_tf, multires_windows_tf
 from tfuq.data.windows.grid import WindowGrid, check_border, check_window, window_grid
 from tfuq.data.windows.multires import (
     MULTIRES_FACTORS,
@@ -58,6 +62,7 @@ __all__ = [
     "as_padding",
     "as_window",
     "average_pool",
+    "average_pool_tf",
     "axis_starts",
     "balanced_locations",
     "blending_weights",
@@ -65,9 +70,11 @@ __all__ = [
     "check_multires",
     "check_window",
     "crop_padded",
+    "crop_padded_tf",
     "grid_locations",
     "multires_from_context",
     "multires_windows",
+    "multires_windows_tf",
     "pad_volume",
     "padding_widths",
     "sample_locations",
