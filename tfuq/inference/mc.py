@@ -340,12 +340,14 @@ def _make_forward(
     prefix, suffix = split
     folded = fold_channel_dropout(suffix)
 
-    @tf.function(reduce_retracing=True)
+    # Static shapes (no reduce_retracing): the channel fold loops over the group's windows, and a
+    # run has at most two group sizes (full groups and the last one) and two copy counts.
+    @tf.function
     def prepare(inputs: list[tf.Tensor]) -> list[tf.Tensor]:
         features = prefix(network_input(inputs), training=False)
         return list(features) if isinstance(features, (list, tuple)) else [features]
 
-    @tf.function(reduce_retracing=True)
+    @tf.function
     def stochastic(features: list[tf.Tensor], copies: int, family: str | None = None) -> Any:
         if folded is not None:
             params = head_output(folded(features[0], copies))
@@ -354,7 +356,7 @@ def _make_forward(
             params = head_output(suffix(tiled if len(tiled) > 1 else tiled[0], training=False))
         if family is None:
             return params
-        params = tf.reshape(params, (copies, int(features[0].shape[0]), *params.shape[1:]))
+        params = tf.reshape(params, tf.concat([[copies, -1], tf.shape(params)[1:]], axis=0))
         return batch_state(family, params)  # the passes' moments in the same graph: no (T, ...) round trip
 
     return prepare, stochastic
