@@ -54,7 +54,7 @@ from tfuq.inference.features import (
     mahalanobis,
     window_features,
 )
-from tfuq.inference.folding import fold_batch_norm
+from tfuq.inference.folding import FoldedConv, batch_norm_affine, fold_batch_norm
 from tfuq.inference.mc import (
     ALPHA,
     BETA,
@@ -92,7 +92,7 @@ from tfuq.inference.prediction import (
     windows_per_subject,
     write_subject,
 )
-from tfuq.inference.prefix import split_at_stochastic
+from tfuq.inference.prefix import graph_nodes, split_at_stochastic
 from tfuq.inference.scans import image_subject, model_config
 from tfuq.inference.streaming import (
     MomentState,
@@ -132,11 +132,13 @@ __all__ = [
     "UNCALIBRATED_SUFFIX",
     "DerivedQuantity",
     "FeatureDensity",
+    "FoldedConv",
     "MomentState",
     "PredictionSettings",
     "StreamingDecomposition",
     "SubjectInputs",
     "WindowPredictor",
+    "batch_norm_affine",
     "batch_state",
     "blend_windows",
     "bottleneck_layer",
@@ -158,6 +160,7 @@ __all__ = [
     "fit_feature_density",
     "fold_batch_norm",
     "fold_channel_dropout",
+    "graph_nodes",
     "image_subject",
     "init_state",
     "load_inference_subject",

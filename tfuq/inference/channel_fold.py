@@ -46,7 +46,8 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from tfuq.inference.folding import _FoldedConv
+from tfuq.inference.folding import FoldedConv, batch_norm_affine
+from tfuq.inference.prefix import graph_nodes
 from tfuq.layers import (
     DistributionHead,
     MCSpatialDropout2D,
@@ -64,12 +65,11 @@ FoldedSuffix = Callable[[tf.Tensor, int], Any]
 def _consumers(model: keras.Model) -> dict[int, list[Any]]:
     """id(tensor) -> the nodes of ``model``'s graph reading it."""
     found: dict[int, list[Any]] = {}
-    for depth in getattr(model, "_nodes_by_depth", {}).values():
-        for node in depth:
-            if isinstance(node.operation, keras.layers.InputLayer):
-                continue
-            for tensor in node.input_tensors:
-                found.setdefault(id(tensor), []).append(node)
+    for node in graph_nodes(model) or []:
+        if isinstance(node.operation, keras.layers.InputLayer):
+            continue
+        for tensor in node.input_tensors:
+            found.setdefault(id(tensor), []).append(node)
     return found
 
 
@@ -112,17 +112,6 @@ def _is_pointwise(layer: Any) -> bool:
     )
 
 
-def _batch_norm_affine(layer: keras.layers.BatchNormalization) -> tuple[tf.Tensor, tf.Tensor]:
-    """Inference BatchNormalization as ``x * scale + shift`` (per channel, float32)."""
-    scale = tf.math.rsqrt(tf.cast(layer.moving_variance, tf.float32) + layer.epsilon)
-    if layer.scale:
-        scale = scale * tf.cast(layer.gamma, tf.float32)
-    shift = -tf.cast(layer.moving_mean, tf.float32) * scale
-    if layer.center:
-        shift = shift + tf.cast(layer.beta, tf.float32)
-    return scale, shift
-
-
 @dataclasses.dataclass(frozen=True)
 class _Plan:
     """What the folded convolution absorbs and where the rest of the suffix starts."""
@@ -146,7 +135,7 @@ def _plan(suffix: keras.Model) -> _Plan | None:
     node = _only_consumer(consumers, node.outputs[0])
     conv = node.operation if node is not None else None
     batch_norm, relu = None, False
-    if isinstance(conv, _FoldedConv):  # conv -> BN already merged by the inference graph
+    if isinstance(conv, FoldedConv):  # conv -> BN already merged by the inference graph
         conv, batch_norm = conv.conv, conv.bn
     if not _foldable_conv(conv):
         return None
@@ -177,10 +166,7 @@ def _plan(suffix: keras.Model) -> _Plan | None:
 def _pointwise_chain(rest: keras.Model) -> tuple[Any, ...]:
     """The rest's layers in order when it is a chain of pointwise layers (else ``()``)."""
     nodes = [
-        node
-        for depth in sorted(rest._nodes_by_depth, reverse=True)
-        for node in rest._nodes_by_depth[depth]
-        if not isinstance(node.operation, keras.layers.InputLayer)
+        node for node in graph_nodes(rest) or [] if not isinstance(node.operation, keras.layers.InputLayer)
     ]
     tensor = rest.inputs[0]
     for node in nodes:
@@ -229,7 +215,7 @@ def fold_channel_dropout(suffix: keras.Model) -> FoldedSuffix | None:
         filters = int(kernel.shape[-1])
         bias = tf.cast(conv.bias, tf.float32) if conv.use_bias else tf.zeros((filters,), tf.float32)
         if plan.batch_norm is not None:
-            scale, shift = _batch_norm_affine(plan.batch_norm)
+            scale, shift = batch_norm_affine(plan.batch_norm)
             kernel, bias = kernel * scale, bias * scale + shift
         bias = tf.cast(tf.tile(bias, [copies]), dtype)
         h = tf.cast(h, dtype)

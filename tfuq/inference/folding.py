@@ -30,12 +30,9 @@ from typing import Any
 
 import keras
 
-__all__ = ["fold_batch_norm"]
+from tfuq.inference.prefix import graph_nodes
 
-
-def _nodes(model: keras.Model) -> list[Any]:
-    by_depth = getattr(model, "_nodes_by_depth", None) or {}
-    return [node for depth in sorted(by_depth, reverse=True) for node in by_depth[depth]]
+__all__ = ["FoldedConv", "batch_norm_affine", "fold_batch_norm"]
 
 
 def _foldable_conv(layer: Any) -> bool:
@@ -54,7 +51,7 @@ def _last_axis(layer: keras.layers.BatchNormalization, rank: int) -> bool:
 
 def _pairs(model: keras.Model) -> dict[int, Any]:
     """id(BN node) -> the convolution node it follows (the BN being the convolution's only reader)."""
-    nodes = _nodes(model)
+    nodes = graph_nodes(model) or []
     producer = {id(t): node for node in nodes for t in node.outputs}
     readers: dict[int, int] = {}
     for node in nodes:
@@ -79,7 +76,7 @@ def _pairs(model: keras.Model) -> dict[int, Any]:
     return pairs
 
 
-def _affine(bn: keras.layers.BatchNormalization) -> tuple[Any, Any]:
+def batch_norm_affine(bn: keras.layers.BatchNormalization) -> tuple[Any, Any]:
     """Inference BatchNormalization as ``x * scale + shift`` per channel, float32, from its variables."""
     scale = keras.ops.rsqrt(keras.ops.cast(bn.moving_variance, "float32") + bn.epsilon)
     if bn.scale:
@@ -90,7 +87,7 @@ def _affine(bn: keras.layers.BatchNormalization) -> tuple[Any, Any]:
     return scale, shift
 
 
-class _FoldedConv(keras.layers.Layer):
+class FoldedConv(keras.layers.Layer):
     """``bn(conv(x))`` as one convolution whose kernel and bias are computed from both layers' variables.
 
     Reads the live variables at every call (cheap: kernel-sized), so the folded
@@ -103,7 +100,8 @@ class _FoldedConv(keras.layers.Layer):
         self.bn = bn
 
     def call(self, inputs: Any) -> Any:
-        scale, shift = _affine(self.bn)
+        """``bn(conv(inputs))`` in one convolution."""
+        scale, shift = batch_norm_affine(self.bn)
         kernel = keras.ops.cast(self.conv.kernel, "float32") * scale
         bias = shift
         if self.conv.use_bias:
@@ -132,7 +130,7 @@ def fold_batch_norm(model: keras.Model, *, _done: dict[int, keras.Model] | None 
     done = {} if _done is None else _done
     if id(model) in done:
         return done[id(model)]
-    nodes = _nodes(model)
+    nodes = graph_nodes(model) or []
     if not nodes or not getattr(model, "inputs", None):
         return model
     nested = {
@@ -156,7 +154,7 @@ def fold_batch_norm(model: keras.Model, *, _done: dict[int, keras.Model] | None 
         args, kwargs = node.arguments.fill_in(tensors)
         operation = node.operation
         if id(node) in convs:
-            operation = _FoldedConv(operation, convs[id(node)].operation)
+            operation = FoldedConv(operation, convs[id(node)].operation)
         elif id(operation) in nested:
             operation = nested[id(operation)]
         outputs = operation(*args, **kwargs)

@@ -34,10 +34,10 @@ import keras
 
 from tfuq.layers import iter_layers, stochastic_layers
 
-__all__ = ["split_at_stochastic"]
+__all__ = ["graph_nodes", "split_at_stochastic"]
 
 
-def _graph_nodes(model: keras.Model) -> list[Any] | None:
+def graph_nodes(model: keras.Model) -> list[Any] | None:
     """The functional graph's nodes from the inputs to the outputs, or None for a subclassed model."""
     by_depth = getattr(model, "_nodes_by_depth", None)
     if not by_depth:
@@ -56,7 +56,7 @@ def split_at_stochastic(model: keras.Model) -> tuple[keras.Model, keras.Model] |
         of cut tensors, ``suffix`` maps them (the tensor itself when there is
         one) to the model outputs; or None when there is nothing to share.
     """
-    nodes = _graph_nodes(model)
+    nodes = graph_nodes(model)
     stochastic = {id(layer) for layer in stochastic_layers(model)}
     if nodes is None or not stochastic:
         return None
